@@ -1,0 +1,3 @@
+"""automl: experiment-tracking AutoML for image classification."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from automl.cli import run
+
+run()

@@ -1,0 +1,146 @@
+"""The resolved settings of one ``automl search``, checked before any store is touched."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from automl.data import check_dataset_name
+from automl.errors import ConfigError, unknown_name
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+PRUNERS = ("hyperband", "median", "asha", "none")
+DEFAULT_SPACE = Path("search_spaces") / "default.yaml"
+DEFAULT_STORAGE = "sqlite:///automl.db"
+DEFAULT_TRACKING = "sqlite:///mlflow.db"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    trials: int
+    space: Path
+    dataset: str = "digits"
+    study_name: str | None = None
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str = DEFAULT_TRACKING
+    experiment: str | None = None
+    model_name: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    max_epochs: int = 20
+    device: str = "auto"
+    seed: int = 0
+    timeout: float | None = None
+    data_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def study(self) -> str:
+        return self.study_name or f"{self.dataset}-{self.space.stem}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.study
+
+    @property
+    def registered_model(self) -> str:
+        return self.model_name or self.study
+
+    def check(self) -> SearchSettings:
+        """Raise ``ConfigError`` for the first bad option: one line, before any work."""
+        if self.trials < 1:
+            raise ConfigError(f"--trials: must be at least 1, got {self.trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout: must be positive, got {self.timeout}")
+        if self.max_epochs < 1:
+            raise ConfigError(f"--max-epochs: must be at least 1, got {self.max_epochs}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler: {unknown_name('sampler', self.sampler, SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"--pruner: {unknown_name('pruner', self.pruner, PRUNERS)}")
+        if not re.fullmatch(r"[\w.\-]{1,128}", self.study):
+            raise ConfigError(
+                f"--study-name: '{self.study}' may use letters, digits, '.', '_' and '-' only"
+            )
+        check_dataset_name(self.dataset)
+        resolve_device(self.device)
+        check_storage_url(self.storage, "--storage")
+        check_tracking_uri(self.tracking_uri)
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to print and log: passwords masked, paths as text."""
+        values = asdict(self)
+        values.pop("extra")
+        values.update(self.extra)
+        values["storage"] = mask_url(self.storage)
+        values["tracking_uri"] = mask_url(self.tracking_uri)
+        values["study_name"] = self.study
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes the first CUDA device when there is one; asking for a missing one is fatal."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if not match:
+        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got '{name}'")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device: '{name}' was asked for but CUDA is not available here")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device: '{name}' does not exist ({torch.cuda.device_count()} CUDA devices)"
+        )
+    return torch.device("cuda", index)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a ``scheme://user:password@host`` URL."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_storage_url(url: str, option: str) -> None:
+    """A URL SQLAlchemy understands; a SQLite file must be creatable where it points."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{option}: '{mask_url(url)}' is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(parsed.database, option)
+
+
+def check_tracking_uri(uri: str) -> None:
+    if uri.startswith(("http://", "https://", "databricks")):
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        raise ConfigError(
+            f"--tracking-uri: '{uri}' is a file store, which MLflow 3 refuses; "
+            "use sqlite:///mlflow.db or http://HOST:PORT"
+        )
+    check_storage_url(uri, "--tracking-uri")
+
+
+def _check_sqlite_path(database: str | None, option: str) -> None:
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(f"{option}: the file {path} is not writable")
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"{option}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option}: the folder {folder} is not writable")

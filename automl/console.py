@@ -1,0 +1,209 @@
+"""What a person sees: live progress during a search and the summary after it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from automl.objective import Hooks
+from automl.study import SearchOutcome
+from automl.train import EpochResult
+
+STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
+LEADERBOARD_ROWS = 10
+
+
+class SearchDisplay:
+    """A progress bar over trials (best so far, elapsed, ETA) and a line for the running trial.
+
+    On a terminal it redraws in place; in a log (no terminal) it prints one line per trial.
+    """
+
+    def __init__(self, console: Console, trials: int) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.trials = trials
+        self.done = 0
+        self.best: tuple[float, int] | None = None
+        self.trial_start = time.perf_counter()
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+        self.current: TaskID | None = None
+
+    def __enter__(self) -> SearchDisplay:
+        if self.live:
+            self.progress.start()
+            self.task = self.progress.add_task("trials", total=self.trials)
+            self.current = self.progress.add_task("starting", total=None)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.live:
+            if self.current is not None:
+                self.progress.remove_task(self.current)
+            self.progress.stop()
+
+    @property
+    def hooks(self) -> Hooks:
+        return Hooks(on_trial_begin=self.trial_begin, on_epoch_end=self.epoch_end)
+
+    def stage(self, message: str) -> None:
+        if self.live and self.current is not None:
+            self.progress.update(self.current, description=f"[dim]{message}")
+        else:
+            self.console.print(f"[dim]{message}…")
+
+    def trial_begin(self, number: int, params: dict[str, Any]) -> None:
+        self.trial_start = time.perf_counter()
+        if self.live and self.current is not None:
+            self.progress.update(self.current, description=f"trial {number}: building")
+
+    def epoch_end(self, number: int, result: EpochResult, total: int) -> None:
+        if self.live and self.current is not None:
+            self.progress.update(
+                self.current,
+                description=(
+                    f"trial {number}: epoch {result.epoch}/{total} "
+                    f"val_acc {result.val_acc:.4f} ({result.images_per_second:,.0f} img/s)"
+                ),
+            )
+
+    def trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.done += 1
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            if self.best is None or trial.value > self.best[0]:
+                self.best = (trial.value, trial.number)
+        best = f"best {self.best[0]:.4f} (#{self.best[1]})" if self.best else "no result yet"
+        seconds = time.perf_counter() - self.trial_start
+        if self.live and self.task is not None:
+            self.progress.update(self.task, completed=self.done, description=f"trials · {best}")
+            if trial.state == TrialState.FAIL:
+                reason = trial.user_attrs.get("message") or trial.user_attrs.get("reason", "")
+                self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
+            return
+        state = trial.state.name
+        value = f"val_acc {trial.value:.4f}" if trial.value is not None else ""
+        detail = trial.user_attrs.get("message", "") if state == "FAIL" else ""
+        self.console.print(
+            f"[{STATE_STYLE.get(state, 'white')}]trial {trial.number:>4} {state:<8}[/] "
+            f"{value:<15} epochs {len(trial.intermediate_values):>3} {seconds:5.1f}s "
+            f"{self.done}/{self.trials} {best} {detail}".rstrip(),
+            soft_wrap=True,
+        )
+
+
+def _key_params(params: dict[str, Any]) -> str:
+    widths = [str(v) for k, v in sorted(params.items()) if k.endswith(".width")]
+    parts = []
+    if widths:
+        parts.append("widths " + "/".join(widths))
+    for name, label in (
+        ("optim.name", ""),
+        ("optim.lr", "lr "),
+        ("train.batch_size", "bs "),
+        ("aug.strength", "aug "),
+    ):
+        if name in params:
+            value = params[name]
+            parts.append(f"{label}{value:.3g}" if isinstance(value, float) else f"{label}{value}")
+    return ", ".join(parts)
+
+
+def leaderboard(trials: Iterable[FrozenTrial], rows: int = LEADERBOARD_ROWS) -> Table:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete.sort(key=lambda t: (-(t.value or 0.0), t.number))
+    table = Table(title="Leaderboard", title_justify="left")
+    for column, justify in (
+        ("rank", "right"),
+        ("trial", "right"),
+        ("val_acc", "right"),
+        ("epochs", "right"),
+        ("seconds", "right"),
+        ("key params", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for rank, trial in enumerate(complete[:rows], 1):
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        params = trial.user_attrs.get("params", trial.params)
+        table.add_row(
+            str(rank),
+            str(trial.number),
+            f"{trial.value:.4f}",
+            str(len(trial.intermediate_values)),
+            f"{seconds:.1f}",
+            _key_params(params),
+        )
+    return table
+
+
+def ui_command(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    if tracking_uri == "sqlite:///mlflow.db":
+        return "mlflow ui"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def print_summary(console: Console, outcome: SearchOutcome) -> None:
+    study = outcome.study
+    trials = study.get_trials(deepcopy=False)
+    states = outcome.states
+    console.print()
+    console.print(leaderboard(trials))
+    counts = ", ".join(
+        f"[{STATE_STYLE.get(s, 'white')}]{states[s]} {s.lower()}[/]"
+        for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
+        if states.get(s)
+    )
+    ran = len(outcome.trials_run)
+    console.print(
+        f"study [bold]{study.study_name}[/]: {len(trials)} trials ({counts}); this run: {ran} "
+        f"trials, {outcome.epochs_run} epochs in {outcome.wall_seconds:.1f} s"
+    )
+    reg = outcome.registration
+    if reg is not None:
+        how = "already registered as" if reg.reused else "registered as"
+        console.print(
+            f"best trial {reg.trial_number}: val_acc {reg.val_acc:.4f}, test_acc "
+            f"[bold]{reg.test_acc:.4f}[/]; {how} [bold]{reg.uri}[/] (version {reg.version})"
+        )
+        if reg.note:
+            console.print(f"[yellow]note[/]: {reg.note}")
+        if reg.reloaded_test_acc is not None and abs(reg.reloaded_test_acc - reg.test_acc) > 1e-6:
+            console.print(
+                f"[red]warning[/]: the reloaded model scores {reg.reloaded_test_acc:.4f} on test"
+            )
+    elif not outcome.interrupted:
+        console.print("[yellow]no trial completed: nothing was registered[/]")
+    if outcome.interrupted:
+        console.print("[yellow]interrupted[/]: run the same command again to resume the study")
+    console.print(f"see every run: [bold]{ui_command(outcome.settings.tracking_uri)}[/]")

@@ -1,0 +1,52 @@
+"""The error hierarchy: every error says who must stop.
+
+A ``ConfigError`` ends the whole command before any training starts (exit code 2);
+a ``TrialError`` ends one trial, which is recorded with its reason, and the study goes on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AutomlError(Exception):
+    """Root of every error automl raises on purpose; the CLI prints it as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(AutomlError):
+    """Bad configuration or input: fatal, reported before training starts."""
+
+    exit_code = 2
+
+
+class StoreError(ConfigError):
+    """A storage or tracking URL that cannot be opened or written."""
+
+
+class TrialError(AutomlError):
+    """A problem inside one trial; ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TrainingDiverged(TrialError):
+    def __init__(self, message: str) -> None:
+        super().__init__("diverged", message)
+
+
+class OutOfMemory(TrialError):
+    def __init__(self, message: str) -> None:
+        super().__init__("oom", message)
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """Message for a name that is not registered, with the closest match when there is one."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}' (choose from {', '.join(known)}){hint}"

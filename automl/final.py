@@ -1,0 +1,138 @@
+"""After the study: rebuild the best trial's model, test it once, register it as ``candidate``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from automl.augment import Augment
+from automl.data import ImageData
+from automl.objective import build_network, trial_seed
+from automl.params import TrialConfig
+from automl.tracking import Tracker
+from automl.train import Normalizer, evaluate, fit
+
+CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: int
+    uri: str
+    trial_number: int
+    val_acc: float
+    test_acc: float
+    reloaded_test_acc: float | None
+    reused: bool
+    note: str = ""
+
+
+def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
+    """The exact configuration a trial trained, fixed values of the space included."""
+    return TrialConfig.from_params(trial.user_attrs.get("params", trial.params))
+
+
+def preprocessing(data: ImageData) -> dict[str, Any]:
+    """What travels with a registered model so prediction repeats training's preprocessing."""
+    return {
+        "image_size": list(data.image_size),
+        "channels": data.channels,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "classes": list(data.classes),
+        "dataset": data.name,
+        "data_digest": data.digest(),
+        "input": "uint8 images (N, H, W, C); resized and converted to the training shape",
+    }
+
+
+def hwc(images: torch.Tensor) -> np.ndarray:
+    return images.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def trained_model(
+    trial: optuna.trial.FrozenTrial, data: ImageData, tracker: Tracker, device: torch.device
+) -> tuple[torch.nn.Module, str]:
+    """The trial's network with its logged weights; retrained from its params if none exist.
+
+    The text says why it was retrained ("" when the logged weights were used).
+    """
+    config = trial_config(trial)
+    model = build_network(config, data)
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    try:
+        if run_id is None:
+            raise FileNotFoundError("the trial has no MLflow run")
+        model.load_state_dict(tracker.load_weights(run_id))
+        return model, ""
+    except Exception as exc:  # missing or unreadable weights: the params still rebuild it
+        reason = f"retrained trial {trial.number}: its weights could not be loaded ({exc})"
+    seed = trial_seed(int(trial.user_attrs.get("seed", 0)), trial.number)
+    torch.manual_seed(seed)
+    model = build_network(config, data)
+    epochs = len(trial.intermediate_values) or config.train.epochs
+    schedule = config.train.model_copy(update={"epochs": epochs})
+    fit(
+        model,
+        data.train,
+        data.val,
+        optim=config.optim,
+        schedule=schedule,
+        augment=Augment(config.aug),
+        norm=Normalizer(data.mean, data.std),
+        device=device,
+        seed=seed,
+    )
+    return model.to(CPU), reason
+
+
+def register_best(
+    study: optuna.Study,
+    data: ImageData,
+    tracker: Tracker,
+    parent_run_id: str,
+    model_name: str,
+    device: torch.device,
+) -> Registration:
+    best = study.best_trial
+    model, note = trained_model(best, data, tracker, device)
+    model = model.to(CPU).eval()
+    norm = Normalizer(data.mean, data.std)
+    _, test_acc = evaluate(model, data.test, norm, CPU)
+    val_acc = float(best.value or 0.0)
+    identity = {"study": study.study_name, "trial_number": str(best.number)}
+    existing = tracker.find_version(model_name, identity)
+    if existing is not None:
+        tracker.set_alias(model_name, "candidate", existing)
+        uri = f"models:/{model_name}@candidate"
+        return Registration(
+            model_name, existing, uri, best.number, val_acc, test_acc, None, True, note
+        )
+    tags = {
+        **identity,
+        "dataset": data.name,
+        "data_digest": data.digest(),
+        "val_acc": f"{val_acc:.6f}",
+        "test_acc": f"{test_acc:.6f}",
+        "trial_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
+    }
+    version, uri = tracker.register_model(
+        model_name,
+        parent_run_id,
+        model,
+        preprocessing(data),
+        hwc(data.test.images[:4]),
+        tags,
+        alias="candidate",
+    )
+    reloaded = tracker.pyfunc_accuracy(
+        f"models:/{model_name}/{version}", hwc(data.test.images), data.test.labels.numpy()
+    )
+    return Registration(
+        model_name, version, uri, best.number, val_acc, test_acc, reloaded, False, note
+    )

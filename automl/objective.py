@@ -1,0 +1,180 @@
+"""The objective joins one Optuna trial to the data, the builder, the loop and the tracker.
+
+It turns epoch reports into ``trial.report`` and pruning decisions, records why a trial
+ended (``reason`` user attribute and run tag), and keeps a trial's problem inside that
+trial: the study goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import torch
+
+from automl.augment import Augment
+from automl.data import ImageData
+from automl.errors import AutomlError, TrialError
+from automl.models import build_model, count_params
+from automl.params import TrialConfig
+from automl.space import SearchSpace
+from automl.tracking import Tracker, TrialRun
+from automl.train import EpochResult, Normalizer, fit
+
+
+class TrialFailed(Exception):
+    """Raised to Optuna so it marks the trial FAIL; its reason is already recorded."""
+
+
+@dataclass
+class Timings:
+    """Seconds spent in Optuna calls made from inside the objective."""
+
+    optuna: float = 0.0
+    objective: float = 0.0
+
+
+@dataclass
+class Hooks:
+    """Observers of the search (progress display); none may change its course."""
+
+    on_trial_begin: Callable[[int, dict[str, Any]], None] = lambda number, params: None
+    on_epoch_end: Callable[[int, EpochResult, int], None] = lambda number, result, total: None
+
+
+def trial_seed(seed: int, number: int) -> int:
+    return (seed * 1_000_003 + number) % (2**31)
+
+
+def build_network(config: TrialConfig, data: ImageData) -> torch.nn.Module:
+    return build_model(config.arch, data.channels, data.image_size, data.num_classes)
+
+
+@dataclass
+class Objective:
+    space: SearchSpace
+    data: ImageData
+    tracker: Tracker
+    parent_run_id: str
+    study_name: str
+    device: torch.device
+    max_epochs: int
+    seed: int = 0
+    hooks: Hooks = field(default_factory=Hooks)
+    timings: Timings = field(default_factory=Timings)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        start = time.perf_counter()
+        try:
+            return self._run(trial)
+        finally:
+            self.timings.objective += time.perf_counter() - start
+
+    def _run(self, trial: optuna.Trial) -> float:
+        with self._optuna():
+            params = self.space.sample(trial, caps={"train.epochs": self.max_epochs})
+        config = TrialConfig.from_params(params)
+        run = self.tracker.start_trial_run(self.parent_run_id, self.study_name, trial.number, params)
+        with self._optuna():
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+            trial.set_user_attr("params", params)
+            trial.set_user_attr("seed", self.seed)
+        self.hooks.on_trial_begin(trial.number, params)
+        model: torch.nn.Module | None = None
+        try:
+            torch.manual_seed(trial_seed(self.seed, trial.number))
+            model = build_network(config, self.data)
+            run.log_epoch(0, {"n_params": count_params(model)})
+            history = fit(
+                model,
+                self.data.train,
+                self.data.val,
+                optim=config.optim,
+                schedule=config.train,
+                augment=Augment(config.aug),
+                norm=Normalizer(self.data.mean, self.data.std),
+                device=self.device,
+                seed=trial_seed(self.seed, trial.number),
+                on_epoch=lambda result: self._on_epoch(trial, run, result, config.train.epochs),
+            )
+            value = history[-1].val_acc
+            if self._beats_best(trial, value):
+                run.log_weights(model)
+            run.finish("COMPLETE", epochs=str(len(history)))
+            return value
+        except optuna.TrialPruned as exc:
+            self._end(trial, run, "PRUNED", "pruned", message=str(exc))
+            raise
+        except TrialError as exc:
+            self._end(trial, run, "PRUNED", exc.reason, message=str(exc))
+            raise optuna.TrialPruned(f"{exc.reason}: {exc}") from None
+        except KeyboardInterrupt:  # the user stopped the search: the run was killed
+            self._end(trial, run, "FAIL", "interrupted", status="KILLED")
+            raise
+        except AutomlError as exc:  # fatal for the whole study
+            self._end(trial, run, "FAIL", "error", message=str(exc))
+            raise
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            self._end(trial, run, "FAIL", "error", message=message)
+            raise TrialFailed(message) from exc
+        finally:
+            del model
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _on_epoch(
+        self, trial: optuna.Trial, run: TrialRun, result: EpochResult, total: int
+    ) -> None:
+        run.log_epoch(result.epoch, result.metrics())
+        self.hooks.on_epoch_end(trial.number, result, total)
+        with self._optuna():
+            trial.report(result.val_acc, result.epoch)
+            prune = trial.should_prune()
+        if prune:
+            raise optuna.TrialPruned(
+                f"val_acc {result.val_acc:.4f} at epoch {result.epoch} fell behind"
+            )
+
+    def _end(
+        self,
+        trial: optuna.Trial,
+        run: TrialRun,
+        state: str,
+        reason: str,
+        message: str = "",
+        status: str | None = None,
+    ) -> None:
+        with self._optuna():
+            trial.set_user_attr("reason", reason)
+            if message:
+                trial.set_user_attr("message", message[:2000])
+        extra = {"message": message[:5000]} if message else {}
+        run.finish(state, reason=reason, status=status, **extra)
+
+    def _beats_best(self, trial: optuna.Trial, value: float) -> bool:
+        with self._optuna():
+            try:
+                best = trial.study.best_value
+            except ValueError:  # no completed trial yet
+                return True
+        return value > best
+
+    def _optuna(self) -> _Timer:
+        return _Timer(self.timings)
+
+
+class _Timer:
+    def __init__(self, timings: Timings) -> None:
+        self.timings = timings
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings.optuna += time.perf_counter() - self.start

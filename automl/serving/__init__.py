@@ -1,0 +1,1 @@
+"""Code that travels inside registered models; it imports nothing from automl."""

@@ -1,0 +1,222 @@
+"""The study runner: opens the stores, runs the Optuna study, then registers its best model.
+
+Data flows one way: settings and space in, an Optuna study driving the objective, and a
+``SearchOutcome`` out. Stores are opened and checked before anything is written, so a
+bad URL costs nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.config import SearchSettings, mask_url, resolve_device
+from automl.data import ImageData, load_dataset
+from automl.errors import StoreError
+from automl.final import Registration, register_best
+from automl.objective import Hooks, Objective, TrialFailed
+from automl.space import SearchSpace, load_space
+from automl.tracking import Tracker
+
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 90
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the study; args: the outcome so far and the original signal."""
+
+
+@dataclass
+class SearchOutcome:
+    settings: SearchSettings
+    study: optuna.Study
+    data: ImageData
+    parent_run_id: str
+    tracker: Tracker
+    wall_seconds: float
+    optimize_seconds: float
+    objective_seconds: float
+    optuna_seconds_in_objective: float
+    trials_run: list[FrozenTrial]
+    registration: Registration | None = None
+    interrupted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def states(self) -> Counter[str]:
+        return Counter(t.state.name for t in self.study.get_trials(deepcopy=False))
+
+    @property
+    def epochs_run(self) -> int:
+        return sum(len(t.intermediate_values) for t in self.trials_run)
+
+    @property
+    def optuna_seconds(self) -> float:
+        """Optuna's share: ask/tell and sampling outside the objective, plus calls inside it."""
+        return self.optimize_seconds - self.objective_seconds + self.optuna_seconds_in_objective
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+        )
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StoreError(
+            f"--storage {mask_url(url)}: cannot open the Optuna storage: {mask_url(first)}"
+        ) from None
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "cmaes":  # CMA-ES handles numbers; categorical choices go to TPE
+            return optuna.samplers.CmaEsSampler(
+                seed=seed,
+                independent_sampler=optuna.samplers.TPESampler(seed=seed),
+                warn_independent_sampling=False,
+            )
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+        # Conditional parameters (per-stage widths, SGD momentum) need the group option.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        )
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(settings: SearchSettings, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    return optuna.create_study(
+        study_name=settings.study,
+        storage=storage,
+        sampler=make_sampler(settings.sampler, settings.seed),
+        pruner=make_pruner(settings.pruner, settings.max_epochs),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def run_search(
+    settings: SearchSettings,
+    *,
+    hooks: Hooks | None = None,
+    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_stage: Callable[[str], None] = lambda message: None,
+) -> SearchOutcome:
+    """Run ``settings.trials`` new trials, then evaluate and register the study's best model."""
+    start = time.perf_counter()
+    settings.check()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space: SearchSpace = load_space(settings.space)
+    device = resolve_device(settings.device)
+    on_stage(f"loading data set {settings.dataset}")
+    data = load_dataset(settings.dataset, settings.data_dir)
+    on_stage("opening the Optuna storage and the MLflow tracking store")
+    storage = open_storage(settings.storage)
+    tracker = Tracker(settings.tracking_uri, settings.experiment_name)
+    study = open_study(settings, storage)
+    parent = tracker.start_study_run(
+        settings.study,
+        params={**settings.public(), "data": data.describe(), "device_resolved": str(device)},
+        tags={"dataset": settings.dataset, "data_digest": data.digest(), "kind": "study"},
+    )
+    tracker.log_study_artifacts(parent, {"search_space.yaml": settings.space})
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    study.set_user_attr("dataset", settings.dataset)
+    objective = Objective(
+        space=space,
+        data=data,
+        tracker=tracker,
+        parent_run_id=parent,
+        study_name=settings.study,
+        device=device,
+        max_epochs=settings.max_epochs,
+        seed=settings.seed,
+        hooks=hooks or Hooks(),
+    )
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    optimize_start = time.perf_counter()
+    interrupted: KeyboardInterrupt | None = None
+    try:
+        study.optimize(
+            objective,
+            n_trials=settings.trials,
+            timeout=settings.timeout,
+            catch=(TrialFailed,),
+            callbacks=[on_trial_end] if on_trial_end else None,
+        )
+    except KeyboardInterrupt as stop:
+        interrupted = stop
+    optimize_seconds = time.perf_counter() - optimize_start
+    trials_run = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
+    outcome = SearchOutcome(
+        settings=settings,
+        study=study,
+        data=data,
+        parent_run_id=parent,
+        tracker=tracker,
+        wall_seconds=0.0,
+        optimize_seconds=optimize_seconds,
+        objective_seconds=objective.timings.objective,
+        optuna_seconds_in_objective=objective.timings.optuna,
+        trials_run=trials_run,
+        interrupted=interrupted is not None,
+    )
+    if interrupted:
+        _finish(outcome, "KILLED", start)
+        raise Interrupted(outcome, interrupted)
+    if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        on_stage("evaluating the best trial on the test split and registering it")
+        outcome.registration = register_best(
+            study, data, tracker, parent, settings.registered_model, device
+        )
+    _finish(outcome, "FINISHED", start)
+    return outcome
+
+
+def _finish(outcome: SearchOutcome, status: str, start: float) -> None:
+    states = outcome.states
+    metrics: dict[str, float] = {
+        "trials_complete": states.get("COMPLETE", 0),
+        "trials_pruned": states.get("PRUNED", 0),
+        "trials_failed": states.get("FAIL", 0),
+        "epochs_run": outcome.epochs_run,
+    }
+    tags = {"state": "INTERRUPTED" if outcome.interrupted else "DONE"}
+    try:
+        best = outcome.study.best_trial
+        metrics["best_val_acc"] = float(best.value or 0.0)
+        tags["best_trial"] = str(best.number)
+    except ValueError:
+        pass
+    if outcome.registration is not None:
+        metrics["test_acc"] = outcome.registration.test_acc
+        tags["registered_model"] = outcome.registration.uri
+    outcome.wall_seconds = time.perf_counter() - start
+    metrics["wall_seconds"] = outcome.wall_seconds
+    outcome.tracker.finish_study_run(outcome.parent_run_id, status, metrics, tags)

@@ -1,0 +1,354 @@
+"""Everything automl records in MLflow; the only module that imports mlflow.
+
+A study invocation is a parent run; each trial a nested child run whose status follows
+the Optuna state (COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED). Metrics are
+buffered and sent in batches, and every call is timed so the share of wall time spent
+tracking can be reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.models.signature import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from automl.config import mask_url
+from automl.errors import StoreError
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+WEIGHTS_PATH = "model/weights.pt"
+FLUSH_SECONDS = 2.0
+MAX_PARAM_LENGTH = 6000
+PYFUNC_CODE = Path(__file__).parent / "serving" / "pyfunc_model.py"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _timed(method: Callable[P, R]) -> Callable[P, R]:
+    """Add the call's duration to its tracker's ``seconds``."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        tracker = args[0]
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            tracker.seconds += time.perf_counter() - start  # type: ignore[attr-defined]
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+def _params(values: Mapping[str, Any]) -> list[Param]:
+    return [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in values.items()]
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Local stores keep artifacts in ``mlartifacts`` beside the database; servers decide."""
+    match = re.fullmatch(r"sqlite:///(.+)", tracking_uri)
+    if not match:
+        return None
+    return str(Path(match.group(1)).expanduser().resolve().parent / "mlartifacts")
+
+
+class TrialRun:
+    """One trial's nested run: params at once, metrics in batches, status at the end."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self._metrics: list[Metric] = []
+        self._last_flush = time.monotonic()
+
+    def log_epoch(self, step: int, metrics: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self._metrics += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self, tags: Mapping[str, str] | None = None) -> None:
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        if self._metrics or tag_list:
+            self.tracker._log_batch(self.run_id, metrics=self._metrics, tags=tag_list)
+        self._metrics = []
+        self._last_flush = time.monotonic()
+
+    def log_weights(self, model: torch.nn.Module) -> None:
+        self.tracker.log_weights(self.run_id, model)
+
+    def finish(
+        self, state: str, reason: str | None = None, status: str | None = None, **tags: str
+    ) -> None:
+        """Send what is buffered and close the run; the status follows ``state`` by default."""
+        final = {"state": state, **tags}
+        if reason:
+            final["reason"] = reason[:5000]
+        self.flush(final)
+        self.tracker._terminate(self.run_id, status or RUN_STATUS[state])
+
+
+class Tracker:
+    """An MLflow tracking store and one experiment in it."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.seconds = 0.0
+        self.tracking_uri = tracking_uri
+        start = time.perf_counter()
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                root = artifact_root_for(tracking_uri)
+                location = Path(root, _slug(experiment)).as_uri() if root else None
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location
+                )
+            else:
+                self.experiment_id = found.experiment_id
+        except Exception as exc:  # any failure to reach the store is fatal at start
+            raise StoreError(
+                f"--tracking-uri {mask_url(tracking_uri)}: cannot open the MLflow tracking store: "
+                f"{_first_line(exc)}"
+            ) from None
+        self.experiment = experiment
+        self.seconds += time.perf_counter() - start
+
+    # ---------------------------------------------------------------- study runs
+
+    @_timed
+    def start_study_run(
+        self, study: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"study-{study}", tags={"study": study, **tags}
+        )
+        self.client.log_batch(run.info.run_id, params=_params(params))
+        return str(run.info.run_id)
+
+    @_timed
+    def log_study_artifacts(self, run_id: str, files: Mapping[str, str | Path]) -> None:
+        """Log files given as ``{artifact name: local path}`` at the run's root."""
+        with tempfile.TemporaryDirectory() as folder:
+            for name, path in files.items():
+                target = Path(folder, name)
+                target.write_bytes(Path(path).read_bytes())
+                self.client.log_artifact(run_id, str(target))
+
+    @_timed
+    def log_study_text(self, run_id: str, name: str, text: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    @_timed
+    def finish_study_run(
+        self, run_id: str, status: str, metrics: Mapping[str, float], tags: Mapping[str, str]
+    ) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+        self.client.set_terminated(run_id, status)
+
+    # ---------------------------------------------------------------- trial runs
+
+    @_timed
+    def start_trial_run(
+        self, parent_run_id: str, study: str, number: int, params: Mapping[str, Any]
+    ) -> TrialRun:
+        name = f"trial-{number:04d}"
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={
+                MLFLOW_PARENT_RUN_ID: parent_run_id,
+                MLFLOW_RUN_NAME: name,
+                "study": study,
+                "trial_number": str(number),
+                "state": "RUNNING",
+            },
+        )
+        run_id = str(run.info.run_id)
+        for chunk in _chunks(_params(params), 100):
+            self.client.log_batch(run_id, params=chunk)
+        return TrialRun(self, run_id)
+
+    @_timed
+    def _log_batch(self, run_id: str, *, metrics: list[Metric], tags: list[RunTag]) -> None:
+        for start in range(0, max(len(metrics), 1), 1000):
+            chunk = metrics[start : start + 1000]
+            self.client.log_batch(run_id, metrics=chunk, tags=tags if start == 0 else [])
+
+    @_timed
+    def _terminate(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    @_timed
+    def log_weights(self, run_id: str, model: torch.nn.Module) -> None:
+        """Save the trained weights so the best model exists whichever process trained it."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder, Path(WEIGHTS_PATH).name)
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+            self.client.log_artifact(run_id, str(path), str(Path(WEIGHTS_PATH).parent))
+            self.client.set_tag(run_id, "has_weights", "true")
+
+    @_timed
+    def load_weights(self, run_id: str) -> dict[str, torch.Tensor]:
+        """The weights a trial logged, loaded without unpickling anything but tensors."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = self.client.download_artifacts(run_id, WEIGHTS_PATH, folder)
+            state: dict[str, torch.Tensor] = torch.load(path, weights_only=True)
+        return state
+
+    # ---------------------------------------------------------------- registry
+
+    @_timed
+    def register_model(
+        self,
+        name: str,
+        run_id: str,
+        network: torch.nn.Module,
+        preprocess: Mapping[str, Any],
+        example: np.ndarray,
+        tags: Mapping[str, str],
+        alias: str,
+    ) -> tuple[int, str]:
+        """Log a self-contained pyfunc (pt2 network + preprocessing) and register it.
+
+        The network is saved with ``torch.export`` and the prediction code is logged as
+        code, so loading the model never unpickles Python objects. Returns the version and
+        the ``models:/name@alias`` URI.
+        """
+        from automl.serving.pyfunc_model import predict_frame
+
+        with tempfile.TemporaryDirectory() as folder:
+            network = network.eval().cpu()
+            sample = torch.zeros((2, *_chw(preprocess)), dtype=torch.float32)
+            batch = torch.export.Dim("batch", min=1)
+            program = torch.export.export(network, (sample,), dynamic_shapes=({0: batch},))
+            network_path = Path(folder, "network.pt2")
+            torch.export.save(program, str(network_path))
+            preprocess_path = Path(folder, "preprocess.json")
+            preprocess_path.write_text(json.dumps(preprocess, indent=2))
+            predict_frame(program.module(), preprocess, example)  # fail here, not when served
+            signature = ModelSignature(
+                inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
+                outputs=Schema(
+                    [
+                        ColSpec("string", "label"),
+                        ColSpec("long", "class_index"),
+                        ColSpec("double", "probability"),
+                    ]
+                ),
+            )
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_CODE),
+                    artifacts={"network": str(network_path), "preprocess": str(preprocess_path)},
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=_requirements(),
+                    metadata={"automl": dict(preprocess)},
+                )
+        with contextlib.redirect_stderr(io.StringIO()):  # it prints "Successfully registered"
+            version = mlflow.register_model(info.model_uri, name, tags=dict(tags))
+        self.client.set_registered_model_alias(name, alias, version.version)
+        self.client.set_registered_model_tag(name, "task", "image-classification")
+        return int(version.version), f"models:/{name}@{alias}"
+
+    @_timed
+    def pyfunc_accuracy(self, model_uri: str, images: np.ndarray, labels: np.ndarray) -> float:
+        """Load a registered model as any user would and score it: the round trip check."""
+        model = mlflow.pyfunc.load_model(model_uri)
+        predicted = model.predict(images)["class_index"].to_numpy()
+        return float((predicted == labels).mean())
+
+    @_timed
+    def find_version(self, name: str, tags: Mapping[str, str]) -> int | None:
+        """The newest version of ``name`` whose tags include ``tags``, if any."""
+        try:
+            versions = self.client.search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            return None
+        matching = [
+            int(v.version) for v in versions if all(v.tags.get(k) == val for k, val in tags.items())
+        ]
+        return max(matching, default=None)
+
+    @_timed
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def run_url(self, run_id: str) -> str:
+        return f"#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def _chw(preprocess: Mapping[str, Any]) -> tuple[int, int, int]:
+    height, width = preprocess["image_size"]
+    return int(preprocess["channels"]), int(height), int(width)
+
+
+def _requirements() -> list[str]:
+    import pandas
+
+    def release(version: str) -> str:
+        return version.split("+", 1)[0]
+
+    return [
+        f"mlflow=={release(mlflow.__version__)}",
+        f"torch=={release(torch.__version__)}",
+        f"numpy=={release(np.__version__)}",
+        f"pandas=={release(pandas.__version__)}",
+        "pillow",
+    ]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.\-]+", "-", name).strip("-") or "experiment"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return mask_url(text[0] if text else type(exc).__name__)

@@ -67,9 +67,9 @@ class SearchDisplay:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self.live and self.current is not None:
+            self.progress.remove_task(self.current)
         if self.live:
-            if self.current is not None:
-                self.progress.remove_task(self.current)
             self.progress.stop()
 
     @property
@@ -99,9 +99,9 @@ class SearchDisplay:
 
     def trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.done += 1
-        if trial.state == TrialState.COMPLETE and trial.value is not None:
-            if self.best is None or trial.value > self.best[0]:
-                self.best = (trial.value, trial.number)
+        value = trial.value if trial.state == TrialState.COMPLETE else None
+        if value is not None and (self.best is None or value > self.best[0]):
+            self.best = (value, trial.number)
         best = f"best {self.best[0]:.4f} (#{self.best[1]})" if self.best else "no result yet"
         seconds = time.perf_counter() - self.trial_start
         if self.live and self.task is not None:
@@ -111,11 +111,11 @@ class SearchDisplay:
                 self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
             return
         state = trial.state.name
-        value = f"val_acc {trial.value:.4f}" if trial.value is not None else ""
+        shown = f"val_acc {trial.value:.4f}" if trial.value is not None else ""
         detail = trial.user_attrs.get("message", "") if state == "FAIL" else ""
         self.console.print(
             f"[{STATE_STYLE.get(state, 'white')}]trial {trial.number:>4} {state:<8}[/] "
-            f"{value:<15} epochs {len(trial.intermediate_values):>3} {seconds:5.1f}s "
+            f"{shown:<15} epochs {len(trial.intermediate_values):>3} {seconds:5.1f}s "
             f"{self.done}/{self.trials} {best} {detail}".rstrip(),
             soft_wrap=True,
         )

@@ -94,6 +94,7 @@ def trained_model(
 def register_best(
     study: optuna.Study,
     data: ImageData,
+    *,
     tracker: Tracker,
     parent_run_id: str,
     model_name: str,
@@ -117,17 +118,17 @@ def register_best(
         **identity,
         "dataset": data.name,
         "data_digest": data.digest(),
-        "val_acc": f"{val_acc:.6f}",
-        "test_acc": f"{test_acc:.6f}",
+        "val_acc": repr(val_acc),
+        "test_acc": repr(test_acc),
         "trial_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
     }
     version, uri = tracker.register_model(
         model_name,
         parent_run_id,
-        model,
-        preprocessing(data),
-        hwc(data.test.images[:4]),
-        tags,
+        network=model,
+        preprocess=preprocessing(data),
+        example=hwc(data.test.images[:4]),
+        tags=tags,
         alias="candidate",
     )
     reloaded = tracker.pyfunc_accuracy(

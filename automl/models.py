@@ -30,7 +30,9 @@ STEM_TARGET = 64  # larger inputs are patchified down to about this side first
 
 def _conv(arch: ArchConfig, c_in: int, c_out: int, *, act: bool) -> nn.Sequential:
     layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, arch.kernel_size, padding=arch.kernel_size // 2, bias=not arch.batch_norm)
+        nn.Conv2d(
+            c_in, c_out, arch.kernel_size, padding=arch.kernel_size // 2, bias=not arch.batch_norm
+        )
     ]
     if arch.batch_norm:
         layers.append(nn.BatchNorm2d(c_out))
@@ -56,7 +58,9 @@ class Stage(nn.Module):
         self.act: nn.Module | None = None
         if arch.residual:
             self.shortcut = (
-                nn.Identity() if c_in == stage.width else nn.Conv2d(c_in, stage.width, 1, bias=False)
+                nn.Identity()
+                if c_in == stage.width
+                else nn.Conv2d(c_in, stage.width, 1, bias=False)
             )
             self.act = ACTIVATION_LAYERS[arch.activation]()
 

@@ -78,14 +78,16 @@ class Objective:
         with self._optuna():
             params = self.space.sample(trial, caps={"train.epochs": self.max_epochs})
         config = TrialConfig.from_params(params)
-        run = self.tracker.start_trial_run(self.parent_run_id, self.study_name, trial.number, params)
+        run = self.tracker.start_trial_run(
+            self.parent_run_id, self.study_name, trial.number, params
+        )
         with self._optuna():
             trial.set_user_attr("mlflow_run_id", run.run_id)
             trial.set_user_attr("params", params)
             trial.set_user_attr("seed", self.seed)
-        self.hooks.on_trial_begin(trial.number, params)
         model: torch.nn.Module | None = None
         try:
+            self.hooks.on_trial_begin(trial.number, params)
             torch.manual_seed(trial_seed(self.seed, trial.number))
             model = build_network(config, self.data)
             run.log_epoch(0, {"n_params": count_params(model)})
@@ -147,6 +149,7 @@ class Objective:
         run: TrialRun,
         state: str,
         reason: str,
+        *,
         message: str = "",
         status: str | None = None,
     ) -> None:

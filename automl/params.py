@@ -26,7 +26,7 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 AUG_OPS: tuple[str, ...] = get_args(AugOp)
 MAX_STAGES = 8
 
-# A value of an augmentation op: off (False/0), on at the shared strength (True), or its own strength.
+# An augmentation op's value: off (False or 0), on at the shared strength (True), or its own.
 OpStrength = bool | float
 
 
@@ -40,9 +40,7 @@ class StageConfig(_Section):
 
 
 class ArchConfig(_Section):
-    stages: tuple[StageConfig, ...] = Field(
-        (StageConfig(),), min_length=1, max_length=MAX_STAGES
-    )
+    stages: tuple[StageConfig, ...] = Field((StageConfig(),), min_length=1, max_length=MAX_STAGES)
     kernel_size: int = Field(3, ge=1, le=11)
     batch_norm: bool = True
     activation: Activation = "relu"

@@ -133,7 +133,9 @@ class SearchSpace:
         """
         caps = caps or {}
         values: dict[str, Any] = {}
-        last_arch = max((i for i, p in enumerate(self.params) if p.name.startswith("arch.")), default=-1)
+        last_arch = max(
+            (i for i, p in enumerate(self.params) if p.name.startswith("arch.")), default=-1
+        )
         for position, param in enumerate(self.params):
             if param.active(values):
                 values[param.name] = _draw(trial, param.name, param.spec, caps.get(param.name))
@@ -232,7 +234,7 @@ def _build(data: Any, source: str) -> SearchSpace:
                 _check_values(spec, path, fail, count=True)
             else:
                 _check_values(spec, path, fail, model=model, key=key)
-            when = _resolve_when(spec, path, prefix, {p.name for p in params}, params, fail)
+            when = _resolve_when(spec, path, prefix, params, fail)
             params.append(ParamDef(f"{prefix}.{key}", spec, when))
         if prefix == "arch" and "per_stage" in entries:
             stage_params = _stage_block(entries["per_stage"], f"{section}.per_stage", params, fail)
@@ -248,13 +250,12 @@ def _stage_block(raw: Any, path: str, params: list[ParamDef], fail: Any) -> list
     for key, value in raw.items():
         key_path = f"{path}.{key}"
         if key not in StageConfig.model_fields:
-            raise fail(key_path, unknown_name("per-stage parameter", str(key), StageConfig.model_fields))
+            raise fail(
+                key_path, unknown_name("per-stage parameter", str(key), StageConfig.model_fields)
+            )
         spec = _parse_spec(value, key_path, fail)
         _check_values(spec, key_path, fail, model=StageConfig, key=key)
-        when = _resolve_when(
-            spec, key_path, "arch", {p.name for p in [*params, *block]}, [*params, *block], fail,
-            stage=True,
-        )
+        when = _resolve_when(spec, key_path, "arch", [*params, *block], fail, stage=True)
         block.append(ParamDef(f"arch.stage{{}}.{key}", spec, when))
     return block
 
@@ -318,7 +319,6 @@ def _resolve_when(
     spec: Spec,
     path: str,
     prefix: str,
-    defined: set[str],
     known: list[ParamDef],
     fail: Any,
     *,
@@ -328,6 +328,7 @@ def _resolve_when(
     if not spec.when:
         return ()
     specs = {p.name: p.spec for p in known}
+    defined = set(specs)
     prefixes = {**SECTIONS, **{p: p for p in SECTIONS.values()}}
     resolved = []
     for ref, allowed in spec.when.items():
@@ -351,4 +352,7 @@ def _resolve_when(
 
 
 def _kind(value: Any) -> str:
-    return {list: "a list", dict: "a mapping", str: "a string"}.get(type(value), type(value).__name__)
+    for kind, name in ((list, "a list"), (dict, "a mapping"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__

@@ -68,12 +68,14 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+            )
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StoreError(
@@ -110,12 +112,16 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(settings: SearchSettings, storage: optuna.storages.BaseStorage) -> optuna.Study:
+def open_study(
+    settings: SearchSettings,
+    storage: optuna.storages.BaseStorage,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
     return optuna.create_study(
         study_name=settings.study,
         storage=storage,
         sampler=make_sampler(settings.sampler, settings.seed),
-        pruner=make_pruner(settings.pruner, settings.max_epochs),
+        pruner=pruner or make_pruner(settings.pruner, settings.max_epochs),
         direction="maximize",
         load_if_exists=True,
     )
@@ -127,8 +133,12 @@ def run_search(
     hooks: Hooks | None = None,
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     on_stage: Callable[[str], None] = lambda message: None,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> SearchOutcome:
-    """Run ``settings.trials`` new trials, then evaluate and register the study's best model."""
+    """Run ``settings.trials`` new trials, then evaluate and register the study's best model.
+
+    ``pruner`` replaces the one ``settings`` names (tests use one with a fixed answer).
+    """
     start = time.perf_counter()
     settings.check()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -139,7 +149,7 @@ def run_search(
     on_stage("opening the Optuna storage and the MLflow tracking store")
     storage = open_storage(settings.storage)
     tracker = Tracker(settings.tracking_uri, settings.experiment_name)
-    study = open_study(settings, storage)
+    study = open_study(settings, storage, pruner)
     parent = tracker.start_study_run(
         settings.study,
         params={**settings.public(), "data": data.describe(), "device_resolved": str(device)},
@@ -193,7 +203,12 @@ def run_search(
     if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         on_stage("evaluating the best trial on the test split and registering it")
         outcome.registration = register_best(
-            study, data, tracker, parent, settings.registered_model, device
+            study,
+            data,
+            tracker=tracker,
+            parent_run_id=parent,
+            model_name=settings.registered_model,
+            device=device,
         )
     _finish(outcome, "FINISHED", start)
     return outcome

@@ -50,6 +50,9 @@ class EpochResult:
 class Normalizer(nn.Module):
     """uint8 images -> float, per-channel standardised; kept beside the model, not in it."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
@@ -102,8 +105,8 @@ def _out_of_memory_as_trial_error(batch_size: int) -> Iterator[None]:
 
 
 def _batch(images: Tensor, norm: Normalizer, device: torch.device) -> Tensor:
-    x = images.to(device, non_blocking=True).float().div_(255.0)
-    return norm(x)
+    x: Tensor = norm(images.to(device, non_blocking=True).float().div_(255.0))
+    return x
 
 
 def evaluate(
@@ -118,7 +121,9 @@ def evaluate(
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: Tensor, norm: Normalizer, device: torch.device) -> Tensor:
+def predict_logits(
+    model: nn.Module, images: Tensor, norm: Normalizer, device: torch.device
+) -> Tensor:
     model.eval()
     cuda = device.type == "cuda"
     outputs = []
@@ -128,7 +133,8 @@ def predict_logits(model: nn.Module, images: Tensor, norm: Normalizer, device: t
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", torch.bfloat16) if cuda else nullcontext():
             outputs.append(model(x).float())
-    return torch.cat(outputs)
+    logits: Tensor = torch.cat(outputs)
+    return logits
 
 
 def fit(
@@ -166,7 +172,7 @@ def fit(
         for epoch in range(1, schedule.epochs + 1):
             start = time.perf_counter()
             model.train()
-            lr = scheduler.get_last_lr()[0]
+            lr = float(scheduler.get_last_lr()[0])
             loss_sum = torch.zeros((), device=device)
             order = torch.randperm(n, device=device, generator=gen)
             for step in range(steps_per_epoch):
@@ -182,7 +188,7 @@ def fit(
                         model(x), labels[index], label_smoothing=schedule.label_smoothing
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 scheduler.step()
                 loss_sum += loss.detach().float()

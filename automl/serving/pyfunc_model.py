@@ -14,11 +14,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from mlflow.pyfunc.model import PythonModel
+
+import mlflow
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
 
@@ -84,7 +86,7 @@ def predict_frame(
     )
 
 
-class ImageClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class ImageClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         self.preprocess = json.loads(Path(context.artifacts["preprocess"]).read_text())
         self.network = torch.export.load(context.artifacts["network"]).module()

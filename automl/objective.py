@@ -7,7 +7,6 @@ trial: the study goes on.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,8 +124,7 @@ class Objective:
             self._end(trial, run, "FAIL", "error", message=message)
             raise TrialFailed(message) from exc
         finally:
-            del model
-            gc.collect()
+            del model  # a full gc.collect() here costs ~0.3 s a trial; refcounting frees it
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 

@@ -11,22 +11,19 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.config import SearchSettings, mask_url, resolve_device
+from automl.config import SearchSettings, resolve_device
 from automl.data import ImageData, load_dataset
-from automl.errors import StoreError
 from automl.final import Registration, register_best
 from automl.objective import Hooks, Objective, TrialFailed
+from automl.stores import open_storage
 from automl.space import SearchSpace, load_space
 from automl.tracking import Tracker
-
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 90
 
 
 class Interrupted(KeyboardInterrupt):
@@ -46,8 +43,9 @@ class SearchOutcome:
     optuna_seconds_in_objective: float
     trials_run: list[FrozenTrial]
     registration: Registration | None = None
+    registration_seconds: float = 0.0
     interrupted: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    tracking_seconds_search: float = 0.0  # MLflow calls up to the end of the last trial
 
     @property
     def states(self) -> Counter[str]:
@@ -61,26 +59,6 @@ class SearchOutcome:
     def optuna_seconds(self) -> float:
         """Optuna's share: ask/tell and sampling outside the objective, plus calls inside it."""
         return self.optimize_seconds - self.objective_seconds + self.optuna_seconds_in_objective
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 60}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=kwargs,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-            )
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StoreError(
-            f"--storage {mask_url(url)}: cannot open the Optuna storage: {mask_url(first)}"
-        ) from None
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -196,12 +174,14 @@ def run_search(
         optuna_seconds_in_objective=objective.timings.optuna,
         trials_run=trials_run,
         interrupted=interrupted is not None,
+        tracking_seconds_search=tracker.seconds,
     )
     if interrupted:
         _finish(outcome, "KILLED", start)
         raise Interrupted(outcome, interrupted)
     if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         on_stage("evaluating the best trial on the test split and registering it")
+        registration_start = time.perf_counter()
         outcome.registration = register_best(
             study,
             data,
@@ -210,6 +190,7 @@ def run_search(
             model_name=settings.registered_model,
             device=device,
         )
+        outcome.registration_seconds = time.perf_counter() - registration_start
     _finish(outcome, "FINISHED", start)
     return outcome
 

@@ -36,6 +36,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 import mlflow
 from automl.config import mask_url
 from automl.errors import StoreError
+from automl.stores import tune_sqlite
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -125,6 +126,7 @@ class Tracker:
         self.seconds = 0.0
         self.tracking_uri = tracking_uri
         start = time.perf_counter()
+        tune_sqlite()
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)

@@ -155,7 +155,7 @@ def wait_for_running_trial(db: Path, process: subprocess.Popen, limit: float = 1
 def test_interrupt_fails_the_trial_and_kills_the_runs(sig, code, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from automl.study import open_storage
+    from automl.stores import open_storage
 
     space = tmp_path / "slow.yaml"
     space.write_text(

@@ -12,7 +12,6 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -21,8 +20,8 @@ from automl.config import SearchSettings, resolve_device
 from automl.data import ImageData, load_dataset
 from automl.final import Registration, register_best
 from automl.objective import Hooks, Objective, TrialFailed
-from automl.stores import open_storage
 from automl.space import SearchSpace, load_space
+from automl.stores import open_storage
 from automl.tracking import Tracker
 
 

@@ -3,7 +3,7 @@
 Prints figures; asserts nothing. Target on a 2-core CPU: 100 trials in at most 150 s,
 test_acc >= 0.99, MLflow and Optuna calls under 3 % of the wall time.
 
-    python benchmarks/search_digits.py [--trials 100] [--seed 0] [--sampler tpe] [--pruner hyperband]
+    python benchmarks/search_digits.py [--trials 100] [--seed 0] [--sampler tpe]
 """
 
 from __future__ import annotations

@@ -68,7 +68,9 @@ def main() -> None:
         ),
         (
             "registration",
-            f"{outcome.registration_seconds:.2f} s = {outcome.registration_seconds / wall:.1%} of wall (test, export, register, reload check)",
+            f"{outcome.registration_seconds:.2f} s = "
+            f"{outcome.registration_seconds / wall:.1%} of wall "
+            "(test, export, register, reload check)",
         ),
         ("Optuna calls", f"{optuna_s:.2f} s = {optuna_s / wall:.1%} of wall"),
     ]

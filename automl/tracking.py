@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+import mlflow
 import numpy as np
 import torch
 from mlflow.entities import Metric, Param, RunTag
@@ -33,7 +34,6 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-import mlflow
 from automl.config import mask_url
 from automl.errors import StoreError
 from automl.stores import tune_sqlite

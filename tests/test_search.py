@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-import mlflow
 from automl.config import SearchSettings
 from automl.objective import Hooks
 from automl.study import run_search

@@ -58,11 +58,7 @@ class ImageData:
 
     def digest(self) -> str:
         """Content hash of all splits: runs on the same data share it."""
-        sha = hashlib.sha256()
-        for split in (self.train, self.val, self.test):
-            sha.update(split.images.numpy().tobytes())
-            sha.update(split.labels.numpy().tobytes())
-        return sha.hexdigest()[:16]
+        return split_digest(self.train, self.val, self.test)
 
     def describe(self) -> str:
         c, (h, w) = self.channels, self.image_size
@@ -70,6 +66,15 @@ class ImageData:
             f"{self.name}: {self.num_classes} classes, {h}x{w}x{c}, "
             f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
         )
+
+
+def split_digest(*splits: Split) -> str:
+    """Content hash of images and labels; equal digests mean identical splits."""
+    sha = hashlib.sha256()
+    for split in splits:
+        sha.update(split.images.numpy().tobytes())
+        sha.update(split.labels.numpy().tobytes())
+    return sha.hexdigest()[:16]
 
 
 def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

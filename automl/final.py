@@ -10,10 +10,10 @@ import optuna
 import torch
 
 from automl.augment import Augment
-from automl.data import ImageData
+from automl.data import ImageData, split_digest
 from automl.objective import build_network, trial_seed
 from automl.params import TrialConfig
-from automl.tracking import Tracker
+from automl.tracking import Registry, Tracker, load_image_model, log_image_model
 from automl.train import Normalizer, evaluate, fit
 
 CPU = torch.device("cpu")
@@ -47,6 +47,7 @@ def preprocessing(data: ImageData) -> dict[str, Any]:
         "classes": list(data.classes),
         "dataset": data.name,
         "data_digest": data.digest(),
+        "test_digest": split_digest(data.test),
         "input": "uint8 images (N, H, W, C); resized and converted to the training shape",
     }
 
@@ -107,33 +108,36 @@ def register_best(
     _, test_acc = evaluate(model, data.test, norm, CPU)
     val_acc = float(best.value or 0.0)
     identity = {"study": study.study_name, "trial_number": str(best.number)}
-    existing = tracker.find_version(model_name, identity)
+    with tracker.timed():
+        registry = Registry(tracker.tracking_uri)
+        existing = registry.find_version(model_name, identity)
+        if existing is not None:
+            registry.set_alias(model_name, "candidate", existing)
     if existing is not None:
-        tracker.set_alias(model_name, "candidate", existing)
         uri = f"models:/{model_name}@candidate"
         return Registration(
             model_name, existing, uri, best.number, val_acc, test_acc, None, True, note
         )
+    preprocess = preprocessing(data)
     tags = {
         **identity,
         "dataset": data.name,
-        "data_digest": data.digest(),
+        "data_digest": preprocess["data_digest"],
+        "test_digest": preprocess["test_digest"],
         "val_acc": repr(val_acc),
         "test_acc": repr(test_acc),
         "trial_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
     }
-    version, uri = tracker.register_model(
-        model_name,
-        parent_run_id,
-        network=model,
-        preprocess=preprocessing(data),
-        example=hwc(data.test.images[:4]),
-        tags=tags,
-        alias="candidate",
-    )
-    reloaded = tracker.pyfunc_accuracy(
-        f"models:/{model_name}/{version}", hwc(data.test.images), data.test.labels.numpy()
-    )
+    with tracker.timed():
+        model_uri = log_image_model(
+            parent_run_id, model, preprocess, example=hwc(data.test.images[:4])
+        )
+        version = registry.register(model_name, model_uri, tags)
+        registry.set_alias(model_name, "candidate", version)
+        reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(
+            hwc(data.test.images), data.test.labels.numpy()
+        )
+    uri = f"models:/{model_name}@candidate"
     return Registration(
         model_name, version, uri, best.number, val_acc, test_acc, reloaded, False, note
     )

@@ -1,4 +1,4 @@
-"""Everything automl records in MLflow; the only module that imports mlflow.
+"""Study and trial runs.
 
 A study invocation is a parent run; each trial a nested child run whose status follows
 the Optuna state (COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED). Metrics are
@@ -8,11 +8,6 @@ tracking can be reported.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import logging
-import os
 import re
 import tempfile
 import time
@@ -21,30 +16,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-import mlflow
-import numpy as np
 import torch
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.models.signature import ModelSignature
-from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from automl.config import mask_url
 from automl.errors import StoreError
-from automl.stores import tune_sqlite
-
-logging.getLogger("mlflow").setLevel(logging.WARNING)
+from automl.tracking.common import client_for, first_line
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 WEIGHTS_PATH = "model/weights.pt"
 FLUSH_SECONDS = 2.0
 MAX_PARAM_LENGTH = 6000
-PYFUNC_CODE = Path(__file__).parent / "serving" / "pyfunc_model.py"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -126,10 +109,7 @@ class Tracker:
         self.seconds = 0.0
         self.tracking_uri = tracking_uri
         start = time.perf_counter()
-        tune_sqlite()
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        self.client = client_for(tracking_uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
@@ -143,7 +123,7 @@ class Tracker:
         except Exception as exc:  # any failure to reach the store is fatal at start
             raise StoreError(
                 f"--tracking-uri {mask_url(tracking_uri)}: cannot open the MLflow tracking store: "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from None
         self.experiment = experiment
         self.seconds += time.perf_counter() - start
@@ -235,87 +215,6 @@ class Tracker:
             state: dict[str, torch.Tensor] = torch.load(path, weights_only=True)
         return state
 
-    # ---------------------------------------------------------------- registry
-
-    @_timed
-    def register_model(
-        self,
-        name: str,
-        run_id: str,
-        *,
-        network: torch.nn.Module,
-        preprocess: Mapping[str, Any],
-        example: np.ndarray,
-        tags: Mapping[str, str],
-        alias: str,
-    ) -> tuple[int, str]:
-        """Log a self-contained pyfunc (pt2 network + preprocessing) and register it.
-
-        The network is saved with ``torch.export`` and the prediction code is logged as
-        code, so loading the model never unpickles Python objects. Returns the version and
-        the ``models:/name@alias`` URI.
-        """
-        from automl.serving.pyfunc_model import predict_frame
-
-        with tempfile.TemporaryDirectory() as folder:
-            network = network.eval().cpu()
-            sample = torch.zeros((2, *_chw(preprocess)), dtype=torch.float32)
-            batch = torch.export.Dim("batch", min=1)
-            program = torch.export.export(network, (sample,), dynamic_shapes=({0: batch},))
-            network_path = Path(folder, "network.pt2")
-            torch.export.save(program, str(network_path))
-            preprocess_path = Path(folder, "preprocess.json")
-            preprocess_path.write_text(json.dumps(preprocess, indent=2))
-            predict_frame(program.module(), preprocess, example)  # fail here, not when served
-            signature = ModelSignature(
-                inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))]),
-                outputs=Schema(
-                    [
-                        ColSpec("string", "label"),
-                        ColSpec("long", "class_index"),
-                        ColSpec("double", "probability"),
-                    ]
-                ),
-            )
-            with mlflow.start_run(run_id=run_id):
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(PYFUNC_CODE),
-                    artifacts={"network": str(network_path), "preprocess": str(preprocess_path)},
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=_requirements(),
-                    metadata={"automl": dict(preprocess)},
-                )
-        with contextlib.redirect_stderr(io.StringIO()):  # it prints "Successfully registered"
-            version = mlflow.register_model(info.model_uri, name, tags=dict(tags))
-        self.client.set_registered_model_alias(name, alias, version.version)
-        self.client.set_registered_model_tag(name, "task", "image-classification")
-        return int(version.version), f"models:/{name}@{alias}"
-
-    @_timed
-    def pyfunc_accuracy(self, model_uri: str, images: np.ndarray, labels: np.ndarray) -> float:
-        """Load a registered model as any user would and score it: the round trip check."""
-        model = mlflow.pyfunc.load_model(model_uri)
-        predicted = model.predict(images)["class_index"].to_numpy()
-        return float((predicted == labels).mean())
-
-    @_timed
-    def find_version(self, name: str, tags: Mapping[str, str]) -> int | None:
-        """The newest version of ``name`` whose tags include ``tags``, if any."""
-        try:
-            versions = self.client.search_model_versions(f"name = '{name}'")
-        except MlflowException:
-            return None
-        matching = [
-            int(v.version) for v in versions if all(v.tags.get(k) == val for k, val in tags.items())
-        ]
-        return max(matching, default=None)
-
-    @_timed
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        self.client.set_registered_model_alias(name, alias, str(version))
-
     def run_url(self, run_id: str) -> str:
         return f"#/experiments/{self.experiment_id}/runs/{run_id}"
 
@@ -328,30 +227,5 @@ class Tracker:
             self.seconds += time.perf_counter() - start
 
 
-def _chw(preprocess: Mapping[str, Any]) -> tuple[int, int, int]:
-    height, width = preprocess["image_size"]
-    return int(preprocess["channels"]), int(height), int(width)
-
-
-def _requirements() -> list[str]:
-    import pandas
-
-    def release(version: str) -> str:
-        return version.split("+", 1)[0]
-
-    return [
-        f"mlflow=={release(mlflow.__version__)}",
-        f"torch=={release(torch.__version__)}",
-        f"numpy=={release(np.__version__)}",
-        f"pandas=={release(pandas.__version__)}",
-        "pillow",
-    ]
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^\w.\-]+", "-", name).strip("-") or "experiment"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return mask_url(text[0] if text else type(exc).__name__)

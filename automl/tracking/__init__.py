@@ -1,0 +1,20 @@
+"""Everything automl records in or reads from MLflow; the only package that imports mlflow.
+
+``runs`` writes studies and trials, ``models`` logs and loads the self-contained image
+models, ``registry`` handles registered models, versions, aliases and their tags.
+"""
+
+from automl.tracking.models import ImageModel, load_image_model, log_image_model
+from automl.tracking.registry import Registry, VersionInfo
+from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
+
+__all__ = [
+    "ImageModel",
+    "Registry",
+    "Tracker",
+    "TrialRun",
+    "VersionInfo",
+    "artifact_root_for",
+    "load_image_model",
+    "log_image_model",
+]

@@ -1,0 +1,135 @@
+"""The MLflow Model Registry: versions, aliases and the tags that record their history."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from automl.errors import ConfigError
+from automl.tracking.common import client_for, first_line
+
+HISTORY_TAG = "automl.alias_history.{alias}"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: int
+    aliases: tuple[str, ...]
+    tags: dict[str, str] = field(default_factory=dict)
+    created: datetime | None = None
+    run_id: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def float_tag(self, key: str) -> float | None:
+        try:
+            return float(self.tags[key])
+        except (KeyError, ValueError):
+            return None
+
+
+def _info(version: object) -> VersionInfo:
+    created = getattr(version, "creation_timestamp", None)
+    return VersionInfo(
+        name=str(getattr(version, "name", "")),
+        version=int(getattr(version, "version", 0)),
+        aliases=tuple(getattr(version, "aliases", None) or ()),
+        tags=dict(getattr(version, "tags", None) or {}),
+        created=datetime.fromtimestamp(created / 1000, tz=UTC) if created else None,
+        run_id=getattr(version, "run_id", None),
+    )
+
+
+class Registry:
+    """Registered models in one tracking store; every failure is a one-line ``ConfigError``."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = client_for(tracking_uri)
+
+    def register(self, name: str, model_uri: str, tags: dict[str, str]) -> int:
+        with contextlib.redirect_stderr(io.StringIO()):  # it prints "Successfully registered"
+            version = mlflow.register_model(model_uri, name, tags=tags)
+        self.client.set_registered_model_tag(name, "task", "image-classification")
+        return int(version.version)
+
+    def model_names(self) -> list[str]:
+        return sorted(m.name for m in self.client.search_registered_models())
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        self._require_model(name)
+        found = self.client.search_model_versions(f"name = '{_quote(name)}'")
+        return sorted((_info(v) for v in found), key=lambda v: v.version)
+
+    def version(self, name: str, version: int) -> VersionInfo:
+        self._require_model(name)
+        try:
+            return _info(self.client.get_model_version(name, str(version)))
+        except MlflowException:
+            raise ConfigError(f"model '{name}' has no version {version}") from None
+
+    def by_alias(self, name: str, alias: str) -> VersionInfo | None:
+        self._require_model(name)
+        try:
+            return _info(self.client.get_model_version_by_alias(name, alias))
+        except MlflowException:
+            return None
+
+    def find_version(self, name: str, tags: dict[str, str]) -> int | None:
+        """The newest version whose tags include ``tags`` (None when the model is new)."""
+        try:
+            found = self.client.search_model_versions(f"name = '{_quote(name)}'")
+        except MlflowException:
+            return None
+        matching = [
+            int(v.version) for v in found if all(v.tags.get(k) == val for k, val in tags.items())
+        ]
+        return max(matching, default=None)
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def tag_version(self, name: str, version: int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, value)
+
+    def alias_history(self, name: str, alias: str) -> list[int]:
+        """Versions that held ``alias``, oldest first, as automl moved it."""
+        model = self.client.get_registered_model(name)
+        raw = (model.tags or {}).get(HISTORY_TAG.format(alias=alias), "[]")
+        try:
+            return [int(v) for v in json.loads(raw)]
+        except (ValueError, TypeError):
+            return []
+
+    def set_alias_history(self, name: str, alias: str, history: list[int]) -> None:
+        self.client.set_registered_model_tag(
+            name, HISTORY_TAG.format(alias=alias), json.dumps(history[-200:])
+        )
+
+    def _require_model(self, name: str) -> None:
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException as exc:
+            known = self.model_names()
+            hint = f" (registered: {', '.join(known)})" if known else " (none registered yet)"
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
+                raise ConfigError(f"no registered model named '{name}'{hint}") from None
+            raise ConfigError(f"cannot read model '{name}': {first_line(exc)}") from None
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")
+
+
+def now() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="seconds")

@@ -32,6 +32,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def hwc(self) -> np.ndarray:
+        """Images as a uint8 ``(N, H, W, C)`` array: what a registered model takes."""
+        return self.images.permute(0, 2, 3, 1).contiguous().numpy()
+
 
 @dataclass(frozen=True)
 class ImageData:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 
@@ -50,10 +49,6 @@ def preprocessing(data: ImageData) -> dict[str, Any]:
         "test_digest": split_digest(data.test),
         "input": "uint8 images (N, H, W, C); resized and converted to the training shape",
     }
-
-
-def hwc(images: torch.Tensor) -> np.ndarray:
-    return images.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def trained_model(
@@ -129,13 +124,11 @@ def register_best(
         "trial_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
     }
     with tracker.timed():
-        model_uri = log_image_model(
-            parent_run_id, model, preprocess, example=hwc(data.test.images[:4])
-        )
+        model_uri = log_image_model(parent_run_id, model, preprocess, example=data.test.hwc()[:4])
         version = registry.register(model_name, model_uri, tags)
         registry.set_alias(model_name, "candidate", version)
         reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(
-            hwc(data.test.images), data.test.labels.numpy()
+            data.test.hwc(), data.test.labels.numpy()
         )
     uri = f"models:/{model_name}@candidate"
     return Registration(

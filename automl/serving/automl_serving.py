@@ -46,15 +46,20 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageInputError(
-                    f"image of {width}x{height} pixels is larger than the limit of {max_pixels:,}"
+                    f"image of {width}x{height} pixels is larger than the limit of "
+                    f"{max_pixels:,} pixels"
                 )
             image.load()
             mode = "L" if image.mode in GRAY_MODES else "RGB"
             array = np.asarray(image.convert(mode), dtype=np.uint8)
     except ImageInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageInputError(f"not a readable image ({exc.__class__.__name__})") from None
+    except Image.DecompressionBombError:
+        raise ImageInputError(
+            f"image larger than the limit of {max_pixels:,} pixels (decompression bomb?)"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageInputError("not a readable image (unknown format)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageInputError(f"damaged image: {exc}") from None
     return array[..., None] if array.ndim == 2 else array
@@ -135,7 +140,7 @@ def _batch(array: np.ndarray, channels: int, size: Sequence[int]) -> torch.Tenso
         array = array[..., None]
     if array.ndim != 4:
         raise ImageInputError(f"expected images shaped (N, H, W, C), got shape {array.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.require(array, requirements=["C", "W"])).permute(0, 3, 1, 2).float()
     return resize(match_channels(x, channels), size)
 
 

@@ -37,12 +37,16 @@ class VersionInfo:
             return None
 
 
-def _info(version: object) -> VersionInfo:
+def _info(version: object, aliases: dict[str, str] | None = None) -> VersionInfo:
+    """``aliases`` (alias -> version) fills in what version searches leave out."""
     created = getattr(version, "creation_timestamp", None)
+    number = int(getattr(version, "version", 0))
+    held = set(getattr(version, "aliases", None) or ())
+    held |= {alias for alias, v in (aliases or {}).items() if int(v) == number}
     return VersionInfo(
         name=str(getattr(version, "name", "")),
-        version=int(getattr(version, "version", 0)),
-        aliases=tuple(getattr(version, "aliases", None) or ()),
+        version=number,
+        aliases=tuple(sorted(held)),
         tags=dict(getattr(version, "tags", None) or {}),
         created=datetime.fromtimestamp(created / 1000, tz=UTC) if created else None,
         run_id=getattr(version, "run_id", None),
@@ -66,9 +70,9 @@ class Registry:
         return sorted(m.name for m in self.client.search_registered_models())
 
     def versions(self, name: str) -> list[VersionInfo]:
-        self._require_model(name)
+        aliases = self._require_model(name)
         found = self.client.search_model_versions(f"name = '{_quote(name)}'")
-        return sorted((_info(v) for v in found), key=lambda v: v.version)
+        return sorted((_info(v, aliases) for v in found), key=lambda v: v.version)
 
     def version(self, name: str, version: int) -> VersionInfo:
         self._require_model(name)
@@ -116,9 +120,10 @@ class Registry:
             name, HISTORY_TAG.format(alias=alias), json.dumps(history[-200:])
         )
 
-    def _require_model(self, name: str) -> None:
+    def _require_model(self, name: str) -> dict[str, str]:
+        """The model's aliases (alias -> version); a one-line error when it does not exist."""
         try:
-            self.client.get_registered_model(name)
+            return dict(self.client.get_registered_model(name).aliases or {})
         except MlflowException as exc:
             known = self.model_names()
             hint = f" (registered: {', '.join(known)})" if known else " (none registered yet)"

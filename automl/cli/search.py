@@ -1,35 +1,16 @@
-"""The ``automl`` command: parse, call, print, and map errors to exit codes.
-
-Configuration and input errors print one line and exit with 2; Ctrl-C exits with 130 and
-SIGTERM with 143, after the runs are closed and a summary is shown.
-"""
+"""``automl search``: run a study, record it, register its best model."""
 
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
-import click
 import typer
-from rich.console import Console
 
-from automl import __version__
+from automl.cli import TrackingOption, app, console
 from automl.config import DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_TRACKING, PRUNERS, SAMPLERS
-from automl.errors import AutomlError
-
-app = typer.Typer(
-    help="Search CNN architectures, augmentations and training settings with Optuna; "
-    "record everything in MLflow.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-console = Console()
-errors = Console(stderr=True)
 
 
 class Terminated(KeyboardInterrupt):
@@ -38,15 +19,6 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
-
-
-@app.callback(invoke_without_command=True)
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
-        console.print(f"automl {__version__}")
-        raise typer.Exit()
 
 
 @app.command()
@@ -64,7 +36,7 @@ def search(
         typer.Option(help="Optuna study; an existing one is resumed. [default: DATASET-SPACE]"),
     ] = None,
     storage: Annotated[str, typer.Option(help="Optuna storage URL.")] = DEFAULT_STORAGE,
-    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment. [default: the study name]")
     ] = None,
@@ -119,28 +91,3 @@ def search(
     finally:
         signal.signal(signal.SIGTERM, previous)
     print_summary(console, outcome)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (for tests and ``python -m automl``)."""
-    try:
-        result = app(args=argv, prog_name="automl", standalone_mode=False)
-    except click.exceptions.ClickException as exc:
-        exc.show(file=sys.stderr)
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        errors.print("aborted")
-        return 130
-    except AutomlError as exc:
-        errors.print(f"[red]error[/]: {exc}", highlight=False, soft_wrap=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        return 130
-    return result if isinstance(result, int) else 0
-
-
-def run() -> None:
-    sys.exit(main())

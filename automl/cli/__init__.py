@@ -1,0 +1,80 @@
+"""The ``automl`` command: parse, call, print, and map errors to exit codes.
+
+Configuration and input errors print one line and exit with 2; a refused promotion exits
+with 1; Ctrl-C exits with 130 and SIGTERM with 143, after the runs are closed and a
+summary is shown. Each command lives in its own module and registers itself on ``app``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from automl import __version__
+from automl.errors import AutomlError
+
+app = typer.Typer(
+    help="Search CNN architectures, augmentations and training settings with Optuna; "
+    "record everything in MLflow; promote, predict with and export the models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _width() -> int | None:
+    """Terminals report their width; logs and pipes get 120 columns instead of 80."""
+    return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+
+
+console = Console(width=_width(), soft_wrap=True)
+errors = Console(stderr=True, width=_width(), soft_wrap=True)
+
+TrackingOption = Annotated[str, typer.Option(help="MLflow tracking URI.")]
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(f"automl {__version__}")
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (for tests and ``python -m automl``)."""
+    try:
+        result = app(args=argv, prog_name="automl", standalone_mode=False)
+    except click.exceptions.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        return 130
+    except AutomlError as exc:
+        errors.print(f"[red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+# Each module registers its commands on ``app``, in the order ``automl --help`` lists them.
+COMMAND_MODULES = ("search", "models")
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"automl.cli.{_module}")

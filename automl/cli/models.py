@@ -1,0 +1,211 @@
+"""Registry and deployment commands: models, promote, rollback, predict, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from automl.cli import TrackingOption, app, console, errors
+from automl.config import DEFAULT_TRACKING
+
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="Where data sets are stored. [default: ~/.cache/automl/data]")
+]
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
+@app.command()
+def models(
+    name: Annotated[
+        str | None, typer.Argument(help="A registered model; all when omitted.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document, for scripts.")
+    ] = False,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+) -> None:
+    """List registered models and their versions, aliases and figures."""
+    from automl.tracking import Registry
+
+    registry = Registry(tracking_uri)
+    names = [name] if name else registry.model_names()
+    rows: list[dict[str, Any]] = []
+    for model_name in names:
+        for v in registry.versions(model_name):
+            rows.append(
+                {
+                    "model": model_name,
+                    "version": v.version,
+                    "aliases": sorted(v.aliases),
+                    "val_acc": v.float_tag("val_acc"),
+                    "test_acc": v.float_tag("test_acc"),
+                    "dataset": v.tags.get("dataset"),
+                    "study": v.tags.get("study"),
+                    "trial": v.tags.get("trial_number"),
+                    "created": v.created.isoformat(timespec="seconds") if v.created else None,
+                    "uri": v.uri,
+                }
+            )
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    if not rows:
+        console.print("no registered models yet: run [bold]automl search[/] first")
+        return
+    table = Table(title=f"Registered models in {tracking_uri}", title_justify="left")
+    for column in ("model", "version", "aliases", "val_acc", "test_acc", "dataset", "study",
+                   "trial", "created"):  # fmt: skip
+        table.add_column(column, justify="right" if column in ("version", "trial") else "left")
+    for row in rows:
+        created = (row["created"] or "-")[:16].replace("T", " ")
+        table.add_row(
+            row["model"], str(row["version"]), ", ".join(row["aliases"]) or "-",
+            _fmt(row["val_acc"]), _fmt(row["test_acc"]), row["dataset"] or "-",
+            row["study"] or "-", row["trial"] or "-", created,
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int | None, typer.Option(help="The version to promote.")] = None,
+    from_alias: Annotated[
+        str, typer.Option(help="Promote the version holding this alias.")
+    ] = "candidate",
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    force: Annotated[
+        bool, typer.Option(help="Promote even when less accurate (recorded as forced).")
+    ] = False,
+    data_dir: DataDirOption = None,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+) -> None:
+    """Move ALIAS to a version only if it is at least as accurate on the same test split."""
+    from automl.promote import PromotionRefused
+    from automl.promote import promote as run_promote
+    from automl.tracking import Registry
+
+    with console.status("re-evaluating on the recorded test split…"):
+        result = run_promote(
+            Registry(tracking_uri), name, version=version, from_alias=from_alias,
+            alias=alias, force=force, data_dir=data_dir,
+        )  # fmt: skip
+    candidate = result.candidate.version
+    if result.first:
+        console.print(
+            f"no '{alias}' yet: version {candidate} of '{name}' becomes '{alias}' "
+            f"(test_acc {result.candidate_acc:.4f} on {result.test_images} test images)"
+        )
+        return
+    assert result.champion is not None and result.champion_acc is not None
+    table = Table(title=f"{name}: {result.test_images} test images", title_justify="left")
+    table.add_column("")
+    table.add_column(f"candidate (version {candidate})", justify="right")
+    table.add_column(f"{alias} (version {result.champion.version})", justify="right")
+    table.add_row("test_acc now", _fmt(result.candidate_acc), _fmt(result.champion_acc))
+    table.add_row(
+        "test_acc recorded",
+        _fmt(result.candidate.float_tag("test_acc")),
+        _fmt(result.champion.float_tag("test_acc")),
+    )
+    console.print(table)
+    if not result.promoted:
+        raise PromotionRefused(
+            f"version {candidate} is less accurate than '{alias}' (version "
+            f"{result.champion.version}): {result.candidate_acc:.4f} < {result.champion_acc:.4f}; "
+            "nothing changed (use --force to promote anyway)"
+        )
+    how = "[yellow]forced[/]: " if result.forced else ""
+    console.print(
+        f"{how}'{alias}' moved from version {result.champion.version} to version {candidate}"
+    )
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: Annotated[str, typer.Option(help="The alias to move back.")] = "champion",
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+) -> None:
+    """Give ALIAS back to the version that held it before."""
+    from automl.promote import rollback as run_rollback
+    from automl.tracking import Registry
+
+    result = run_rollback(Registry(tracking_uri), name, alias)
+    console.print(
+        f"'{alias}' of '{name}' moved back from version {result.from_version} "
+        f"to version {result.to_version}"
+    )
+
+
+@app.command()
+def predict(
+    model_uri: Annotated[
+        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/V or a folder.")
+    ],
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
+    top_k: Annotated[int, typer.Option(help="Classes to show per image.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one per image.")] = False,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+) -> None:
+    """Predict the classes of images with a registered model."""
+    from automl.errors import ConfigError
+    from automl.predict import collect_files, predict_files
+    from automl.tracking import load_image_model
+
+    if top_k < 1:
+        raise ConfigError(f"--top-k: must be at least 1, got {top_k}")
+    files, missing = collect_files(paths)
+    model = load_image_model(model_uri, tracking_uri)
+    with console.status(f"predicting {len(files)} images…"):
+        predictions, skipped = predict_files(model, files, top_k)
+    for path, reason in [*missing, *skipped]:
+        errors.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    if not predictions:
+        raise ConfigError(f"no readable image among {len(files) + len(missing)} paths")
+    if as_json:
+        for p in predictions:
+            top = [{"label": label, "probability": prob} for label, prob in p.top]
+            print(json.dumps({"path": str(p.path), "predictions": top}))
+        return
+    table = Table(title=f"{model_uri}: {len(predictions)} images", title_justify="left")
+    table.add_column("file")
+    for rank in range(1, len(predictions[0].top) + 1):
+        table.add_column(f"#{rank}" if len(predictions[0].top) > 1 else "class")
+        table.add_column("p", justify="right")
+    for p in predictions:
+        cells = [item for label, prob in p.top for item in (label, f"{prob:.3f}")]
+        table.add_row(str(p.path), *cells)
+    console.print(table)
+
+
+@app.command()
+def export(
+    model_uri: Annotated[
+        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/V or a folder.")
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="onnx|torchscript|pt2")] = "onnx",
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path(
+        "model.onnx"
+    ),
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+) -> None:
+    """Export a model's network, checked against the registered one on sample inputs."""
+    from automl.export import export_model
+    from automl.tracking import load_image_model
+
+    model = load_image_model(model_uri, tracking_uri)
+    with console.status(f"exporting to {fmt} and checking it…"):
+        result = export_model(model, fmt, output)
+    console.print(
+        f"wrote {result.path} ({fmt}) and {result.preprocess_path} (preprocessing); "
+        f"max abs difference from the registered network: {result.max_abs_diff:.2e} "
+        f"over {result.checked_inputs} sample batches"
+    )

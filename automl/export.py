@@ -1,0 +1,102 @@
+"""Exporting a registered model's network to ONNX, TorchScript or a pt2 file.
+
+The network exported is the ``torch.export`` program the registered model serves, so an
+export behaves like the served model. Every export is checked against that program on
+sample inputs before the command succeeds, and a JSON file beside it carries the
+preprocessing (input size, channels, normalisation, class names) needed to use it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from automl.errors import AutomlError, ConfigError
+from automl.tracking import ImageModel
+
+FORMATS = ("onnx", "torchscript", "pt2")
+TOLERANCE = 1e-4
+
+
+class ExportMismatch(AutomlError):
+    """The exported network does not reproduce the registered one."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    preprocess_path: Path
+    max_abs_diff: float
+    checked_inputs: int
+
+
+def _samples(preprocess: dict[str, Any]) -> list[torch.Tensor]:
+    channels, (height, width) = int(preprocess["channels"]), preprocess["image_size"]
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(n, channels, height, width, generator=gen) for n in (1, 5, 32)]
+
+
+def _run_exported(fmt: str, path: Path) -> Any:
+    if fmt == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError(
+                "checking an ONNX export needs onnxruntime: pip install 'automl[onnx]'"
+            ) from None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: torch.from_numpy(np.asarray(session.run(None, {name: x.numpy()})[0]))
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    return torch.export.load(str(path)).module()
+
+
+def export_model(model: ImageModel, fmt: str, output: Path) -> Exported:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{fmt}'")
+    if not output.parent.is_dir():
+        raise ConfigError(f"-o: the folder {output.parent} does not exist")
+    program = torch.export.load(str(model.network_file()))
+    reference = program.module()
+    samples = _samples(model.preprocess)
+    if fmt == "pt2":
+        shutil.copyfile(model.network_file(), output)
+    elif fmt == "torchscript":
+        with warnings.catch_warnings():  # deprecated upstream, still what many runtimes load
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(reference, samples[1])  # type: ignore[no-untyped-call]
+            traced.save(str(output))
+    else:
+        try:
+            import onnxscript  # noqa: F401  (the exporter needs it)
+        except ImportError:
+            raise ConfigError(
+                "ONNX export needs onnx and onnxscript: pip install 'automl[onnx]'"
+            ) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(program, (samples[1],), str(output), dynamo=True, verbose=False)
+    exported = _run_exported(fmt, output)
+    diff = 0.0
+    with torch.no_grad():
+        for x in samples:
+            diff = max(diff, float((exported(x) - reference(x)).abs().max()))
+    if not diff <= TOLERANCE:
+        output.unlink(missing_ok=True)
+        raise ExportMismatch(
+            f"the {fmt} export differs from the registered network by {diff:.3g} "
+            f"(limit {TOLERANCE}); nothing was written"
+        )
+    preprocess_path = output.with_name(output.name + ".json")
+    preprocess_path.write_text(json.dumps({"format": fmt, **model.preprocess}, indent=2))
+    return Exported(output, preprocess_path, diff, len(samples))

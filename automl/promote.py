@@ -1,0 +1,175 @@
+"""Moving an alias (``champion``) between versions, behind an accuracy gate, and back.
+
+A candidate replaces the champion only when it is at least as accurate on the same test
+split, re-measured now with the registered models themselves. Every move is recorded as
+version tags and in an alias history kept on the registered model, which rollback uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from automl.data import ImageData, load_dataset, split_digest
+from automl.errors import AutomlError, ConfigError
+from automl.tracking import Registry, VersionInfo, load_image_model
+from automl.tracking.registry import now
+
+
+class PromotionRefused(AutomlError):
+    """The candidate is less accurate than the champion; nothing was changed."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    alias: str
+    candidate: VersionInfo
+    champion: VersionInfo | None
+    candidate_acc: float
+    champion_acc: float | None
+    test_images: int
+    promoted: bool
+    forced: bool
+
+    @property
+    def first(self) -> bool:
+        return self.champion is None
+
+
+def _test_split(versions: list[VersionInfo], data_dir: Path | None) -> ImageData:
+    """Load the data set the versions were tested on; refuse unless the split is identical."""
+    for version in versions:
+        if "dataset" not in version.tags or "test_digest" not in version.tags:
+            raise ConfigError(
+                f"version {version.version} does not record its test split "
+                "(tags 'dataset' and 'test_digest'); it cannot be compared"
+            )
+    first = versions[0]
+    for other in versions[1:]:
+        if (other.tags["dataset"], other.tags["test_digest"]) != (
+            first.tags["dataset"],
+            first.tags["test_digest"],
+        ):
+            raise ConfigError(
+                f"cannot compare: version {first.version} was tested on "
+                f"{first.tags['dataset']} (test split {first.tags['test_digest']}) and version "
+                f"{other.version} on {other.tags['dataset']} (test split "
+                f"{other.tags['test_digest']})"
+            )
+    data = load_dataset(first.tags["dataset"], data_dir)
+    here = split_digest(data.test)
+    if here != first.tags["test_digest"]:
+        raise ConfigError(
+            f"the {data.name} test split here (digest {here}) is not the one recorded with "
+            f"version {first.version} ({first.tags['test_digest']})"
+        )
+    return data
+
+
+def _accuracy(version: VersionInfo, data: ImageData) -> float:
+    return load_image_model(version.uri).accuracy(data.test.hwc(), data.test.labels.numpy())
+
+
+def promote(
+    registry: Registry,
+    name: str,
+    *,
+    version: int | None = None,
+    from_alias: str = "candidate",
+    alias: str = "champion",
+    force: bool = False,
+    data_dir: Path | None = None,
+) -> Promotion:
+    """Re-test candidate and champion, then move ``alias`` if the candidate is not worse."""
+    if version is not None:
+        candidate = registry.version(name, version)
+    else:
+        found = registry.by_alias(name, from_alias)
+        if found is None:
+            raise ConfigError(f"model '{name}' has no version with the alias '{from_alias}'")
+        candidate = found
+    champion = registry.by_alias(name, alias)
+    if champion is not None and champion.version == candidate.version:
+        raise ConfigError(f"version {candidate.version} of '{name}' already holds '{alias}'")
+    data = _test_split([candidate] + ([champion] if champion else []), data_dir)
+    candidate_acc = _accuracy(candidate, data)
+    champion_acc = _accuracy(champion, data) if champion else None
+    accepted = champion_acc is None or candidate_acc >= champion_acc
+    result = Promotion(
+        name=name,
+        alias=alias,
+        candidate=candidate,
+        champion=champion,
+        candidate_acc=candidate_acc,
+        champion_acc=champion_acc,
+        test_images=len(data.test),
+        promoted=accepted or force,
+        forced=force and not accepted,
+    )
+    if result.promoted:
+        _move(registry, result)
+    return result
+
+
+def _move(registry: Registry, result: Promotion) -> None:
+    name, alias, candidate, champion = result.name, result.alias, result.candidate, result.champion
+    history = registry.alias_history(name, alias)
+    if champion is not None and (not history or history[-1] != champion.version):
+        history.append(champion.version)  # the alias was moved outside automl
+    registry.set_alias(name, alias, candidate.version)
+    registry.set_alias_history(name, alias, [*history, candidate.version])
+    when = now()
+    registry.tag_version(
+        name,
+        candidate.version,
+        {
+            f"promoted.{alias}.at": when,
+            f"promoted.{alias}.from_version": str(champion.version) if champion else "none",
+            f"promoted.{alias}.test_acc": repr(result.candidate_acc),
+            f"promoted.{alias}.previous_test_acc": repr(result.champion_acc),
+            f"promoted.{alias}.test_images": str(result.test_images),
+            f"promoted.{alias}.forced": str(result.forced).lower(),
+        },
+    )
+    if champion is not None:
+        registry.tag_version(
+            name,
+            champion.version,
+            {f"demoted.{alias}.at": when, f"demoted.{alias}.replaced_by": str(candidate.version)},
+        )
+
+
+@dataclass(frozen=True)
+class Rollback:
+    name: str
+    alias: str
+    from_version: int
+    to_version: int
+
+
+def rollback(registry: Registry, name: str, alias: str = "champion") -> Rollback:
+    """Give ``alias`` back to the version that held it before the current one."""
+    current = registry.by_alias(name, alias)
+    if current is None:
+        raise ConfigError(f"no version of '{name}' holds the alias '{alias}'")
+    history = registry.alias_history(name, alias)
+    if not history or history[-1] != current.version:
+        history.append(current.version)
+    if len(history) < 2:
+        raise ConfigError(
+            f"nothing to roll back to: version {current.version} is the first '{alias}' of '{name}'"
+        )
+    previous = history[-2]
+    registry.set_alias(name, alias, previous)
+    registry.set_alias_history(name, alias, history[:-1])
+    when = now()
+    registry.tag_version(
+        name,
+        current.version,
+        {f"rolled_back.{alias}.at": when, f"rolled_back.{alias}.to": str(previous)},
+    )
+    registry.tag_version(name, previous, {f"restored.{alias}.at": when})
+    return Rollback(name, alias, current.version, previous)

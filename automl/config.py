@@ -39,11 +39,16 @@ class SearchSettings:
     seed: int = 0
     timeout: float | None = None
     data_dir: Path | None = None
+    image_size: int | None = None
+    weights_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def study(self) -> str:
-        return self.study_name or f"{self.dataset}-{self.space.stem}"
+        dataset = self.dataset
+        if dataset.startswith("imagefolder:"):
+            dataset = Path(dataset.split(":", 1)[1]).expanduser().resolve().name or "images"
+        return self.study_name or re.sub(r"[^\w.\-]+", "-", f"{dataset}-{self.space.stem}")
 
     @property
     def experiment_name(self) -> str:
@@ -70,6 +75,8 @@ class SearchSettings:
                 f"--study-name: '{self.study}' may use letters, digits, '.', '_' and '-' only"
             )
         check_dataset_name(self.dataset)
+        if self.image_size is not None and not 4 <= self.image_size <= 1024:
+            raise ConfigError(f"--image-size: must lie in [4, 1024], got {self.image_size}")
         resolve_device(self.device)
         check_storage_url(self.storage, "--storage")
         check_tracking_uri(self.tracking_uri)

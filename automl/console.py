@@ -22,7 +22,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from automl.objective import Hooks
+from automl.data import DataReport
+from automl.hooks import Hooks
 from automl.study import SearchOutcome
 from automl.train import EpochResult
 
@@ -74,13 +75,34 @@ class SearchDisplay:
 
     @property
     def hooks(self) -> Hooks:
-        return Hooks(on_trial_begin=self.trial_begin, on_epoch_end=self.epoch_end)
+        return Hooks(
+            on_stage=self.stage,
+            on_note=self.note,
+            on_progress=self.work,
+            on_data=self.data,
+            on_trial_begin=self.trial_begin,
+            on_epoch_end=self.epoch_end,
+            on_trial_end=self.trial_end,
+        )
 
     def stage(self, message: str) -> None:
         if self.live and self.current is not None:
             self.progress.update(self.current, description=f"[dim]{message}")
         else:
             self.console.print(f"[dim]{message}…")
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[yellow]note[/]: {message}")
+
+    def work(self, stage: str, done: int, total: int) -> None:
+        """Long set-up work (inspecting and decoding images): a bar, or a line per tenth."""
+        if self.live and self.current is not None:
+            self.progress.update(self.current, description=f"{stage} {done:,}/{total:,}")
+        elif done == total or done % max(1, total // 10) < 200:
+            self.console.print(f"[dim]{stage}: {done:,}/{total:,}")
+
+    def data(self, report: DataReport) -> None:
+        print_data_report(self.console, report)
 
     def trial_begin(self, number: int, params: dict[str, Any]) -> None:
         self.trial_start = time.perf_counter()
@@ -121,9 +143,51 @@ class SearchDisplay:
         )
 
 
+def print_data_report(console: Console, report: DataReport, max_classes: int = 20) -> None:
+    """What the data holds and what cleaning dropped, before any trial starts."""
+    dropped = sum(len(v) for v in report.dropped.values())
+    (height, width), channels = report.image_size, report.channels
+    console.print(
+        f"[bold]{report.source}[/]: {report.files_found:,} files, {report.kept:,} kept, "
+        f"{dropped:,} dropped; {len(report.classes)} classes; {height}x{width}x{channels} "
+        f"({report.size_rule}); largest/smallest class {report.imbalance:.2f}"
+    )
+    if report.dropped:
+        table = Table(title="Dropped", title_justify="left")
+        table.add_column("reason")
+        table.add_column("files", justify="right")
+        table.add_column("examples", overflow="fold")
+        for reason, files in sorted(report.dropped.items()):
+            table.add_row(
+                reason, str(len(files)), "; ".join(files[:3]) + (" …" if len(files) > 3 else "")
+            )
+        console.print(table)
+    if (len(report.classes) <= max_classes and report.files_found != report.kept) or report.dropped:
+        table = Table(title="Images per class and split", title_justify="left")
+        table.add_column("class")
+        for split in report.counts:
+            table.add_column(split, justify="right")
+        for name in report.classes:
+            table.add_row(name, *(str(report.counts[s].get(name, 0)) for s in report.counts))
+        console.print(table)
+    if report.small_images:
+        console.print(
+            f"[yellow]{len(report.small_images)} images are far smaller than {height}x{width}[/] "
+            f"(e.g. {report.small_images[0]}); they are upscaled"
+        )
+    if report.imbalance >= 3:
+        console.print(
+            "[yellow]the classes are imbalanced[/]: consider searching "
+            "training.balance: [none, weighted_loss, balanced_sampling]"
+        )
+    if report.cache:
+        state = f"built now, {report.decoded:,} images decoded" if report.decoded else "reused"
+        console.print(f"[dim]image cache {report.cache} ({state})")
+
+
 def _key_params(params: dict[str, Any]) -> str:
     widths = [str(v) for k, v in sorted(params.items()) if k.endswith(".width")]
-    parts = []
+    parts = [str(params["arch.backbone"])] if params.get("arch.backbone", "none") != "none" else []
     if widths:
         parts.append("widths " + "/".join(widths))
     for name, label in (

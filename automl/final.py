@@ -123,6 +123,9 @@ def register_best(
         "test_acc": repr(test_acc),
         "trial_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
     }
+    if "weights" in best.user_attrs:  # a fine-tuned backbone: which weights it started from
+        tags["weights"] = str(best.user_attrs["weights"])
+        preprocess["weights"] = tags["weights"]
     with tracker.timed():
         model_uri = log_image_model(parent_run_id, model, preprocess, example=data.test.hwc()[:4])
         version = registry.register(model_name, model_uri, tags)

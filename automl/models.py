@@ -8,6 +8,7 @@ network exports with ``torch.export`` for any input from 8x8x1 to 224x224x3.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import Tensor, nn
 
@@ -105,8 +106,18 @@ class ConvNet(nn.Module):
 
 
 def build_model(
-    arch: ArchConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
-) -> ConvNet:
+    arch: ArchConfig,
+    in_channels: int,
+    image_size: tuple[int, int],
+    num_classes: int,
+    *,
+    weights_dir: Path | None = None,
+) -> nn.Module:
+    """Our CNN, or a torchvision backbone with a new head when ``arch.backbone`` names one."""
+    if arch.backbone != "none":
+        from automl.backbones import BackboneNet
+
+        return BackboneNet(arch.backbone, in_channels, num_classes, weights_dir)
     return ConvNet(arch, in_channels, image_size, num_classes)
 
 

@@ -8,9 +8,8 @@ trial: the study goes on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import optuna
 import torch
@@ -18,6 +17,7 @@ import torch
 from automl.augment import Augment
 from automl.data import ImageData
 from automl.errors import AutomlError, TrialError
+from automl.hooks import Hooks
 from automl.models import build_model, count_params
 from automl.params import TrialConfig
 from automl.space import SearchSpace
@@ -37,20 +37,16 @@ class Timings:
     objective: float = 0.0
 
 
-@dataclass
-class Hooks:
-    """Observers of the search (progress display); none may change its course."""
-
-    on_trial_begin: Callable[[int, dict[str, Any]], None] = lambda number, params: None
-    on_epoch_end: Callable[[int, EpochResult, int], None] = lambda number, result, total: None
-
-
 def trial_seed(seed: int, number: int) -> int:
     return (seed * 1_000_003 + number) % (2**31)
 
 
-def build_network(config: TrialConfig, data: ImageData) -> torch.nn.Module:
-    return build_model(config.arch, data.channels, data.image_size, data.num_classes)
+def build_network(
+    config: TrialConfig, data: ImageData, weights_dir: Path | None = None
+) -> torch.nn.Module:
+    return build_model(
+        config.arch, data.channels, data.image_size, data.num_classes, weights_dir=weights_dir
+    )
 
 
 @dataclass
@@ -63,6 +59,7 @@ class Objective:
     device: torch.device
     max_epochs: int
     seed: int = 0
+    weights_dir: Path | None = None
     hooks: Hooks = field(default_factory=Hooks)
     timings: Timings = field(default_factory=Timings)
 
@@ -88,8 +85,13 @@ class Objective:
         try:
             self.hooks.on_trial_begin(trial.number, params)
             torch.manual_seed(trial_seed(self.seed, trial.number))
-            model = build_network(config, self.data)
+            model = build_network(config, self.data, self.weights_dir)
             run.log_epoch(0, {"n_params": count_params(model)})
+            source = getattr(model, "weights_source", None)
+            if source is not None:  # a backbone: say which weights it started from
+                run.set_tags({"weights": source})
+                with self._optuna():
+                    trial.set_user_attr("weights", source)
             history = fit(
                 model,
                 self.data.train,

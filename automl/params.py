@@ -19,11 +19,14 @@ Pooling = Literal["max", "avg"]
 OptimizerName = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "cosine", "onecycle"]
 AugOp = Literal["translate", "flip", "rotate", "scale", "erasing"]
+Backbone = Literal["none", "resnet18", "mobilenet_v3_small", "efficientnet_b0"]
+Balance = Literal["none", "weighted_loss", "balanced_sampling"]
 
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 AUG_OPS: tuple[str, ...] = get_args(AugOp)
+BACKBONES: tuple[str, ...] = get_args(Backbone)
 MAX_STAGES = 8
 
 # An augmentation op's value: off (False or 0), on at the shared strength (True), or its own.
@@ -40,6 +43,7 @@ class StageConfig(_Section):
 
 
 class ArchConfig(_Section):
+    backbone: Backbone = "none"  # "none": our own CNN below; else a torchvision network
     stages: tuple[StageConfig, ...] = Field((StageConfig(),), min_length=1, max_length=MAX_STAGES)
     kernel_size: int = Field(3, ge=1, le=11)
     batch_norm: bool = True
@@ -85,6 +89,9 @@ class OptimConfig(_Section):
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
+    backbone_lr: float = Field(
+        0.1, gt=0.0, le=1.0, description="a pretrained backbone's learning rate, as a share of lr"
+    )
 
 
 class TrainConfig(_Section):
@@ -93,6 +100,8 @@ class TrainConfig(_Section):
     schedule: Schedule = "onecycle"
     warmup: float = Field(0.0, ge=0.0, le=0.5, description="share of steps warming up")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    balance: Balance = "none"  # class-balanced loss or sampling for imbalanced data
+    freeze_epochs: int = Field(0, ge=0, le=1000, description="epochs with the backbone frozen")
 
 
 class TrialConfig(_Section):

@@ -144,7 +144,10 @@ class SearchSpace:
         return values
 
     def _sample_stages(self, trial: Any, values: dict[str, Any]) -> None:
-        for index in range(1, int(values.get("arch.stages", 1)) + 1):
+        count = values.get("arch.stages")
+        if count is None:  # the stage count's own condition is false: no stages at all
+            return
+        for index in range(1, int(count) + 1):
             for param in self.stage_params:
                 name = param.name.format(index)
                 when = [(ref.format(index), allowed) for ref, allowed in param.when]
@@ -153,6 +156,13 @@ class SearchSpace:
 
     def config(self, trial: Any, *, caps: Mapping[str, int] | None = None) -> TrialConfig:
         return TrialConfig.from_params(self.sample(trial, caps=caps))
+
+    def choices(self, name: str) -> list[Scalar]:
+        """The values a categorical or fixed parameter can take ([] when it is not in the space)."""
+        for param in self.params:
+            if param.name == name and isinstance(param.spec, CategoricalSpec | FixedSpec):
+                return param.spec.values()
+        return []
 
     @property
     def names(self) -> list[str]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.backbones import describe_weights
 from automl.config import SearchSettings, resolve_device
 from automl.data import ImageData, load_dataset
 from automl.final import Registration, register_best
-from automl.objective import Hooks, Objective, TrialFailed
+from automl.hooks import Hooks
+from automl.objective import Objective, TrialFailed
 from automl.space import SearchSpace, load_space
 from automl.stores import open_storage
 from automl.tracking import Tracker
@@ -108,8 +109,6 @@ def run_search(
     settings: SearchSettings,
     *,
     hooks: Hooks | None = None,
-    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-    on_stage: Callable[[str], None] = lambda message: None,
     pruner: optuna.pruners.BasePruner | None = None,
 ) -> SearchOutcome:
     """Run ``settings.trials`` new trials, then evaluate and register the study's best model.
@@ -117,13 +116,21 @@ def run_search(
     ``pruner`` replaces the one ``settings`` names (tests use one with a fixed answer).
     """
     start = time.perf_counter()
+    hooks = hooks or Hooks()
     settings.check()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space: SearchSpace = load_space(settings.space)
     device = resolve_device(settings.device)
-    on_stage(f"loading data set {settings.dataset}")
-    data = load_dataset(settings.dataset, settings.data_dir)
-    on_stage("opening the Optuna storage and the MLflow tracking store")
+    hooks.on_stage(f"loading data set {settings.dataset}")
+    data = load_dataset(
+        settings.dataset,
+        settings.data_dir,
+        image_size=settings.image_size,
+        progress=hooks.on_progress,
+    )
+    if data.report is not None:
+        hooks.on_data(data.report)
+    hooks.on_stage("opening the Optuna storage and the MLflow tracking store")
     storage = open_storage(settings.storage)
     tracker = Tracker(settings.tracking_uri, settings.experiment_name)
     study = open_study(settings, storage, pruner)
@@ -133,6 +140,16 @@ def run_search(
         tags={"dataset": settings.dataset, "data_digest": data.digest(), "kind": "study"},
     )
     tracker.log_study_artifacts(parent, {"search_space.yaml": settings.space})
+    if data.report is not None:
+        tracker.log_study_text(parent, "data_report.json", data.report.to_json())
+    tracker.log_dataset(
+        parent,
+        name=data.name,
+        digest=data.digest(),
+        source=data.source,
+        profile={"classes": data.num_classes, "shape": [data.channels, *data.image_size],
+                 "train": len(data.train), "val": len(data.val), "test": len(data.test)},
+    )  # fmt: skip
     study.set_user_attr("mlflow_parent_run_id", parent)
     study.set_user_attr("dataset", settings.dataset)
     objective = Objective(
@@ -144,8 +161,15 @@ def run_search(
         device=device,
         max_epochs=settings.max_epochs,
         seed=settings.seed,
-        hooks=hooks or Hooks(),
+        weights_dir=settings.weights_dir,
+        hooks=hooks,
     )
+    for backbone in space.choices("arch.backbone"):
+        if backbone != "none":
+            source = describe_weights(str(backbone), settings.weights_dir)
+            if source.startswith("random"):
+                detail = source.removeprefix("random").strip(" ()")
+                hooks.on_note(f"{backbone} starts from random weights ({detail})")
     before = {t.number for t in study.get_trials(deepcopy=False)}
     optimize_start = time.perf_counter()
     interrupted: KeyboardInterrupt | None = None
@@ -155,7 +179,7 @@ def run_search(
             n_trials=settings.trials,
             timeout=settings.timeout,
             catch=(TrialFailed,),
-            callbacks=[on_trial_end] if on_trial_end else None,
+            callbacks=[hooks.on_trial_end],
         )
     except KeyboardInterrupt as stop:
         interrupted = stop
@@ -179,7 +203,7 @@ def run_search(
         _finish(outcome, "KILLED", start)
         raise Interrupted(outcome, interrupted)
     if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-        on_stage("evaluating the best trial on the test split and registering it")
+        hooks.on_stage("evaluating the best trial on the test split and registering it")
         registration_start = time.perf_counter()
         outcome.registration = register_best(
             study,

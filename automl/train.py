@@ -24,6 +24,7 @@ from automl.errors import OutOfMemory, TrainingDiverged
 from automl.params import OptimConfig, TrainConfig
 
 EVAL_BATCH = 1024
+RESIDENT_SHARE = 0.5  # a split lives on the GPU if it takes at most this share of free memory
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,29 @@ class Normalizer(nn.Module):
 
 
 def make_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    """Weight decay applies to weights only: decaying norms and biases only hurts."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": rest, "weight_decay": 0.0},
-    ]
+    """Weight decay applies to weights only: decaying norms and biases only hurts.
+
+    A pretrained backbone learns at ``backbone_lr`` times the head's rate, so fine-tuning
+    does not wash out what it knows.
+    """
+    parts: list[tuple[list[nn.Parameter], float]] = [(list(model.parameters()), config.lr)]
+    head, backbone = (
+        getattr(model, "head_parameters", None),
+        getattr(model, "backbone_parameters", None),
+    )
+    if callable(head) and callable(backbone):
+        parts = [(list(head()), config.lr), (list(backbone()), config.lr * config.backbone_lr)]
+    groups = []
+    for params, lr in parts:
+        groups.append(
+            {
+                "params": [p for p in params if p.ndim > 1],
+                "lr": lr,
+                "weight_decay": config.weight_decay,
+            }
+        )
+        groups.append({"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0})
+    groups = [g for g in groups if g["params"]]
     if config.name == "sgd":
         nesterov = config.nesterov and config.momentum > 0
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=nesterov)
@@ -137,6 +154,101 @@ def predict_logits(
     return logits
 
 
+class DeviceImages:
+    """A split's images where the loop reads them: on the device when they fit in
+    ``RESIDENT_SHARE`` of its free memory, else in pinned host memory, copied per batch."""
+
+    def __init__(self, split: Split, device: torch.device) -> None:
+        self.device = device
+        resident = True
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            resident = split.images.numel() <= RESIDENT_SHARE * free
+        self.resident = resident
+        self.images = split.images.to(device) if resident else split.images.pin_memory()
+
+    def __getitem__(self, index: Tensor) -> Tensor:
+        if self.resident:
+            return self.images[index]
+        batch = self.images[index.cpu()].pin_memory()
+        return batch.to(self.device, non_blocking=True)
+
+
+class _Loop:
+    """One training run's state; ``fit`` is the public entry point."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: Split,
+        *,
+        optim: OptimConfig,
+        schedule: TrainConfig,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        self.model, self.schedule, self.device = model, schedule, device
+        self.cuda = device.type == "cuda"
+        self.images = DeviceImages(train, device)
+        self.labels = train.labels.to(device)
+        self.n = len(train)
+        self.batch_size = min(schedule.batch_size, self.n)
+        # Drop the ragged last batch: BatchNorm needs more than one sample.
+        self.steps = max(1, self.n // self.batch_size)
+        total = self.steps * schedule.epochs
+        self.optimizer = make_optimizer(model, optim)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_factor(schedule.schedule, step / total, schedule.warmup),
+        )
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        counts = torch.bincount(self.labels, minlength=int(self.labels.max()) + 1)
+        counts = counts.float().clamp_min(1)
+        self.class_weight = None
+        if schedule.balance == "weighted_loss":  # inverse frequency, mean weight 1
+            self.class_weight = counts.sum() / (len(counts) * counts)
+        self.sample_weight = None
+        if schedule.balance == "balanced_sampling":  # every class equally likely
+            self.sample_weight = (1.0 / counts)[self.labels]
+        self.freeze = getattr(model, "freeze_backbone", None)
+
+    def order(self) -> Tensor:
+        if self.sample_weight is not None:
+            return torch.multinomial(
+                self.sample_weight, self.n, replacement=True, generator=self.gen
+            )
+        return torch.randperm(self.n, device=self.device, generator=self.gen)
+
+    def epoch(self, epoch: int, augment: Augment, norm: Normalizer) -> float:
+        """One pass; the loss is summed on the device and read once, at the end."""
+        self.model.train()
+        if self.freeze is not None:
+            self.freeze(epoch <= self.schedule.freeze_epochs)
+        loss_sum = torch.zeros((), device=self.device)
+        order = self.order()
+        for step in range(self.steps):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            x = self.images[index].float().div_(255.0)
+            if augment:
+                x = augment(x, self.gen)
+            x = norm(x)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", torch.bfloat16) if self.cuda else nullcontext():
+                loss = F.cross_entropy(
+                    self.model(x),
+                    self.labels[index],
+                    weight=self.class_weight,
+                    label_smoothing=self.schedule.label_smoothing,
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach().float()
+        return loss_sum.item() / self.steps
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -151,48 +263,18 @@ def fit(
     on_epoch: Callable[[EpochResult], None] | None = None,
 ) -> list[EpochResult]:
     """Train ``model`` in place for ``schedule.epochs`` epochs; returns every epoch's figures."""
-    cuda = device.type == "cuda"
     model.to(device)
     norm.to(device)
-    if cuda:
+    if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    images, labels = train.images.to(device), train.labels.to(device)
-    n = images.shape[0]
-    batch_size = min(schedule.batch_size, n)
-    steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: BN needs > 1 sample
-    total_steps = steps_per_epoch * schedule.epochs
-    optimizer = make_optimizer(model, optim)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(schedule.schedule, step / total_steps, schedule.warmup)
-    )
-    gen = torch.Generator(device=device).manual_seed(seed)
     history: list[EpochResult] = []
-    with _out_of_memory_as_trial_error(batch_size):
+    with _out_of_memory_as_trial_error(schedule.batch_size):
+        loop = _Loop(model, train, optim=optim, schedule=schedule, device=device, seed=seed)
         for epoch in range(1, schedule.epochs + 1):
             start = time.perf_counter()
-            model.train()
-            lr = float(scheduler.get_last_lr()[0])
-            loss_sum = torch.zeros((), device=device)
-            order = torch.randperm(n, device=device, generator=gen)
-            for step in range(steps_per_epoch):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                x = images[index].float().div_(255.0)
-                if augment:
-                    x = augment(x, gen)
-                x = norm(x)
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", torch.bfloat16) if cuda else nullcontext():
-                    loss = F.cross_entropy(
-                        model(x), labels[index], label_smoothing=schedule.label_smoothing
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-                scheduler.step()
-                loss_sum += loss.detach().float()
-            train_loss = loss_sum.item() / steps_per_epoch
+            lr = float(loop.scheduler.get_last_lr()[0])
+            train_loss = loop.epoch(epoch, augment, norm)
             train_seconds = time.perf_counter() - start
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}")
@@ -204,7 +286,7 @@ def fit(
                 val_acc=val_acc,
                 lr=lr,
                 seconds=time.perf_counter() - start,
-                images_per_second=steps_per_epoch * batch_size / max(train_seconds, 1e-9),
+                images_per_second=loop.steps * loop.batch_size / max(train_seconds, 1e-9),
             )
             history.append(result)
             if on_epoch is not None:

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from automl.config import SearchSettings
-from automl.objective import Hooks
+from automl.hooks import Hooks
 from automl.study import run_search
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,13 @@ def search(
     space: Annotated[
         Path, typer.Option(help="Search space YAML file.", show_default=True)
     ] = DEFAULT_SPACE,
-    dataset: Annotated[str, typer.Option(help="Data set: digits (built in).")] = "digits",
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="digits (built in), mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn, "
+            "or imagefolder:PATH."
+        ),
+    ] = "digits",
     study_name: Annotated[
         str | None,
         typer.Option(help="Optuna study; an existing one is resumed. [default: DATASET-SPACE]"),
@@ -51,6 +57,14 @@ def search(
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Where data sets are stored. [default: ~/.cache/automl/data]"),
+    ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(help="Side images are resized to (image folders). [default: median, <=128]"),
+    ] = None,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(help="Pretrained backbone weights (.pth); then torch's hub cache."),
     ] = None,
 ) -> None:
     """Run an Optuna study of CNN trials, record it in MLflow and register the best model."""
@@ -74,16 +88,13 @@ def search(
         seed=seed,
         timeout=timeout,
         data_dir=data_dir,
+        image_size=image_size,
+        weights_dir=weights_dir,
     ).check()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with SearchDisplay(console, trials) as display:
-            outcome = run_search(
-                settings,
-                hooks=display.hooks,
-                on_trial_end=display.trial_end,
-                on_stage=display.stage,
-            )
+            outcome = run_search(settings, hooks=display.hooks)
     except Interrupted as stop:
         print_summary(console, stop.args[0])
         terminated = isinstance(stop.args[1], Terminated)

@@ -114,6 +114,7 @@ def as_images(model_input: Any) -> np.ndarray | list[np.ndarray]:
 
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert channels; gray from color uses BT.601 luma, rounded like a stored image."""
     have = x.shape[1]
     if have in (2, 4):  # gray+alpha, RGBA: drop alpha
         x, have = x[:, : have - 1], have - 1
@@ -123,16 +124,26 @@ def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         return x.expand(-1, 3, -1, -1)
     if have == 3 and channels == 1:
         weights = torch.tensor(LUMA, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x * weights).sum(1, keepdim=True)
+        return (x * weights).sum(1, keepdim=True).round()
     raise ImageInputError(f"cannot turn {have}-channel images into {channels}-channel images")
 
 
 def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear with antialiasing: the one resize used for training data and prediction."""
+    """Bilinear with antialiasing, rounded to whole 0..255 values.
+
+    The one resize used for training data (stored as uint8) and for prediction, so a
+    served model sees exactly the pixels training saw.
+    """
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     out = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    return out.clamp(0.0, 255.0)
+    return out.clamp(0.0, 255.0).round()
+
+
+def prepare(image: np.ndarray, channels: int, size: Sequence[int]) -> np.ndarray:
+    """One decoded ``(H, W, C)`` image -> uint8 ``(channels, *size)``: what training stores."""
+    x = _batch(image[None], channels, size)
+    return x[0].to(torch.uint8).numpy()
 
 
 def _batch(array: np.ndarray, channels: int, size: Sequence[int]) -> torch.Tensor:

@@ -8,6 +8,7 @@ tracking can be reported.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import torch
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from automl.config import mask_url
@@ -91,6 +92,11 @@ class TrialRun:
     def log_weights(self, model: torch.nn.Module) -> None:
         self.tracker.log_weights(self.run_id, model)
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tracker._log_batch(
+            self.run_id, metrics=[], tags=[RunTag(k, v) for k, v in tags.items()]
+        )
+
     def finish(
         self, state: str, reason: str | None = None, status: str | None = None, **tags: str
     ) -> None:
@@ -152,6 +158,21 @@ class Tracker:
     @_timed
     def log_study_text(self, run_id: str, name: str, text: str) -> None:
         self.client.log_text(run_id, text, name)
+
+    @_timed
+    def log_dataset(
+        self, run_id: str, *, name: str, digest: str, source: str, profile: Mapping[str, Any]
+    ) -> None:
+        """Record the data set as a run input, so runs can be compared and filtered by data."""
+        dataset = Dataset(
+            name=name,
+            digest=digest,
+            source_type="local" if not source.startswith("http") else "http",
+            source=json.dumps({"uri": source}),
+            profile=json.dumps(dict(profile)),
+        )
+        context = InputTag(key="mlflow.data.context", value="train/val/test")
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
     @_timed
     def finish_study_run(

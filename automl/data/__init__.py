@@ -1,0 +1,76 @@
+"""Data sets: built-in, torchvision formats and the user's own image folders.
+
+``load_dataset(name)`` gives an ``ImageData``: uint8 train/val/test splits, class names,
+training-split statistics and a ``DataReport`` of what loading found and did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from automl.data.builtin import BUILTIN
+from automl.data.core import (
+    SPLITS,
+    DataReport,
+    ImageData,
+    Split,
+    channel_stats,
+    split_digest,
+    split_three,
+    stratified_indices,
+)
+from automl.errors import ConfigError, unknown_name
+
+FOLDER_PREFIX = "imagefolder:"
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "automl" / "data"
+DATASET_NAMES = (*BUILTIN, f"{FOLDER_PREFIX}PATH")
+
+__all__ = [
+    "DATASET_NAMES",
+    "SPLITS",
+    "DataReport",
+    "ImageData",
+    "Split",
+    "channel_stats",
+    "check_dataset_name",
+    "load_dataset",
+    "split_digest",
+    "split_three",
+    "stratified_indices",
+]
+
+
+def check_dataset_name(name: str) -> None:
+    """A name we know, or ``imagefolder:PATH``; the closest name is suggested for typos."""
+    if name.startswith(FOLDER_PREFIX):
+        if not name[len(FOLDER_PREFIX) :].strip():
+            raise ConfigError("--dataset: imagefolder needs a path: imagefolder:PATH")
+        return
+    if name not in BUILTIN:
+        if name == "imagefolder":
+            raise ConfigError("--dataset: give the folder as imagefolder:PATH")
+        raise ConfigError(f"--dataset: {unknown_name('dataset', name, DATASET_NAMES)}")
+
+
+def load_dataset(
+    name: str,
+    data_dir: Path | None = None,
+    *,
+    image_size: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ImageData:
+    check_dataset_name(name)
+    folder = (data_dir or DEFAULT_DATA_DIR).expanduser()
+    if name.startswith(FOLDER_PREFIX):
+        from automl.data.folder import load_folder
+
+        root = Path(name[len(FOLDER_PREFIX) :]).expanduser()
+        return load_folder(root, folder, image_size, progress)
+    data = BUILTIN[name](folder)
+    if image_size is not None and data.image_size != (image_size, image_size):
+        raise ConfigError(
+            f"--image-size: {name} images are {data.image_size[0]}x{data.image_size[1]}; "
+            "resizing applies to image folders only"
+        )
+    return data

@@ -1,0 +1,191 @@
+"""Data sets as compact uint8 tensors with fixed, stratified train/val/test splits.
+
+The split seed is fixed (not the search seed) so every search, and every later
+evaluation of a registered model, sees the same test split. Normalisation statistics
+come from the training split alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SPLIT_SEED = 0
+VAL_SHARE = 0.15
+TEST_SHARE = 0.15
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    images: Tensor  # uint8, (N, C, H, W)
+    labels: Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def hwc(self) -> np.ndarray:
+        """Images as a uint8 ``(N, H, W, C)`` array: what a registered model takes."""
+        return self.images.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+@dataclass
+class DataReport:
+    """What loading found and did: printed, saved as JSON and logged with the study."""
+
+    source: str
+    classes: list[str]
+    files_found: int
+    kept: int
+    image_size: tuple[int, int]
+    channels: int
+    size_rule: str
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> n
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> files
+    small_images: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cache: str = ""
+    decoded: int = 0  # files decoded by this load: 0 when a cache was reused
+
+    @property
+    def imbalance(self) -> float:
+        """Largest over smallest class, all splits together."""
+        totals: Counter[str] = Counter()
+        for per_class in self.counts.values():
+            totals.update(per_class)
+        values = [totals[c] for c in self.classes]
+        return max(values) / max(min(values), 1) if values else 1.0
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = asdict(self)
+        data["imbalance"] = round(self.imbalance, 3)
+        data["dropped_total"] = sum(len(v) for v in self.dropped.values())
+        return json.dumps(data, indent=2)
+
+
+@dataclass(frozen=True)
+class ImageData:
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    val: Split
+    test: Split
+    mean: tuple[float, ...]  # per channel, on the [0, 1] scale
+    std: tuple[float, ...]
+    source: str
+    report: DataReport | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def digest(self) -> str:
+        """Content hash of all splits: runs on the same data share it."""
+        return split_digest(self.train, self.val, self.test)
+
+    def describe(self) -> str:
+        c, (h, w) = self.channels, self.image_size
+        return (
+            f"{self.name}: {self.num_classes} classes, {h}x{w}x{c}, "
+            f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
+        )
+
+
+def split_digest(*splits: Split) -> str:
+    """Content hash of images and labels; equal digests mean identical splits."""
+    sha = hashlib.sha256()
+    for split in splits:
+        sha.update(np.ascontiguousarray(split.images.numpy()).data)
+        sha.update(split.labels.numpy().tobytes())
+    return sha.hexdigest()[:16]
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the [0, 1] scale, in chunks so no float copy is made."""
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for start in range(0, images.shape[0], chunk):
+        x = images[start : start + chunk].to(torch.float64).div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / max(count, 1)
+    std = (squares / max(count, 1) - mean * mean).clamp_min(1e-6).sqrt().clamp_min(1e-3)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def stratified_indices(
+    labels: np.ndarray, shares: tuple[float, ...], seed: int = SPLIT_SEED
+) -> list[np.ndarray]:
+    """Split indices into parts of the given shares (the first takes the rest), per class.
+
+    Each class is shuffled with its own seeded generator and cut by rounding, so every
+    class appears in every part in the same proportion, even for a handful of images.
+    """
+    parts: list[list[int]] = [[] for _ in range(len(shares) + 1)]
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng = np.random.default_rng([seed, int(label)])
+        members = members[rng.permutation(len(members))]
+        start = 0
+        for part, share in enumerate(shares, 1):
+            take = round(share * len(members))
+            if take == 0 and len(members) - start > 1 and share > 0:
+                take = 1  # a class with few images still reaches every part when it can
+            parts[part].extend(members[start : start + take].tolist())
+            start += take
+        parts[0].extend(members[start:].tolist())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def take(images: np.ndarray | Tensor, labels: np.ndarray, index: np.ndarray) -> Split:
+    x = images[index] if isinstance(images, Tensor) else torch.from_numpy(images[index])
+    return Split(x.contiguous(), torch.from_numpy(np.asarray(labels)[index]).long())
+
+
+def split_three(
+    images: np.ndarray, labels: np.ndarray, *, seed: int = SPLIT_SEED
+) -> tuple[Split, Split, Split]:
+    """Carve train/val/test with every class in the same proportion in each."""
+    train, val, test = stratified_indices(labels, (VAL_SHARE, TEST_SHARE), seed)
+    return take(images, labels, train), take(images, labels, val), take(images, labels, test)
+
+
+def simple_report(source: str, classes: tuple[str, ...], splits: dict[str, Split]) -> DataReport:
+    """The report of a data set that needed no cleaning (built-in and torchvision sets)."""
+    first = next(iter(splits.values()))
+    counts = {
+        name: {
+            classes[i]: int(n)
+            for i, n in enumerate(np.bincount(s.labels.numpy(), minlength=len(classes)))
+        }
+        for name, s in splits.items()
+    }
+    total = sum(len(s) for s in splits.values())
+    return DataReport(
+        source=source,
+        classes=list(classes),
+        files_found=total,
+        kept=total,
+        image_size=(int(first.images.shape[2]), int(first.images.shape[3])),
+        channels=int(first.images.shape[1]),
+        size_rule="native",
+        counts=counts,
+    )

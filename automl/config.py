@@ -18,6 +18,7 @@ from automl.errors import ConfigError, unknown_name
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("hyperband", "median", "asha", "none")
 DEFAULT_SPACE = Path("search_spaces") / "default.yaml"
+BUNDLED_SPACES = Path(__file__).resolve().parent / "search_spaces"
 DEFAULT_STORAGE = "sqlite:///automl.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
 
@@ -74,6 +75,9 @@ class SearchSettings:
             raise ConfigError(
                 f"--study-name: '{self.study}' may use letters, digits, '.', '_' and '-' only"
             )
+        if not self.space.exists():
+            bundled = ", ".join(bundled_spaces())
+            raise ConfigError(f"--space: {self.space}: no such file (bundled spaces: {bundled})")
         check_dataset_name(self.dataset)
         if self.image_size is not None and not 4 <= self.image_size <= 1024:
             raise ConfigError(f"--image-size: must lie in [4, 1024], got {self.image_size}")
@@ -91,6 +95,23 @@ class SearchSettings:
         values["tracking_uri"] = mask_url(self.tracking_uri)
         values["study_name"] = self.study
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def resolve_space(path: Path) -> Path:
+    """A space file as given; else a bundled space by name (``images``) or the bundled default.
+
+    So ``automl search`` works from any folder, not only from a checkout of the project.
+    """
+    if path.exists():
+        return path
+    bundled = BUNDLED_SPACES / (path.name if path.suffix else f"{path.name}.yaml")
+    if (path == DEFAULT_SPACE or len(path.parts) == 1) and bundled.exists():
+        return bundled
+    return path
+
+
+def bundled_spaces() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_SPACES.glob("*.yaml"))
 
 
 def resolve_device(name: str) -> torch.device:

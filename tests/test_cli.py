@@ -55,7 +55,10 @@ def test_help_lists_commands_and_every_search_option(capsys, tmp_path, monkeypat
             "--storage: the folder /no/such/dir does not",
         ),
         (["--tracking-uri", "./mlruns"], "--tracking-uri: './mlruns' is a file store"),
-        (["--space", "missing.yaml"], "missing.yaml: search space file not found"),
+        (
+            ["--space", "missing.yaml"],
+            "--space: missing.yaml: no such file (bundled spaces: default",
+        ),
         (
             ["--storage", "postgresql://bob:hunter2@127.0.0.1:1/automl"],
             "--storage postgresql://bob:***@127.0.0.1:1/automl: cannot open the Optuna storage",
@@ -94,6 +97,19 @@ def test_asking_for_cuda_without_it_is_a_config_error(capsys, tmp_path, monkeypa
     code, _, err = run_cli(["search", "--device", "cuda"], capsys, tmp_path, monkeypatch)
     assert code == 2
     assert "CUDA is not available" in err
+
+
+def test_spaces_resolve_from_any_folder(tmp_path, monkeypatch):
+    from automl.config import BUNDLED_SPACES, DEFAULT_SPACE, resolve_space
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_space(DEFAULT_SPACE) == BUNDLED_SPACES / "default.yaml"
+    assert resolve_space(Path("images")) == BUNDLED_SPACES / "images.yaml"
+    assert resolve_space(Path("images.yaml")) == BUNDLED_SPACES / "images.yaml"
+    own = tmp_path / "search_spaces" / "default.yaml"
+    own.parent.mkdir()
+    own.write_text("training: {epochs: 2}\n")
+    assert resolve_space(DEFAULT_SPACE) == DEFAULT_SPACE  # a project's own file wins
 
 
 def automl_command(*args: str) -> list[str]:

@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 
 from automl.cli import TrackingOption, app, console
-from automl.config import DEFAULT_SPACE, DEFAULT_STORAGE, DEFAULT_TRACKING, PRUNERS, SAMPLERS
+from automl.config import (
+    DEFAULT_SPACE,
+    DEFAULT_STORAGE,
+    DEFAULT_TRACKING,
+    PRUNERS,
+    SAMPLERS,
+    resolve_space,
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -28,7 +35,11 @@ def search(
         float | None, typer.Option(help="Stop starting trials after this many seconds.")
     ] = None,
     space: Annotated[
-        Path, typer.Option(help="Search space YAML file.", show_default=True)
+        Path,
+        typer.Option(
+            help="Search space YAML file, or a bundled one by name (default, images).",
+            show_default=True,
+        ),
     ] = DEFAULT_SPACE,
     dataset: Annotated[
         str,
@@ -74,7 +85,7 @@ def search(
 
     settings = SearchSettings(
         trials=trials,
-        space=space,
+        space=resolve_space(space),
         dataset=dataset,
         study_name=study_name,
         storage=storage,

@@ -98,9 +98,8 @@ def main() -> None:
             wall, peak = search(
                 folder, data_dir if run == "second" else Path(tmp, "fresh"), work, args.trials
             )
-            print(
-                f"{run} search ({args.trials} trial, 1 epoch): {wall:.1f} s wall, peak RSS {peak:.0f} MB"
-            )
+            what = f"{run} search ({args.trials} trial, 1 epoch)"
+            print(f"{what}: {wall:.1f} s wall, peak RSS {peak:.0f} MB")
 
 
 if __name__ == "__main__":

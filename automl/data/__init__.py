@@ -59,14 +59,18 @@ def load_dataset(
     *,
     image_size: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    group_level: bool = False,
 ) -> ImageData:
+    """``group_level``: an image folder laid out as ``<group>/<class>/...`` (fairness by group)."""
     check_dataset_name(name)
     folder = (data_dir or DEFAULT_DATA_DIR).expanduser()
     if name.startswith(FOLDER_PREFIX):
         from automl.data.folder import load_folder
 
         root = Path(name[len(FOLDER_PREFIX) :]).expanduser()
-        return load_folder(root, folder, image_size, progress)
+        return load_folder(root, folder, image_size, progress, group_level=group_level)
+    if group_level:
+        raise ConfigError("--group-level: applies to image folders (imagefolder:PATH) only")
     data = BUILTIN[name](folder)
     if image_size is not None and data.image_size != (image_size, image_size):
         raise ConfigError(

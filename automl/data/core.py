@@ -27,6 +27,7 @@ SPLITS = ("train", "val", "test")
 class Split:
     images: Tensor  # uint8, (N, C, H, W)
     labels: Tensor  # int64, (N,)
+    groups: Tensor | None = None  # int64 (N,) group index, for folders with a group level
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -81,6 +82,7 @@ class ImageData:
     std: tuple[float, ...]
     source: str
     report: DataReport | None = None
+    group_names: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -115,7 +117,7 @@ def split_digest(*splits: Split) -> str:
     return sha.hexdigest()[:16]
 
 
-def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std on the [0, 1] scale, in chunks so no float copy is made."""
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)

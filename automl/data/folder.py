@@ -50,7 +50,7 @@ from automl.serving.automl_serving import (
     prepare,
 )
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MAX_SIDE = 128  # the default size is the median size, capped at this side
 MIN_SIDE = 4
 SMALL_FACTOR = 4  # images whose shorter side is this many times under the target's are reported
@@ -65,6 +65,7 @@ class Entry:
     rel: str  # path relative to the root, with '/'
     label: str
     split: str | None  # given by the folder layout, or None
+    group: str = ""  # the group folder above the class folder (--group-level), else ""
     size: int = 0
     mtime_ns: int = 0
     sha: str = ""
@@ -96,8 +97,11 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan(root: Path) -> tuple[list[Entry], list[str]]:
-    """Every candidate file with its class and given split; files outside class folders."""
+def scan(root: Path, group_level: bool = False) -> tuple[list[Entry], list[str]]:
+    """Every candidate file with its class and given split; files outside class folders.
+
+    With ``group_level`` the layout is ``<group>/<class>/...`` (below any split folder).
+    """
     label = f"imagefolder:{root}"
     if not root.exists():
         raise ConfigError(f"--dataset {label}: no such folder")
@@ -116,11 +120,16 @@ def scan(root: Path) -> tuple[list[Entry], list[str]]:
     seen = {(os.stat(d).st_dev, os.stat(d).st_ino) for d in [root, *split_dirs]}
     for base, split in groups:
         loose += [p.relative_to(root).as_posix() for p in base.iterdir() if p.is_file()]
-        for class_dir in _class_dirs(base):
-            for path in _walk(class_dir, seen):
-                entries.append(Entry(path.relative_to(root).as_posix(), class_dir.name, split))
-                if len(entries) > MAX_FILES:
-                    raise ConfigError(f"--dataset {label}: more than {MAX_FILES:,} files")
+        parents = [(d, d.name) for d in _class_dirs(base)] if group_level else [(base, "")]
+        for parent, group in parents:
+            if group_level:
+                loose += [p.relative_to(root).as_posix() for p in parent.iterdir() if p.is_file()]
+            for class_dir in _class_dirs(parent):
+                for path in _walk(class_dir, seen):
+                    rel = path.relative_to(root).as_posix()
+                    entries.append(Entry(rel, class_dir.name, split, group))
+                    if len(entries) > MAX_FILES:
+                        raise ConfigError(f"--dataset {label}: more than {MAX_FILES:,} files")
     if not entries:
         raise ConfigError(f"--dataset {label}: no class folder holds any file")
     return entries, loose
@@ -238,8 +247,9 @@ def assign_splits(kept: list[Entry], classes: list[str]) -> dict[str, list[Entry
     else:
         pool, carve = out["train"], tuple(s for s in ("val", "test") if not out[s])
     shares = tuple(share[s] for s in carve)
-    if carve:
-        labels = np.array([classes.index(e.label) for e in pool])
+    if carve:  # stratified by class, and by group within each class when there are groups
+        strata = sorted({(e.group, e.label) for e in pool})
+        labels = np.array([strata.index((e.group, e.label)) for e in pool])
         parts = stratified_indices(labels, shares)
         out["train"] = [pool[i] for i in parts[0]]
         for name, index in zip(carve, parts[1:], strict=True):
@@ -248,12 +258,17 @@ def assign_splits(kept: list[Entry], classes: list[str]) -> dict[str, list[Entry
 
 
 def load_folder(
-    root: Path, data_dir: Path, image_size: int | None = None, progress: Progress | None = None
+    root: Path,
+    data_dir: Path,
+    image_size: int | None = None,
+    progress: Progress | None = None,
+    *,
+    group_level: bool = False,
 ) -> ImageData:
     progress = progress or (lambda stage, done, total: None)
     label = f"imagefolder:{root}"
     cache_dir = data_dir / "cache"
-    entries, loose = scan(root)
+    entries, loose = scan(root, group_level)
     inspect(root, entries, cache_dir, progress)
     dropped: dict[str, list[str]] = {}
     if loose:
@@ -282,7 +297,7 @@ def load_folder(
             "version": CACHE_VERSION,
             "size": size,
             "channels": channels,
-            "files": [(e.rel, e.sha, e.label, s) for s in SPLITS for e in splits[s]],
+            "files": [(e.rel, e.sha, e.label, e.group, s) for s in SPLITS for e in splits[s]],
         }
     )
     cache = cache_dir / f"folder-{hashlib.sha256(key_source.encode()).hexdigest()[:24]}"
@@ -295,9 +310,15 @@ def load_folder(
     meta = json.loads(meta_path.read_text())
     images = np.load(cache / "images.npy", mmap_mode="c")
     labels = np.load(cache / "labels.npy")
+    groups = np.load(cache / "groups.npy")
+    group_names = tuple(meta["groups"])
     bounds = np.cumsum([0, *meta["counts"]])
     train, val, test = (
-        Split(torch.from_numpy(images[a:b]), torch.from_numpy(labels[a:b]).long())
+        Split(
+            torch.from_numpy(images[a:b]),
+            torch.from_numpy(labels[a:b]).long(),
+            torch.from_numpy(groups[a:b]).long() if group_level else None,
+        )
         for a, b in itertools.pairwise(bounds)
     )
     small = [e.rel for e in kept if min(e.height, e.width) * SMALL_FACTOR < min(size)]
@@ -320,7 +341,16 @@ def load_folder(
     )
     mean, std = channel_stats(train.images)
     return ImageData(
-        f"imagefolder:{root.name}", tuple(classes), train, val, test, mean, std, label, report
+        f"imagefolder:{root.name}",
+        tuple(classes),
+        train,
+        val,
+        test,
+        mean,
+        std,
+        label,
+        report,
+        group_names if group_level else (),
     )
 
 
@@ -367,10 +397,16 @@ def _build_cache(
     kept = [item for item, ok in zip(ordered, good, strict=True) if ok]
     labels = np.array([classes.index(e.label) for _, e in kept], dtype=np.int64)
     np.save(cache / "labels.npy", labels)
+    group_names = sorted({e.group for _, e in ordered})
+    np.save(
+        cache / "groups.npy",
+        np.array([group_names.index(e.group) for _, e in kept], dtype=np.int64),
+    )
     (cache / "images.tmp.npy").replace(cache / "images.npy")
     meta: dict[str, Any] = {
         "counts": [sum(1 for split, _ in kept if split == name) for name in SPLITS],
         "dropped": {"damaged": damaged} if damaged else {},
+        "groups": group_names,
     }
     (cache / "meta.json").write_text(json.dumps(meta))  # written last: marks the cache complete
     return len(ordered)

@@ -178,12 +178,21 @@ def predict_frame(
     network: Callable[[torch.Tensor], torch.Tensor],
     preprocess: Mapping[str, Any],
     images: Any,
-    batch_size: int = 512,
+    batch_size: int = 256,
 ) -> pd.DataFrame:
-    """One row per image: ``label``, ``class_index``, ``probability``, ``probabilities``."""
-    x = to_tensor(images, preprocess)
+    """One row per image: ``label``, ``class_index``, ``probability``, ``probabilities``.
+
+    Images are converted batch by batch, so memory stays bounded for large inputs.
+    """
+    decoded = as_images(images)
     with torch.no_grad():
-        logits = torch.cat([network(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        logits = torch.cat(
+            [
+                network(to_tensor(decoded[i : i + batch_size], preprocess))
+                for i in range(0, len(decoded), batch_size)
+            ]
+            or [torch.zeros(0, len(preprocess["classes"]))]
+        )
     probs = torch.softmax(logits.float(), dim=1)
     best = probs.argmax(dim=1)
     classes = list(preprocess["classes"])

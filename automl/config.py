@@ -42,6 +42,8 @@ class SearchSettings:
     data_dir: Path | None = None
     image_size: int | None = None
     weights_dir: Path | None = None
+    group_level: bool = False
+    evaluate: bool = True  # evaluate the registered model and draw the study plots
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

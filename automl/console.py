@@ -24,7 +24,8 @@ from rich.table import Table
 
 from automl.data import DataReport
 from automl.hooks import Hooks
-from automl.study import SearchOutcome
+from automl.insight.evaluate import summary_rows
+from automl.runner import SearchOutcome
 from automl.train import EpochResult
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
@@ -268,6 +269,13 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
             )
     elif not outcome.interrupted:
         console.print("[yellow]no trial completed: nothing was registered[/]")
+    if outcome.evaluation is not None:
+        table = Table(title="Evaluation of the registered model (test split)", title_justify="left")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for name, value in summary_rows(outcome.evaluation):
+            table.add_row(name, value)
+        console.print(table)
     if outcome.interrupted:
         console.print("[yellow]interrupted[/]: run the same command again to resume the study")
     console.print(f"see every run: [bold]{ui_command(outcome.settings.tracking_uri)}[/]")

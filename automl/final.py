@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -10,6 +14,8 @@ import torch
 
 from automl.augment import Augment
 from automl.data import ImageData, split_digest
+from automl.insight.evaluate import Evaluation, evaluate_model, write_evaluation
+from automl.insight.study_plots import study_plots
 from automl.objective import build_network, trial_seed
 from automl.params import TrialConfig
 from automl.tracking import Registry, Tracker, load_image_model, log_image_model
@@ -44,7 +50,7 @@ def preprocessing(data: ImageData) -> dict[str, Any]:
         "mean": list(data.mean),
         "std": list(data.std),
         "classes": list(data.classes),
-        "dataset": data.name,
+        "dataset": data.spec or data.name,
         "data_digest": data.digest(),
         "test_digest": split_digest(data.test),
         "input": "uint8 images (N, H, W, C); resized and converted to the training shape",
@@ -95,7 +101,10 @@ def register_best(
     parent_run_id: str,
     model_name: str,
     device: torch.device,
+    dataset_options: dict[str, Any] | None = None,
 ) -> Registration:
+    """``dataset_options``: how the data was loaded (image size, group level), recorded so
+    promotion and evaluation reload exactly the same test split."""
     best = study.best_trial
     model, note = trained_model(best, data, tracker, device)
     model = model.to(CPU).eval()
@@ -116,12 +125,13 @@ def register_best(
     preprocess = preprocessing(data)
     tags = {
         **identity,
-        "dataset": data.name,
+        "dataset": preprocess["dataset"],
         "data_digest": preprocess["data_digest"],
         "test_digest": preprocess["test_digest"],
         "val_acc": repr(val_acc),
         "test_acc": repr(test_acc),
         "trial_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
+        "dataset_options": json.dumps(dataset_options or {}),
     }
     if "weights" in best.user_attrs:  # a fine-tuned backbone: which weights it started from
         tags["weights"] = str(best.user_attrs["weights"])
@@ -137,3 +147,40 @@ def register_best(
     return Registration(
         model_name, version, uri, best.number, val_acc, test_acc, reloaded, False, note
     )
+
+
+def evaluate_and_record(
+    registration: Registration,
+    data: ImageData,
+    *,
+    tracker: Tracker,
+    parent_run_id: str,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> Evaluation:
+    """Evaluate the registered version as served; record figures and pictures on the parent
+    run and on the version's logged model."""
+    model = load_image_model(f"models:/{registration.name}/{registration.version}")
+    groups = None
+    if data.group_names and data.test.groups is not None:
+        groups = (data.test.groups.numpy(), list(data.group_names))
+    evaluation = evaluate_model(model, data.test, groups=groups, progress=on_stage)
+    with tempfile.TemporaryDirectory() as folder:
+        files = Path(folder, "evaluation")
+        write_evaluation(evaluation, files)
+        metrics = evaluation.metrics()
+        tracker.log_folder(parent_run_id, files, "evaluation")
+        tracker.log_metrics(parent_run_id, metrics)
+        with tracker.timed():
+            Registry(tracker.tracking_uri).log_to_version(
+                registration.name, registration.version, files, "evaluation", metrics
+            )
+    return evaluation
+
+
+def record_study_plots(study: optuna.Study, tracker: Tracker, parent_run_id: str) -> dict[str, str]:
+    """Study plots on the parent run; returns the plots skipped and why."""
+    with tempfile.TemporaryDirectory() as folder:
+        files, skipped = study_plots(study, Path(folder, "study_plots"))
+        if files:
+            tracker.log_folder(parent_run_id, Path(folder, "study_plots"), "study_plots")
+    return skipped

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from automl.data import ImageData, load_dataset, split_digest
+from automl.data import ImageData, load_recorded, split_digest
 from automl.errors import AutomlError, ConfigError
 from automl.tracking import Registry, VersionInfo, load_image_model
 from automl.tracking.registry import now
@@ -59,7 +59,7 @@ def _test_split(versions: list[VersionInfo], data_dir: Path | None) -> ImageData
                 f"{other.version} on {other.tags['dataset']} (test split "
                 f"{other.tags['test_digest']})"
             )
-    data = load_dataset(first.tags["dataset"], data_dir)
+    data = load_recorded(first.tags, data_dir)
     here = split_digest(data.test)
     if here != first.tags["test_digest"]:
         raise ConfigError(

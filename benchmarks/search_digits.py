@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from automl.config import SearchSettings
-from automl.study import run_search
+from automl.runner import run_search
 
 REPO = Path(__file__).resolve().parent.parent
 

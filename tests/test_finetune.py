@@ -16,7 +16,7 @@ from automl.backbones import BackboneNet, describe_weights, weights_file
 from automl.config import SearchSettings
 from automl.data import Split
 from automl.params import AugConfig, OptimConfig, TrainConfig
-from automl.study import run_search
+from automl.runner import run_search
 from automl.train import Normalizer, _Loop, fit, make_optimizer
 
 CPU = torch.device("cpu")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from automl.cli import main
 from automl.config import SearchSettings
-from automl.study import run_search
+from automl.runner import run_search
 from automl.tracking import Registry, load_image_model
 from tests.conftest import TINY_SPACE
 

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from automl.config import SearchSettings
 from automl.hooks import Hooks
-from automl.study import run_search
+from automl.runner import run_search
 
 pytestmark = pytest.mark.slow
 

@@ -75,6 +75,6 @@ def run() -> None:
 
 
 # Each module registers its commands on ``app``, in the order ``automl --help`` lists them.
-COMMAND_MODULES = ("search", "models")
+COMMAND_MODULES = ("search", "models", "insight")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"automl.cli.{_module}")

@@ -77,11 +77,19 @@ def search(
         Path | None,
         typer.Option(help="Pretrained backbone weights (.pth); then torch's hub cache."),
     ] = None,
+    group_level: Annotated[
+        bool,
+        typer.Option(help="Image folder laid out as GROUP/CLASS/...: fairness per group."),
+    ] = False,
+    evaluate: Annotated[
+        bool,
+        typer.Option(help="Evaluate the registered model and draw the study plots."),
+    ] = True,
 ) -> None:
     """Run an Optuna study of CNN trials, record it in MLflow and register the best model."""
     from automl.config import SearchSettings
     from automl.console import SearchDisplay, print_summary
-    from automl.study import Interrupted, run_search
+    from automl.runner import Interrupted, run_search
 
     settings = SearchSettings(
         trials=trials,
@@ -101,6 +109,8 @@ def search(
         data_dir=data_dir,
         image_size=image_size,
         weights_dir=weights_dir,
+        group_level=group_level,
+        evaluate=evaluate,
     ).check()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -6,7 +6,9 @@ training-split statistics and a ``DataReport`` of what loading found and did.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from automl.data.builtin import BUILTIN
@@ -35,10 +37,23 @@ __all__ = [
     "channel_stats",
     "check_dataset_name",
     "load_dataset",
+    "load_recorded",
     "split_digest",
     "split_three",
     "stratified_indices",
 ]
+
+
+def load_recorded(tags: dict[str, str], data_dir: Path | None = None) -> ImageData:
+    """The data a registered version was trained on, from its ``dataset`` and
+    ``dataset_options`` tags, loaded the same way (same size, same group level)."""
+    options = json.loads(tags.get("dataset_options") or "{}")
+    return load_dataset(
+        tags["dataset"],
+        data_dir,
+        image_size=options.get("image_size"),
+        group_level=bool(options.get("group_level", False)),
+    )
 
 
 def check_dataset_name(name: str) -> None:
@@ -68,10 +83,11 @@ def load_dataset(
         from automl.data.folder import load_folder
 
         root = Path(name[len(FOLDER_PREFIX) :]).expanduser()
-        return load_folder(root, folder, image_size, progress, group_level=group_level)
+        data = load_folder(root, folder, image_size, progress, group_level=group_level)
+        return replace(data, spec=f"{FOLDER_PREFIX}{root.resolve()}")
     if group_level:
         raise ConfigError("--group-level: applies to image folders (imagefolder:PATH) only")
-    data = BUILTIN[name](folder)
+    data = replace(BUILTIN[name](folder), spec=name)
     if image_size is not None and data.image_size != (image_size, image_size):
         raise ConfigError(
             f"--image-size: {name} images are {data.image_size[0]}x{data.image_size[1]}; "

@@ -83,6 +83,7 @@ class ImageData:
     source: str
     report: DataReport | None = None
     group_names: tuple[str, ...] = ()
+    spec: str = ""  # what --dataset reloads it with: "digits", "imagefolder:/abs/path"
 
     @property
     def channels(self) -> int:

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
 import numpy as np
+from matplotlib.figure import Figure
 
 from automl.insight.evaluate import SaliencyExample
 from automl.insight.metrics import ClassReport

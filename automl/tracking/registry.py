@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import mlflow
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from automl.errors import ConfigError
@@ -88,6 +92,19 @@ class Registry:
         except MlflowException:
             return None
 
+    def resolve(self, uri: str) -> VersionInfo | None:
+        """The version a ``models:/NAME@ALIAS`` or ``models:/NAME/V`` URI names, else None."""
+        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+        if not match:
+            return None
+        name, alias, number = match.groups()
+        if number:
+            return self.version(name, int(number))
+        found = self.by_alias(name, alias)
+        if found is None:
+            raise ConfigError(f"model '{name}' has no version with the alias '{alias}'")
+        return found
+
     def find_version(self, name: str, tags: dict[str, str]) -> int | None:
         """The newest version whose tags include ``tags`` (None when the model is new)."""
         try:
@@ -105,6 +122,26 @@ class Registry:
     def tag_version(self, name: str, version: int, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, value)
+
+    def model_id(self, name: str, version: int) -> str | None:
+        """The logged model behind a version (``models:/m-...`` source), if any."""
+        source = str(self.client.get_model_version(name, str(version)).source)
+        return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+    def log_to_version(
+        self, name: str, version: int, folder: Path, artifact_path: str, metrics: dict[str, float]
+    ) -> None:
+        """Attach files and metrics to a version's logged model (its page in the UI)."""
+        info = self.version(name, version)
+        model_id = self.model_id(name, version)
+        if model_id is None:
+            return
+        self.client.log_model_artifacts(model_id, str(folder), artifact_path)
+        if info.run_id:
+            now = int(time.time() * 1000)
+            batch = [Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()]
+            for start in range(0, len(batch), 1000):
+                self.client.log_batch(info.run_id, metrics=batch[start : start + 1000])
 
     def alias_history(self, name: str, alias: str) -> list[int]:
         """Versions that held ``alias``, oldest first, as automl moved it."""

@@ -22,7 +22,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from automl.config import mask_url
-from automl.errors import StoreError
+from automl.errors import AutomlError, StoreError
 from automl.tracking.common import client_for, first_line
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -111,14 +111,17 @@ class TrialRun:
 class Tracker:
     """An MLflow tracking store and one experiment in it."""
 
-    def __init__(self, tracking_uri: str, experiment: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str | None) -> None:
+        """``experiment`` None opens the store for reading runs only."""
         self.seconds = 0.0
         self.tracking_uri = tracking_uri
         start = time.perf_counter()
         self.client = client_for(tracking_uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
+            found = self.client.get_experiment_by_name(experiment or "Default")
+            if experiment is None:
+                self.experiment_id = None
+            elif found is None:
                 root = artifact_root_for(tracking_uri)
                 location = Path(root, _slug(experiment)).as_uri() if root else None
                 self.experiment_id = self.client.create_experiment(
@@ -134,6 +137,12 @@ class Tracker:
         self.experiment = experiment
         self.seconds += time.perf_counter() - start
 
+    @property
+    def _experiment_id(self) -> str:
+        if self.experiment_id is None:
+            raise AutomlError("this tracker was opened for reading; it has no experiment")
+        return str(self.experiment_id)
+
     # ---------------------------------------------------------------- study runs
 
     @_timed
@@ -141,7 +150,7 @@ class Tracker:
         self, study: str, params: Mapping[str, Any], tags: Mapping[str, str]
     ) -> str:
         run = self.client.create_run(
-            self.experiment_id, run_name=f"study-{study}", tags={"study": study, **tags}
+            self._experiment_id, run_name=f"study-{study}", tags={"study": study, **tags}
         )
         self.client.log_batch(run.info.run_id, params=_params(params))
         return str(run.info.run_id)
@@ -154,6 +163,17 @@ class Tracker:
                 target = Path(folder, name)
                 target.write_bytes(Path(path).read_bytes())
                 self.client.log_artifact(run_id, str(target))
+
+    @_timed
+    def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    @_timed
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for chunk in _chunks(items, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
 
     @_timed
     def log_study_text(self, run_id: str, name: str, text: str) -> None:
@@ -194,7 +214,7 @@ class Tracker:
     ) -> TrialRun:
         name = f"trial-{number:04d}"
         run = self.client.create_run(
-            self.experiment_id,
+            self._experiment_id,
             run_name=name,
             tags={
                 MLFLOW_PARENT_RUN_ID: parent_run_id,
@@ -227,6 +247,25 @@ class Tracker:
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
             self.client.log_artifact(run_id, str(path), str(Path(WEIGHTS_PATH).parent))
             self.client.set_tag(run_id, "has_weights", "true")
+
+    def download(self, run_id: str, path: str, folder: Path) -> Path | None:
+        """An artifact (file or folder) of a run, or None when the run has none there."""
+        try:
+            return Path(self.client.download_artifacts(run_id, path, str(folder)))
+        except Exception:  # absent artifacts raise store-specific errors
+            return None
+
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        """Status, times, params, metrics and tags of a run, as plain values."""
+        run = self.client.get_run(run_id)
+        return {
+            "status": run.info.status,
+            "start_time": run.info.start_time,
+            "end_time": run.info.end_time,
+            "params": dict(run.data.params),
+            "metrics": dict(run.data.metrics),
+            "tags": dict(run.data.tags),
+        }
 
     @_timed
     def load_weights(self, run_id: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,134 @@
+"""Insight commands: evaluate a model, report on a study."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from automl.cli import TrackingOption, app, console
+from automl.cli.models import DataDirOption
+from automl.config import DEFAULT_STORAGE, DEFAULT_TRACKING
+from automl.errors import ConfigError
+
+
+@app.command()
+def evaluate(
+    model_uri: Annotated[
+        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/V or a folder.")
+    ],
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Data set to test on. [default: the one recorded with the model]"),
+    ] = None,
+    data_dir: DataDirOption = None,
+    group_level: Annotated[
+        bool,
+        typer.Option(help="The image folder is laid out as GROUP/CLASS/...: report per group."),
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Folder for the figures.")
+    ] = None,
+    log: Annotated[bool, typer.Option(help="Attach the figures to the registered version.")] = True,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+) -> None:
+    """Accuracy, per-class and per-group fairness, calibration, robustness and saliency."""
+    from automl.data import load_dataset, load_recorded, split_digest
+    from automl.insight.evaluate import evaluate_model, summary_rows, write_evaluation
+    from automl.tracking import Registry, load_image_model
+
+    model = load_image_model(model_uri, tracking_uri)
+    registry = Registry(tracking_uri)
+    version = registry.resolve(model_uri)
+    with console.status("loading the test split…"):
+        if dataset is None and version is not None and "dataset" in version.tags:
+            data = load_recorded(version.tags, data_dir)
+        else:
+            name = dataset or str(model.preprocess.get("dataset", ""))
+            data = load_dataset(name, data_dir, group_level=group_level)
+    if list(data.classes) != model.classes:
+        raise ConfigError(
+            f"--dataset: its classes ({', '.join(data.classes[:5])}...) are not the model's "
+            f"({', '.join(model.classes[:5])}...)"
+        )
+    recorded = model.preprocess.get("test_digest")
+    if recorded and recorded != split_digest(data.test):
+        console.print("[yellow]note[/]: this is not the test split recorded with the model")
+    groups = None
+    if data.group_names and data.test.groups is not None:
+        groups = (data.test.groups.numpy(), list(data.group_names))
+    with console.status("evaluating…") as status:
+        evaluation = evaluate_model(
+            model, data.test, groups=groups, progress=lambda s: status.update(f"{s}…")
+        )
+    folder = output or Path(
+        f"evaluation-{version.name}-v{version.version}" if version else "evaluation"
+    )
+    files = write_evaluation(evaluation, folder)
+    table = Table(
+        title=f"{model_uri} on {data.name}: {len(data.test)} test images", title_justify="left"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in summary_rows(evaluation):
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"wrote {len(files)} files to {folder}")
+    if log and version is not None:
+        registry.log_to_version(
+            version.name, version.version, folder, "evaluation", evaluation.metrics()
+        )
+        console.print(f"attached to version {version.version} of '{version.name}'")
+
+
+@app.command()
+def report(
+    study_name: Annotated[str, typer.Argument(metavar="STUDY", help="The Optuna study.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
+    storage: Annotated[str, typer.Option(help="Optuna storage URL.")] = DEFAULT_STORAGE,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+) -> None:
+    """One self-contained HTML page: summary, leaderboard, data, study plots, evaluation."""
+    import optuna
+
+    from automl.insight.report import SECTIONS, build_report
+    from automl.insight.study_plots import study_plots
+    from automl.stores import open_storage
+    from automl.tracking import Tracker
+
+    store = open_storage(storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(store)) or "none"
+        raise ConfigError(
+            f"no study named '{study_name}' in the storage (studies: {names})"
+        ) from None
+    tracker = Tracker(tracking_uri, None)
+    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    with tempfile.TemporaryDirectory() as tmp, console.status("gathering the study's records…"):
+        folder = Path(tmp)
+        parent = tracker.run_info(parent_id) if parent_id else None
+        data_path = tracker.download(parent_id, "data_report.json", folder) if parent_id else None
+        evaluation = tracker.download(parent_id, "evaluation", folder) if parent_id else None
+        plots, skipped = study_plots(study, folder / "plots")
+        html = build_report(
+            study,
+            parent=parent,
+            data_report=json.loads(data_path.read_text()) if data_path else None,
+            plots=folder / "plots" if plots else None,
+            plots_skipped=skipped,
+            evaluation=evaluation,
+        )
+    output.write_text(html)
+    images = html.count("<img ")
+    console.print(
+        f"wrote {output} ({len(html) / 1e6:.1f} MB, {len(SECTIONS)} sections, {images} images); "
+        "it opens offline in any browser"
+    )

@@ -1,0 +1,243 @@
+"""One self-contained HTML page about a study: it opens offline, images embedded.
+
+Sections: summary, leaderboard, data, study plots, evaluation of the registered model.
+A small script records on ``<body>`` how many images loaded, so a headless browser test
+can check the page as a person would see it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { border-bottom: 2px solid #4c72b0; padding-bottom: .3em; }
+section { margin: 2em 0; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 14px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+th { background: #eef2f8; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { display: inline-block; margin: .5em; vertical-align: top; }
+figure img { max-width: 560px; border: 1px solid #ddd; }
+figcaption { font-size: 13px; color: #555; }
+.note { color: #8a6d00; }
+"""
+LOADED = """
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  document.body.dataset.imagesTotal = images.length;
+  document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+});
+"""
+SECTIONS = ("summary", "leaderboard", "data", "study-plots", "evaluation")
+
+
+class Measure(str):
+    """A figure already formatted (``0.9926``), shown right-aligned."""
+
+
+def _m(value: float) -> Measure:
+    return Measure(f"{value:.4f}")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f'<td class="num">{value:.4g}</td>'
+        if isinstance(value, int | Measure):
+            return f'<td class="num">{value}</td>'
+        return f"<td>{escape(str(value))}</td>"
+
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
+
+
+def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    rows: list[list[Any]] = [
+        ["trials", len(trials)],
+        *[[f"  {state.lower()}", n] for state, n in sorted(states.items())],
+    ]
+    if starts and ends:
+        rows.append(["first trial started", min(starts).isoformat(timespec="seconds")])
+        rows.append(["last trial ended", max(ends).isoformat(timespec="seconds")])
+        busy = sum((t.duration.total_seconds() for t in trials if t.duration), 0.0)
+        rows.append(["time in trials (s)", Measure(f"{busy:.1f}")])
+    html = _table(["", ""], rows)
+    try:
+        best = study.best_trial
+    except ValueError:
+        return html + "<p class='note'>No trial has completed yet.</p>"
+    html += f"<p>Best trial <b>{best.number}</b>: val_acc <b>{best.value:.4f}</b>.</p>"
+    params = best.user_attrs.get("params", best.params)
+    html += _table(["parameter", "value"], [[k, v] for k, v in sorted(params.items())])
+    if parent:
+        tags = parent.get("tags", {})
+        if "registered_model" in tags:
+            test_acc = parent.get("metrics", {}).get("test_acc")
+            figure = f", test_acc <b>{test_acc:.4f}</b>" if test_acc is not None else ""
+            html += (
+                f"<p>Registered model: <code>{escape(tags['registered_model'])}</code>{figure}.</p>"
+            )
+    return html
+
+
+def _leaderboard(study: optuna.Study, rows: int = 15) -> str:
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE and t.value is not None
+    ]
+    complete.sort(key=lambda t: (-(t.value or 0.0), t.number))
+    table = []
+    for rank, t in enumerate(complete[:rows], 1):
+        params = t.user_attrs.get("params", t.params)
+        short = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(params.items())
+        )
+        seconds = t.duration.total_seconds() if t.duration else 0.0
+        table.append(
+            [
+                rank,
+                t.number,
+                float(t.value or 0.0),
+                len(t.intermediate_values),
+                round(seconds, 1),
+                short,
+            ]
+        )
+    if not table:
+        return "<p class='note'>No completed trials.</p>"
+    return _table(["rank", "trial", "val_acc", "epochs", "seconds", "params"], table)
+
+
+def _data(report: dict[str, Any] | None) -> str:
+    if report is None:
+        return "<p class='note'>No data report was recorded with this study.</p>"
+    height, width = report["image_size"]
+    html = (
+        f"<p><b>{escape(report['source'])}</b>: {report['files_found']} files, "
+        f"{report['kept']} kept, {report.get('dropped_total', 0)} dropped; {len(report['classes'])} classes; "
+        f"{height}x{width}x{report['channels']} ({escape(report['size_rule'])}); "
+        f"largest/smallest class {report.get('imbalance', 1.0):.2f}.</p>"
+    )
+    splits = list(report["counts"])
+    if len(report["classes"]) <= 50:
+        rows = [[c, *(report["counts"][s].get(c, 0) for s in splits)] for c in report["classes"]]
+        html += _table(["class", *splits], rows)
+    if report.get("dropped"):
+        rows = [
+            [reason, len(files), "; ".join(files[:5])]
+            for reason, files in sorted(report["dropped"].items())
+        ]
+        html += "<h3>Dropped</h3>" + _table(["reason", "files", "examples"], rows)
+    return html
+
+
+def _plots(folder: Path | None, skipped: dict[str, str]) -> str:
+    pngs = sorted(folder.glob("*.png")) if folder else []
+    html = "".join(_figure(p, p.stem.replace("_", " ")) for p in pngs)
+    if skipped:
+        html += "".join(f"<p class='note'>{escape(k)}: {escape(v)}</p>" for k, v in skipped.items())
+    return html or "<p class='note'>No study plots.</p>"
+
+
+def _evaluation(folder: Path | None) -> str:
+    if folder is None or not (folder / "evaluation.json").exists():
+        return (
+            "<p class='note'>The registered model has not been evaluated (run automl evaluate).</p>"
+        )
+    data = json.loads((folder / "evaluation.json").read_text())
+    metrics = data["metrics"]
+    keys = [
+        "test_accuracy",
+        "macro_f1",
+        "worst_class_recall",
+        "class_recall_gap",
+        "ece",
+        "mean_corruption_acc",
+    ]
+    html = _table(["measure", "value"], [[k, _m(metrics[k])] for k in keys if k in metrics])
+    html += f"<p>Worst class: <b>{escape(str(data['worst_class']))}</b>.</p>"
+    html += "<h3>Per class</h3>" + _table(
+        ["class", "precision", "recall", "f1", "support"],
+        [
+            [r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
+            for r in data["per_class"]
+        ],
+    )
+    rows = [[name, *(_m(v) for v in per.values())] for name, per in data["robustness"].items()]
+    html += f"<h3>Robustness ({data['robustness_images']} test images)</h3>"
+    html += _table(["corruption", "severity 1", "severity 2", "severity 3"], rows)
+    if data.get("groups"):
+        rows = [
+            [g, float(v["accuracy"]), float(v["worst_class_recall"]), v["worst_class"]]
+            for g, v in data["groups"].items()
+        ]
+        html += "<h3>Per group</h3>" + _table(
+            ["group", "accuracy", "worst class recall", "worst class"], rows
+        )
+    captions = {
+        "confusion_matrix": "confusion matrix",
+        "reliability_diagram": "reliability diagram (calibration)",
+        "robustness": "accuracy under corruptions",
+        "saliency": "integrated gradients: correct and misclassified",
+        "groups": "quality per group",
+    }
+    html += "".join(
+        _figure(folder / f"{n}.png", c)
+        for n, c in captions.items()
+        if (folder / f"{n}.png").exists()
+    )
+    return html
+
+
+def build_report(
+    study: optuna.Study,
+    *,
+    parent: dict[str, Any] | None,
+    data_report: dict[str, Any] | None,
+    plots: Path | None,
+    plots_skipped: dict[str, str],
+    evaluation: Path | None,
+) -> str:
+    sections = {
+        "summary": ("Summary", _summary(study, parent)),
+        "leaderboard": ("Leaderboard", _leaderboard(study)),
+        "data": ("Data", _data(data_report)),
+        "study-plots": ("Study plots", _plots(plots, plots_skipped)),
+        "evaluation": ("Evaluation of the registered model", _evaluation(evaluation)),
+    }
+    body = "".join(
+        f'<section id="{key}"><h2>{escape(title)}</h2>{content}</section>'
+        for key, (title, content) in sections.items()
+    )
+    made = datetime.now().isoformat(timespec="seconds")
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>automl report: {escape(study.study_name)}</title><style>{STYLE}</style></head>"
+        f"<body><h1>Study {escape(study.study_name)}</h1><p>Made {made} by automl.</p>{body}"
+        f"<script>{LOADED}</script></body></html>"
+    )

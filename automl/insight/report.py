@@ -139,7 +139,8 @@ def _data(report: dict[str, Any] | None) -> str:
     height, width = report["image_size"]
     html = (
         f"<p><b>{escape(report['source'])}</b>: {report['files_found']} files, "
-        f"{report['kept']} kept, {report.get('dropped_total', 0)} dropped; {len(report['classes'])} classes; "
+        f"{report['kept']} kept, {report.get('dropped_total', 0)} dropped; "
+        f"{len(report['classes'])} classes; "
         f"{height}x{width}x{report['channels']} ({escape(report['size_rule'])}); "
         f"largest/smallest class {report.get('imbalance', 1.0):.2f}.</p>"
     )

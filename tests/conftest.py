@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,29 @@ def stores(tmp_path: Path) -> dict[str, str]:
         "storage": f"sqlite:///{tmp_path / 'automl.db'}",
         "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
+
+
+ARTIFACTS = REPO / "test-artifacts"  # screenshots kept for people to look at (git-ignored)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 20000) -> str:
+    """Render ``url`` in headless Chromium; returns the DOM after scripts ran."""
+    if CHROMIUM is None:
+        pytest.skip("needs Chromium (.ci/run installs Debian's chromium)")
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-quic", f"--virtual-time-budget={budget_ms}", "--window-size=1400,2400",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as profile:
+        run = [CHROMIUM, *flags, f"--user-data-dir={profile}"]
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [*run, f"--screenshot={screenshot}", url], capture_output=True, timeout=120
+            )
+        result = subprocess.run(
+            [*run, "--dump-dom", url], capture_output=True, text=True, timeout=120
+        )
+    return result.stdout

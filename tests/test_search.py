@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -174,3 +175,59 @@ def test_resume_runs_new_trials_in_the_same_study_under_a_new_parent(searched):
         assert second.registration.reused
     else:
         assert second.registration.version == first.registration.version + 1
+
+
+EVALUATION_FILES = {
+    "confusion_matrix.png", "confusion_matrix.csv", "reliability_diagram.png", "robustness.png",
+    "robustness.csv", "saliency.png", "per_class.csv", "evaluation.json",
+}  # fmt: skip
+STUDY_PLOTS = {
+    "optimization_history.png", "intermediate_values.png", "param_importances.png",
+    "parallel_coordinate.png", "slice.png", "study_plots.html",
+}  # fmt: skip
+
+
+def test_evaluation_and_study_plots_are_recorded(searched):
+    _, outcome, client = searched
+    names = {Path(f.path).name for f in client.list_artifacts(outcome.parent_run_id, "evaluation")}
+    assert names == EVALUATION_FILES
+    plots = {Path(f.path).name for f in client.list_artifacts(outcome.parent_run_id, "study_plots")}
+    assert plots == STUDY_PLOTS
+    metrics = client.get_run(outcome.parent_run_id).data.metrics
+    expected = [
+        "test_accuracy", "macro_f1", "worst_class_recall", "class_recall_gap", "ece",
+        "mean_corruption_acc", "corruption_acc.blur.3", "corruption_acc.jpeg.1",
+    ]  # fmt: skip
+    for key in expected:
+        assert key in metrics, key
+    assert metrics["test_accuracy"] == pytest.approx(outcome.registration.test_acc, abs=1e-6)
+    version = client.get_model_version("e2e", str(outcome.registration.version))
+    model_id = version.source.removeprefix("models:/")
+    on_model = {
+        Path(f.path).name for f in client.list_logged_model_artifacts(model_id, "evaluation")
+    }
+    assert on_model == EVALUATION_FILES
+    assert outcome.evaluation is not None
+    assert 0.0 <= outcome.evaluation.mean_corruption_accuracy <= 1.0
+
+
+@pytest.mark.browser
+def test_report_has_every_section_and_its_images_load(searched, tmp_path, capsys, monkeypatch):
+    from automl.cli import main
+    from tests.conftest import ARTIFACTS, chromium
+
+    settings, _, _ = searched
+    out = tmp_path / "report.html"
+    code = main(["report", "e2e", "-o", str(out), "--storage", settings.storage,
+                 "--tracking-uri", settings.tracking_uri])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    html = out.read_text()
+    for section in ("summary", "leaderboard", "data", "study-plots", "evaluation"):
+        assert f'<section id="{section}">' in html
+    assert "No study plots" not in html and "has not been evaluated" not in html
+    dom = chromium(out.as_uri(), screenshot=ARTIFACTS / "report.png")
+
+    total = int(re.search(r'data-images-total="(\d+)"', dom).group(1))
+    loaded = int(re.search(r'data-images-loaded="(\d+)"', dom).group(1))
+    assert total >= 9 and loaded == total
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000

@@ -15,7 +15,14 @@ from sqlalchemy.exc import ArgumentError
 from automl.data import check_dataset_name
 from automl.errors import ConfigError, unknown_name
 
-SAMPLERS = ("tpe", "random", "cmaes", "gp")
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
+# Objective name -> Optuna direction. The first objective of a search is always accuracy.
+OBJECTIVES = {
+    "accuracy": "maximize",
+    "robust_accuracy": "maximize",
+    "latency": "minimize",
+    "params": "minimize",
+}
 PRUNERS = ("hyperband", "median", "asha", "none")
 DEFAULT_SPACE = Path("search_spaces") / "default.yaml"
 BUNDLED_SPACES = Path(__file__).resolve().parent / "search_spaces"
@@ -44,7 +51,17 @@ class SearchSettings:
     weights_dir: Path | None = None
     group_level: bool = False
     evaluate: bool = True  # evaluate the registered model and draw the study plots
+    objectives: tuple[str, ...] = ("accuracy",)
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+    jobs: int = 1
+    trials_per_gpu: int = 1
+    compile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[name] for name in self.objectives]
 
     @property
     def study(self) -> str:
@@ -73,6 +90,13 @@ class SearchSettings:
             raise ConfigError(f"--sampler: {unknown_name('sampler', self.sampler, SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise ConfigError(f"--pruner: {unknown_name('pruner', self.pruner, PRUNERS)}")
+        self._check_objectives()
+        if self.jobs < 1 or self.trials_per_gpu < 1:
+            raise ConfigError("--jobs and --trials-per-gpu: must be at least 1")
+        if self.max_params is not None and self.max_params < 1:
+            raise ConfigError(f"--max-params: must be at least 1, got {self.max_params}")
+        if self.max_latency_ms is not None and self.max_latency_ms <= 0:
+            raise ConfigError(f"--max-latency-ms: must be positive, got {self.max_latency_ms}")
         if not re.fullmatch(r"[\w.\-]{1,128}", self.study):
             raise ConfigError(
                 f"--study-name: '{self.study}' may use letters, digits, '.', '_' and '-' only"
@@ -87,6 +111,18 @@ class SearchSettings:
         check_storage_url(self.storage, "--storage")
         check_tracking_uri(self.tracking_uri)
         return self
+
+    def _check_objectives(self) -> None:
+        for name in self.objectives:
+            if name not in OBJECTIVES:
+                raise ConfigError(f"--objective: {unknown_name('objective', name, OBJECTIVES)}")
+        if self.objectives[0] != "accuracy" or len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(
+                "--objective: list accuracy first, then other objectives once each "
+                f"(e.g. accuracy,latency), got {','.join(self.objectives)}"
+            )
+        if len(self.objectives) > 1 and self.sampler == "cmaes":
+            raise ConfigError("--sampler: cmaes optimizes one objective; use tpe, nsga2 or random")
 
     def public(self) -> dict[str, Any]:
         """Settings safe to print and log: passwords masked, paths as text."""

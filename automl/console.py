@@ -122,7 +122,7 @@ class SearchDisplay:
 
     def trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.done += 1
-        value = trial.value if trial.state == TrialState.COMPLETE else None
+        value = accuracy(trial) if trial.state == TrialState.COMPLETE else None
         if value is not None and (self.best is None or value > self.best[0]):
             self.best = (value, trial.number)
         best = f"best {self.best[0]:.4f} (#{self.best[1]})" if self.best else "no result yet"
@@ -134,7 +134,7 @@ class SearchDisplay:
                 self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
             return
         state = trial.state.name
-        shown = f"val_acc {trial.value:.4f}" if trial.value is not None else ""
+        shown = f"val_acc {accuracy(trial):.4f}" if accuracy(trial) is not None else ""
         detail = trial.user_attrs.get("message", "") if state == "FAIL" else ""
         self.console.print(
             f"[{STATE_STYLE.get(state, 'white')}]trial {trial.number:>4} {state:<8}[/] "
@@ -186,6 +186,11 @@ def print_data_report(console: Console, report: DataReport, max_classes: int = 2
         console.print(f"[dim]image cache {report.cache} ({state})")
 
 
+def accuracy(trial: FrozenTrial) -> float | None:
+    """The first objective (validation accuracy), for one or several objectives."""
+    return trial.values[0] if trial.values else None
+
+
 def _key_params(params: dict[str, Any]) -> str:
     widths = [str(v) for k, v in sorted(params.items()) if k.endswith(".width")]
     parts = [str(params["arch.backbone"])] if params.get("arch.backbone", "none") != "none" else []
@@ -203,26 +208,27 @@ def _key_params(params: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def leaderboard(trials: Iterable[FrozenTrial], rows: int = LEADERBOARD_ROWS) -> Table:
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    complete.sort(key=lambda t: (-(t.value or 0.0), t.number))
-    table = Table(title="Leaderboard", title_justify="left")
-    for column, justify in (
-        ("rank", "right"),
-        ("trial", "right"),
-        ("val_acc", "right"),
-        ("epochs", "right"),
-        ("seconds", "right"),
-        ("key params", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+def leaderboard(
+    trials: Iterable[FrozenTrial],
+    rows: int = LEADERBOARD_ROWS,
+    objectives: list[str] | None = None,
+    title: str = "Leaderboard",
+) -> Table:
+    """Completed trials by accuracy; with several objectives, a column for each."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    complete.sort(key=lambda t: (-t.values[0], t.number))
+    names = ["val_acc", *(objectives or [])[1:]]
+    table = Table(title=title, title_justify="left")
+    for column in ("rank", "trial", *names, "epochs", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_column("key params")
     for rank, trial in enumerate(complete[:rows], 1):
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         params = trial.user_attrs.get("params", trial.params)
         table.add_row(
             str(rank),
             str(trial.number),
-            f"{trial.value:.4f}",
+            *(f"{v:.4g}" if i else f"{v:.4f}" for i, v in enumerate(trial.values)),
             str(len(trial.intermediate_values)),
             f"{seconds:.1f}",
             _key_params(params),
@@ -243,7 +249,13 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
     trials = study.get_trials(deepcopy=False)
     states = outcome.states
     console.print()
-    console.print(leaderboard(trials))
+    objectives = list(outcome.settings.objectives)
+    console.print(leaderboard(trials, objectives=objectives))
+    if len(objectives) > 1:
+        front = outcome.study.best_trials
+        console.print(
+            leaderboard(front, rows=len(front), objectives=objectives, title="Pareto front")
+        )
     counts = ", ".join(
         f"[{STATE_STYLE.get(s, 'white')}]{states[s]} {s.lower()}[/]"
         for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
@@ -267,6 +279,11 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
             console.print(
                 f"[red]warning[/]: the reloaded model scores {reg.reloaded_test_acc:.4f} on test"
             )
+        for other in outcome.pareto[1:]:
+            console.print(
+                f"Pareto front: trial {other.trial_number} (val_acc {other.val_acc:.4f}, test_acc "
+                f"{other.test_acc:.4f}) registered as {other.uri}"
+            )
     elif not outcome.interrupted:
         console.print("[yellow]no trial completed: nothing was registered[/]")
     if outcome.evaluation is not None:
@@ -276,6 +293,11 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
         for name, value in summary_rows(outcome.evaluation):
             table.add_row(name, value)
         console.print(table)
+    for note in outcome.notes:
+        console.print(f"[yellow]note[/]: {note}")
     if outcome.interrupted:
-        console.print("[yellow]interrupted[/]: run the same command again to resume the study")
+        console.print(
+            "[yellow]interrupted[/]: the running trials were failed and queued again; "
+            "run the same command again to finish the search"
+        )
     console.print(f"see every run: [bold]{ui_command(outcome.settings.tracking_uri)}[/]")

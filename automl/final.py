@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from automl.tracking import Registry, Tracker, load_image_model, log_image_model
 from automl.train import Normalizer, evaluate, fit
 
 CPU = torch.device("cpu")
+MAX_PARETO = 10  # the most accurate models of a Pareto front that are registered
 
 
 @dataclass(frozen=True)
@@ -102,25 +103,64 @@ def register_best(
     model_name: str,
     device: torch.device,
     dataset_options: dict[str, Any] | None = None,
-) -> Registration:
-    """``dataset_options``: how the data was loaded (image size, group level), recorded so
-    promotion and evaluation reload exactly the same test split."""
-    best = study.best_trial
-    model, note = trained_model(best, data, tracker, device)
-    model = model.to(CPU).eval()
-    norm = Normalizer(data.mean, data.std)
-    _, test_acc = evaluate(model, data.test, norm, CPU)
-    val_acc = float(best.value or 0.0)
-    identity = {"study": study.study_name, "trial_number": str(best.number)}
+) -> list[Registration]:
+    """Register the best trial, or the Pareto front's trials (most accurate first) when the
+    study has several objectives; the first gets the alias ``candidate``.
+
+    ``dataset_options``: how the data was loaded (image size, group level), recorded so
+    promotion and evaluation reload exactly the same test split.
+    """
+    multi = len(study.directions) > 1
+    if multi:
+        front = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
+        trials = front[:MAX_PARETO]
+    else:
+        trials = [study.best_trial]
     with tracker.timed():
         registry = Registry(tracker.tracking_uri)
+    registrations = [
+        _register_trial(
+            trial,
+            study,
+            data,
+            tracker=tracker,
+            registry=registry,
+            parent_run_id=parent_run_id,
+            model_name=model_name,
+            device=device,
+            dataset_options=dataset_options or {},
+        )
+        for trial in trials
+    ]
+    with tracker.timed():
+        registry.set_alias(model_name, "candidate", registrations[0].version)
+    candidate = replace(registrations[0], uri=f"models:/{model_name}@candidate")
+    return [candidate, *registrations[1:]]
+
+
+def _register_trial(
+    trial: optuna.trial.FrozenTrial,
+    study: optuna.Study,
+    data: ImageData,
+    *,
+    tracker: Tracker,
+    registry: Registry,
+    parent_run_id: str,
+    model_name: str,
+    device: torch.device,
+    dataset_options: dict[str, Any],
+) -> Registration:
+    model, note = trained_model(trial, data, tracker, device)
+    model = model.to(CPU).eval()
+    _, test_acc = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
+    val_acc = float(trial.values[0])
+    identity = {"study": study.study_name, "trial_number": str(trial.number)}
+    with tracker.timed():
         existing = registry.find_version(model_name, identity)
-        if existing is not None:
-            registry.set_alias(model_name, "candidate", existing)
     if existing is not None:
-        uri = f"models:/{model_name}@candidate"
+        uri = f"models:/{model_name}/{existing}"
         return Registration(
-            model_name, existing, uri, best.number, val_acc, test_acc, None, True, note
+            model_name, existing, uri, trial.number, val_acc, test_acc, None, True, note
         )
     preprocess = preprocessing(data)
     tags = {
@@ -130,22 +170,25 @@ def register_best(
         "test_digest": preprocess["test_digest"],
         "val_acc": repr(val_acc),
         "test_acc": repr(test_acc),
-        "trial_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
-        "dataset_options": json.dumps(dataset_options or {}),
+        "trial_run_id": str(trial.user_attrs.get("mlflow_run_id", "")),
+        "dataset_options": json.dumps(dataset_options),
     }
-    if "weights" in best.user_attrs:  # a fine-tuned backbone: which weights it started from
-        tags["weights"] = str(best.user_attrs["weights"])
+    if len(study.directions) > 1:
+        names = study.metric_names or [f"objective{i}" for i in range(len(trial.values))]
+        tags["objectives"] = json.dumps(dict(zip(names, trial.values, strict=True)))
+        tags["pareto"] = "true"
+    if "weights" in trial.user_attrs:  # a fine-tuned backbone: which weights it started from
+        tags["weights"] = str(trial.user_attrs["weights"])
         preprocess["weights"] = tags["weights"]
     with tracker.timed():
         model_uri = log_image_model(parent_run_id, model, preprocess, example=data.test.hwc()[:4])
         version = registry.register(model_name, model_uri, tags)
-        registry.set_alias(model_name, "candidate", version)
         reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(
             data.test.hwc(), data.test.labels.numpy()
         )
-    uri = f"models:/{model_name}@candidate"
+    uri = f"models:/{model_name}/{version}"
     return Registration(
-        model_name, version, uri, best.number, val_acc, test_acc, reloaded, False, note
+        model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from automl import pruning
 from automl.augment import Augment
 from automl.data import ImageData
 from automl.errors import AutomlError, TrialError
@@ -22,7 +23,7 @@ from automl.models import build_model, count_params
 from automl.params import TrialConfig
 from automl.space import SearchSpace
 from automl.tracking import Tracker, TrialRun
-from automl.train import EpochResult, Normalizer, fit
+from automl.train import EpochResult, Normalizer, evaluate, fit
 
 
 class TrialFailed(Exception):
@@ -60,17 +61,25 @@ class Objective:
     max_epochs: int
     seed: int = 0
     weights_dir: Path | None = None
+    objectives: tuple[str, ...] = ("accuracy",)
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+    compile: bool = False
     hooks: Hooks = field(default_factory=Hooks)
     timings: Timings = field(default_factory=Timings)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         start = time.perf_counter()
         try:
             return self._run(trial)
         finally:
             self.timings.objective += time.perf_counter() - start
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         with self._optuna():
             params = self.space.sample(trial, caps={"train.epochs": self.max_epochs})
         config = TrialConfig.from_params(params)
@@ -86,7 +95,7 @@ class Objective:
             self.hooks.on_trial_begin(trial.number, params)
             torch.manual_seed(trial_seed(self.seed, trial.number))
             model = build_network(config, self.data, self.weights_dir)
-            run.log_epoch(0, {"n_params": count_params(model)})
+            size = self._check_size(trial, run, model)
             source = getattr(model, "weights_source", None)
             if source is not None:  # a backbone: say which weights it started from
                 run.set_tags({"weights": source})
@@ -103,12 +112,14 @@ class Objective:
                 device=self.device,
                 seed=trial_seed(self.seed, trial.number),
                 on_epoch=lambda result: self._on_epoch(trial, run, result, config.train.epochs),
+                compile=self.compile,
             )
-            value = history[-1].val_acc
-            if self._beats_best(trial, value):
+            values = self._values(history[-1].val_acc, size, model)
+            run.log_epoch(len(history), dict(zip(self.objectives, values, strict=True)))
+            if self._beats_best(trial, values):
                 run.log_weights(model)
             run.finish("COMPLETE", epochs=str(len(history)))
-            return value
+            return values if self.multi else values[0]
         except optuna.TrialPruned as exc:
             self._end(trial, run, "PRUNED", "pruned", message=str(exc))
             raise
@@ -130,14 +141,54 @@ class Objective:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
+    def _check_size(
+        self, trial: optuna.Trial, run: TrialRun, model: torch.nn.Module
+    ) -> dict[str, float]:
+        """Parameters and latency of the untrained network; oversized ones stop here."""
+        size: dict[str, float] = {"params": float(count_params(model))}
+        if "latency" in self.objectives or self.max_latency_ms is not None:
+            size["latency"] = measure_latency(model, self.data, self.device)
+        run.log_epoch(
+            0,
+            {
+                "n_params": size["params"],
+                **({"latency_ms": size["latency"]} if "latency" in size else {}),
+            },
+        )
+        problems = []
+        if self.max_params is not None and size["params"] > self.max_params:
+            problems.append(f"{size['params']:,.0f} parameters > --max-params {self.max_params:,}")
+        if self.max_latency_ms is not None and size["latency"] > self.max_latency_ms:
+            problems.append(f"{size['latency']:.2f} ms > --max-latency-ms {self.max_latency_ms}")
+        if problems:
+            raise ConstraintViolated("; ".join(problems))
+        return size
+
+    def _values(
+        self, accuracy: float, size: dict[str, float], model: torch.nn.Module
+    ) -> tuple[float, ...]:
+        values = []
+        for name in self.objectives:
+            if name == "accuracy":
+                values.append(accuracy)
+            elif name == "robust_accuracy":
+                values.append(robust_accuracy(model, self.data, self.device))
+            else:
+                values.append(size[name])
+        return tuple(values)
+
     def _on_epoch(
         self, trial: optuna.Trial, run: TrialRun, result: EpochResult, total: int
     ) -> None:
         run.log_epoch(result.epoch, result.metrics())
         self.hooks.on_epoch_end(trial.number, result, total)
         with self._optuna():
-            trial.report(result.val_acc, result.epoch)
-            prune = trial.should_prune()
+            if self.multi:  # Optuna's pruners serve one objective: prune on the accuracy curve
+                pruning.record(trial, result.epoch, result.val_acc)
+                prune = pruning.should_prune(trial, result.epoch, result.val_acc)
+            else:
+                trial.report(result.val_acc, result.epoch)
+                prune = trial.should_prune()
         if prune:
             raise optuna.TrialPruned(
                 f"val_acc {result.val_acc:.4f} at epoch {result.epoch} fell behind"
@@ -160,16 +211,70 @@ class Objective:
         extra = {"message": message[:5000]} if message else {}
         run.finish(state, reason=reason, status=status, **extra)
 
-    def _beats_best(self, trial: optuna.Trial, value: float) -> bool:
+    def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
+        """Better than every earlier trial (one objective) or on the Pareto front (several)."""
         with self._optuna():
-            try:
-                best = trial.study.best_value
-            except ValueError:  # no completed trial yet
-                return True
-        return value > best
+            if not self.multi:
+                try:
+                    return values[0] > trial.study.best_value
+                except ValueError:  # no completed trial yet
+                    return True
+            front = trial.study.best_trials
+        directions = trial.study.directions
+        return not any(_dominates(t.values, values, directions) for t in front)
 
     def _optuna(self) -> _Timer:
         return _Timer(self.timings)
+
+
+class ConstraintViolated(TrialError):
+    def __init__(self, message: str) -> None:
+        super().__init__("constraint", message)
+
+
+def _dominates(
+    a: list[float], b: tuple[float, ...], directions: list[optuna.study.StudyDirection]
+) -> bool:
+    sign = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in directions]
+    better_or_equal = all(s * x >= s * y for s, x, y in zip(sign, a, b, strict=True))
+    return better_or_equal and any(s * x > s * y for s, x, y in zip(sign, a, b, strict=True))
+
+
+def measure_latency(
+    model: torch.nn.Module, data: ImageData, device: torch.device, runs: int = 20
+) -> float:
+    """Median milliseconds to classify one image on ``device``, as the network is served."""
+    model = model.to(device).eval()
+    x = torch.zeros(1, data.channels, *data.image_size, device=device)
+    cuda = device.type == "cuda"
+    times = []
+    with torch.inference_mode():
+        for index in range(runs + 3):
+            if cuda:
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(x)
+            if cuda:
+                torch.cuda.synchronize(device)
+            if index >= 3:  # the first calls warm up kernels and caches
+                times.append(time.perf_counter() - start)
+    model.train()
+    return 1000.0 * float(sorted(times)[len(times) // 2])
+
+
+def robust_accuracy(model: torch.nn.Module, data: ImageData, device: torch.device) -> float:
+    """Mean accuracy over every corruption and severity, on (up to 500 of) the validation split."""
+    from automl.data import Split
+    from automl.insight.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+
+    images, labels = data.val.images[:500], data.val.labels[:500]
+    norm = Normalizer(data.mean, data.std)
+    scores = []
+    for name in CORRUPTIONS:
+        for severity in SEVERITIES:
+            split = Split(corrupt(images, name, severity), labels)
+            scores.append(evaluate(model, split, norm, device)[1])
+    return float(sum(scores) / len(scores))
 
 
 class _Timer:

@@ -1,15 +1,24 @@
-"""The study runner: prepare the stores and data, run the trials, conclude.
+"""The study runner: prepare, run the trials (in one or several processes), conclude.
 
 Data flows one way: settings and space in, an Optuna study driving the objective, and a
 ``SearchOutcome`` out. Everything that can be wrong with the settings, the space, the
 data or a store fails in ``prepare``, before any trial, so a bad URL costs nothing.
+
+A study carries its recipe (space, data set, objectives, parent run) as a user
+attribute, so any worker process (``--jobs``) or machine (``automl worker``) can join it
+and run its queued trials exactly as the search that created it would.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
@@ -18,14 +27,19 @@ from optuna.trial import FrozenTrial, TrialState
 from automl.backbones import describe_weights
 from automl.config import SearchSettings, resolve_device
 from automl.data import ImageData, load_dataset
+from automl.errors import ConfigError
 from automl.final import Registration, evaluate_and_record, record_study_plots, register_best
 from automl.hooks import Hooks
 from automl.insight.evaluate import Evaluation
-from automl.objective import Objective, TrialFailed
-from automl.space import load_space
+from automl.objective import Objective
+from automl.space import SearchSpace, load_space, parse_space
 from automl.stores import open_storage
 from automl.study import open_study
 from automl.tracking import Tracker
+from automl.trials import add_tickets, stale_trial_handler, waiting, work
+
+RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
+POLL_SECONDS = 1.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -37,6 +51,7 @@ class Session:
     """What a prepared search holds: the study, its data, its tracker and the objective."""
 
     settings: SearchSettings
+    space: SearchSpace
     data: ImageData
     device: torch.device
     tracker: Tracker
@@ -60,11 +75,13 @@ class SearchOutcome:
     optuna_seconds_in_objective: float
     trials_run: list[FrozenTrial]
     registration: Registration | None = None
+    pareto: list[Registration] = field(default_factory=list)
     registration_seconds: float = 0.0
     evaluation: Evaluation | None = None
     insight_seconds: float = 0.0
     interrupted: bool = False
     tracking_seconds_search: float = 0.0  # MLflow calls up to the end of the last trial
+    notes: list[str] = field(default_factory=list)  # said after the trials (failed workers)
 
     @property
     def states(self) -> Counter[str]:
@@ -76,8 +93,63 @@ class SearchOutcome:
 
     @property
     def optuna_seconds(self) -> float:
-        """Optuna's share: ask/tell and sampling outside the objective, plus calls inside it."""
+        """Optuna's share: asking, telling and sampling outside the objective, plus its calls."""
         return self.optimize_seconds - self.objective_seconds + self.optuna_seconds_in_objective
+
+
+# ---------------------------------------------------------------------------- preparing
+
+
+def _objective(
+    settings: SearchSettings,
+    space: SearchSpace,
+    data: ImageData,
+    *,
+    tracker: Tracker,
+    parent: str,
+    device: torch.device,
+    hooks: Hooks,
+) -> Objective:
+    return Objective(
+        space=space,
+        data=data,
+        tracker=tracker,
+        parent_run_id=parent,
+        study_name=settings.study,
+        device=device,
+        max_epochs=settings.max_epochs,
+        seed=settings.seed,
+        weights_dir=settings.weights_dir,
+        objectives=settings.objectives,
+        max_params=settings.max_params,
+        max_latency_ms=settings.max_latency_ms,
+        compile=settings.compile,
+        hooks=hooks,
+    )
+
+
+def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
+    hooks.on_stage(f"loading data set {settings.dataset}")
+    return load_dataset(
+        settings.dataset,
+        settings.data_dir,
+        image_size=settings.image_size,
+        progress=hooks.on_progress,
+        group_level=settings.group_level,
+    )
+
+
+class _RunCloser:
+    """Closes a dead trial's MLflow run; the tracker is set once it is open, so the storage
+    (opened first, to fail fast on a bad URL) can take it as its stale-trial callback."""
+
+    def __init__(self) -> None:
+        self.tracker: Tracker | None = None
+
+    def __call__(self, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and self.tracker is not None:
+            self.tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
 
 
 def prepare(
@@ -89,41 +161,117 @@ def prepare(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(settings.space)
     device = resolve_device(settings.device)
-    hooks.on_stage(f"loading data set {settings.dataset}")
-    data = load_dataset(
-        settings.dataset,
-        settings.data_dir,
-        image_size=settings.image_size,
-        progress=hooks.on_progress,
-        group_level=settings.group_level,
-    )
+    data = _load_data(settings, hooks)
     if data.report is not None:
         hooks.on_data(data.report)
     hooks.on_stage("opening the Optuna storage and the MLflow tracking store")
-    storage = open_storage(settings.storage)
-    tracker = Tracker(settings.tracking_uri, settings.experiment_name)
+    closer = _RunCloser()
+    storage = open_storage(settings.storage, on_stale=stale_trial_handler(closer))
+    tracker = closer.tracker = Tracker(settings.tracking_uri, settings.experiment_name)
     study = open_study(settings, storage, pruner)
     parent = _start_parent_run(settings, data, device, tracker)
     study.set_user_attr("mlflow_parent_run_id", parent)
-    study.set_user_attr("dataset", settings.dataset)
+    study.set_user_attr(RECIPE, _recipe(settings, data, parent))
     for backbone in space.choices("arch.backbone"):
         source = describe_weights(str(backbone), settings.weights_dir) if backbone != "none" else ""
         if source.startswith("random"):
             detail = source.removeprefix("random").strip(" ()")
             hooks.on_note(f"{backbone} starts from random weights ({detail})")
-    objective = Objective(
-        space=space,
-        data=data,
-        tracker=tracker,
-        parent_run_id=parent,
-        study_name=settings.study,
-        device=device,
-        max_epochs=settings.max_epochs,
-        seed=settings.seed,
-        weights_dir=settings.weights_dir,
-        hooks=hooks,
+    objective = _objective(
+        settings, space, data, tracker=tracker, parent=parent, device=device, hooks=hooks
     )
-    return Session(settings, data, device, tracker, study, parent, objective, hooks, started)
+    return Session(settings, space, data, device, tracker, study, parent, objective, hooks, started)
+
+
+def _recipe(settings: SearchSettings, data: ImageData, parent: str) -> dict[str, Any]:
+    return {
+        "space_yaml": settings.space.read_text(),
+        "space_name": settings.space.name,
+        "dataset": data.spec or settings.dataset,
+        "data_digest": data.digest(),
+        "image_size": settings.image_size,
+        "group_level": settings.group_level,
+        "max_epochs": settings.max_epochs,
+        "seed": settings.seed,
+        "sampler": settings.sampler,
+        "pruner": settings.pruner,
+        "objectives": list(settings.objectives),
+        "max_params": settings.max_params,
+        "max_latency_ms": settings.max_latency_ms,
+        "compile": settings.compile,
+        "experiment": settings.experiment_name,
+        "model_name": settings.registered_model,
+        "parent_run_id": parent,
+    }
+
+
+def join(
+    study_name: str,
+    *,
+    storage: str,
+    tracking_uri: str,
+    device: str = "auto",
+    data_dir: Path | None = None,
+    weights_dir: Path | None = None,
+    job: int = 0,
+    hooks: Hooks | None = None,
+) -> Session:
+    """A worker's session on an existing study, rebuilt from the study's recipe.
+
+    Its parent run is the study's; its data must be the data the study was created on
+    (same digest), else the worker refuses to run.
+    """
+    hooks = hooks or Hooks()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    store = open_storage(storage)
+    try:
+        existing = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(store)) or "none"
+        raise ConfigError(f"--study: no study named '{study_name}' (studies: {names})") from None
+    recipe = existing.user_attrs.get(RECIPE)
+    if not recipe:
+        raise ConfigError(f"--study: '{study_name}' was not created by automl (it has no recipe)")
+    settings = SearchSettings(
+        trials=1,
+        space=Path(recipe["space_name"]),
+        dataset=recipe["dataset"],
+        study_name=study_name,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        experiment=recipe["experiment"],
+        model_name=recipe["model_name"],
+        sampler=recipe["sampler"],
+        pruner=recipe["pruner"],
+        max_epochs=recipe["max_epochs"],
+        device=device,
+        seed=recipe["seed"],
+        data_dir=data_dir,
+        image_size=recipe["image_size"],
+        weights_dir=weights_dir,
+        group_level=recipe["group_level"],
+        objectives=tuple(recipe["objectives"]),
+        max_params=recipe["max_params"],
+        max_latency_ms=recipe["max_latency_ms"],
+        compile=recipe["compile"],
+    )
+    space = parse_space(recipe["space_yaml"], f"study {study_name}")
+    resolved = resolve_device(device)
+    data = _load_data(settings, hooks)
+    if data.digest() != recipe["data_digest"]:
+        raise ConfigError(
+            f"--data-dir: the {settings.dataset} data here (digest {data.digest()}) is not the "
+            f"data study '{study_name}' was created on ({recipe['data_digest']})"
+        )
+    closer = _RunCloser()
+    store = open_storage(storage, on_stale=stale_trial_handler(closer))
+    tracker = closer.tracker = Tracker(tracking_uri, recipe["experiment"])
+    study = open_study(settings, store, seed_offset=1000 * job)
+    parent = recipe["parent_run_id"]
+    objective = _objective(
+        settings, space, data, tracker=tracker, parent=parent, device=resolved, hooks=hooks
+    )
+    return Session(settings, space, data, resolved, tracker, study, parent, objective, hooks)
 
 
 def _start_parent_run(
@@ -132,7 +280,11 @@ def _start_parent_run(
     parent = tracker.start_study_run(
         settings.study,
         params={**settings.public(), "data": data.describe(), "device_resolved": str(device)},
-        tags={"dataset": settings.dataset, "data_digest": data.digest(), "kind": "study"},
+        tags={
+            "dataset": data.spec or settings.dataset,
+            "data_digest": data.digest(),
+            "kind": "study",
+        },
     )
     tracker.log_study_artifacts(parent, {"search_space.yaml": settings.space})
     if data.report is not None:
@@ -150,22 +302,104 @@ def _start_parent_run(
     return parent
 
 
-def run_trials(session: Session) -> SearchOutcome:
-    """Run the new trials; an interrupt closes the runs and raises ``Interrupted``."""
+# ---------------------------------------------------------------------------- running
+
+
+def queue_trials(session: Session) -> list[str]:
+    """Tickets for this search: an interrupted search's leftovers, else ``--trials`` new ones
+    (the space's baseline first when the study is new). Returns notes for the user."""
     study, settings = session.study, session.settings
-    before = {t.number for t in study.get_trials(deepcopy=False)}
+    left = waiting(study)
+    if left:
+        return [f"resuming: {left} queued trials left by an interrupted search run first"]
+    new_study = not study.get_trials(deepcopy=False)
+    baseline = [session.space.baseline] if new_study and session.space.baseline else []
+    add_tickets(study, settings.trials, baseline)
+    return ["trial 0 is the space's baseline configuration"] if baseline else []
+
+
+def job_devices(device: str, jobs: int, per_gpu: int) -> list[str]:
+    """A device per job: GPUs in turn, ``per_gpu`` jobs sharing each; else the CPU."""
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        return ["cpu"] * jobs
+    gpus = (
+        [resolved.index] if device.startswith("cuda:") else list(range(torch.cuda.device_count()))
+    )
+    return [f"cuda:{gpus[(j // per_gpu) % len(gpus)]}" for j in range(jobs)]
+
+
+def _job_main(
+    study: str, *, storage: str, tracking_uri: str, device: str, threads: int, job: int,
+    data_dir: Path | None, weights_dir: Path | None, deadline: float | None,
+) -> None:  # fmt: skip
+    """A worker process of ``--jobs``: join the study and run tickets until none is left."""
+    torch.set_num_threads(threads)
+    try:
+        session = join(
+            study, storage=storage, tracking_uri=tracking_uri, device=device,
+            data_dir=data_dir, weights_dir=weights_dir, job=job,
+        )  # fmt: skip
+        work(session.study, session.objective, deadline=deadline)
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
+class _Reporter:
+    """Reports every finished ticket once to the hooks, whichever process ran it."""
+
+    def __init__(self, session: Session, tickets: set[int]) -> None:
+        self.session, self.tickets = session, tickets
+        self.seen: dict[int, FrozenTrial] = {}
+        self.lock = threading.Lock()
+
+    def report(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        with self.lock:
+            if trial.number in self.seen:
+                return
+            self.seen[trial.number] = trial
+        self.session.hooks.on_trial_end(study, trial)
+
+    def poll(self) -> None:
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        for trial in self.session.study.get_trials(deepcopy=False, states=finished):
+            if trial.number in self.tickets:
+                self.report(self.session.study, trial)
+
+
+def run_trials(session: Session) -> SearchOutcome:
+    """Run this search's tickets in ``--jobs`` processes; an interrupt closes the runs and
+    raises ``Interrupted`` once every process has stopped."""
+    study, settings = session.study, session.settings
+    notes = queue_trials(session)
+    for note in notes:
+        session.hooks.on_note(note)
+    tickets = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    reporter = _Reporter(session, tickets)
+    deadline = time.monotonic() + settings.timeout if settings.timeout else None
+    devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
+    threads = max(1, (os.cpu_count() or 1) // settings.jobs)
+    previous_threads = torch.get_num_threads()
+    processes = _spawn_jobs(session, devices, threads, deadline)
+    stop_polling = threading.Event()
+    poller = threading.Thread(target=_poll, args=(reporter, stop_polling), daemon=True)
+    poller.start()
     start = time.perf_counter()
     interrupted: KeyboardInterrupt | None = None
     try:
-        study.optimize(
-            session.objective,
-            n_trials=settings.trials,
-            timeout=settings.timeout,
-            catch=(TrialFailed,),
-            callbacks=[session.hooks.on_trial_end],
-        )
+        if processes:
+            torch.set_num_threads(threads)
+        work(study, session.objective, on_trial_end=reporter.report, deadline=deadline)
+        for process in processes:
+            process.join()
     except KeyboardInterrupt as stop:
         interrupted = stop
+        _stop_jobs(processes)
+    finally:
+        torch.set_num_threads(previous_threads)
+        stop_polling.set()
+        poller.join()
+    reporter.poll()
     outcome = SearchOutcome(
         settings=settings,
         study=study,
@@ -176,24 +410,75 @@ def run_trials(session: Session) -> SearchOutcome:
         optimize_seconds=time.perf_counter() - start,
         objective_seconds=session.objective.timings.objective,
         optuna_seconds_in_objective=session.objective.timings.optuna,
-        trials_run=[t for t in study.get_trials(deepcopy=False) if t.number not in before],
+        trials_run=sorted(reporter.seen.values(), key=lambda t: t.number),
         interrupted=interrupted is not None,
         tracking_seconds_search=session.tracker.seconds,
     )
+    failed_jobs = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    if failed_jobs and interrupted is None:
+        outcome.notes.append(f"{len(failed_jobs)} worker process(es) ended with an error")
     if interrupted is not None:
         _finish(session, outcome, "KILLED")
         raise Interrupted(outcome, interrupted)
     return outcome
 
 
+def _spawn_jobs(
+    session: Session, devices: list[str], threads: int, deadline: float | None
+) -> list[multiprocessing.process.BaseProcess]:
+    settings = session.settings
+    if len(devices) < 2:
+        return []
+    context = multiprocessing.get_context("spawn")
+    processes: list[multiprocessing.process.BaseProcess] = []
+    for job, device in enumerate(devices[1:], start=1):
+        kwargs = {
+            "storage": settings.storage, "tracking_uri": settings.tracking_uri, "device": device,
+            "threads": threads, "job": job, "data_dir": settings.data_dir,
+            "weights_dir": settings.weights_dir, "deadline": deadline,
+        }  # fmt: skip
+        process = context.Process(
+            target=_job_main, args=(settings.study,), kwargs=kwargs, name=f"automl-job-{job}"
+        )
+        process.start()
+        processes.append(process)
+    session.objective.device = torch.device(devices[0])
+    return processes
+
+
+def _stop_jobs(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    """Ctrl-C reached every process of the group; SIGTERM only us: pass it on, then wait."""
+    import signal
+
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.terminate()
+
+
+def _poll(reporter: _Reporter, stop: threading.Event) -> None:
+    while not stop.wait(POLL_SECONDS):
+        try:
+            reporter.poll()
+        except Exception:  # a busy store: the next poll catches up
+            continue
+
+
+# ---------------------------------------------------------------------------- concluding
+
+
 def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
-    """Register the best trial's model, evaluate it, draw the study plots, close the run."""
+    """Register the best model (the Pareto front's with several objectives), evaluate it,
+    draw the study plots, close the parent run."""
     hooks, tracker, parent = session.hooks, session.tracker, session.parent_run_id
     trials = session.study.get_trials(deepcopy=False)
     if any(t.state == TrialState.COMPLETE for t in trials):
         hooks.on_stage("evaluating the best trial on the test split and registering it")
         start = time.perf_counter()
-        outcome.registration = register_best(
+        registrations = register_best(
             session.study,
             session.data,
             tracker=tracker,
@@ -205,6 +490,7 @@ def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
                 "group_level": session.settings.group_level,
             },
         )
+        outcome.registration, outcome.pareto = registrations[0], registrations
         outcome.registration_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if session.settings.evaluate and outcome.registration is not None:
@@ -245,14 +531,10 @@ def _finish(session: Session, outcome: SearchOutcome, status: str) -> None:
         "epochs_run": outcome.epochs_run,
     }
     tags = {"state": "INTERRUPTED" if outcome.interrupted else "DONE"}
-    try:
-        best = outcome.study.best_trial
-        metrics["best_val_acc"] = float(best.value or 0.0)
-        tags["best_trial"] = str(best.number)
-    except ValueError:
-        pass
     if outcome.registration is not None:
+        metrics["best_val_acc"] = outcome.registration.val_acc
         metrics["test_acc"] = outcome.registration.test_acc
+        tags["best_trial"] = str(outcome.registration.trial_number)
         tags["registered_model"] = outcome.registration.uri
     outcome.wall_seconds = time.perf_counter() - session.started
     metrics["wall_seconds"] = outcome.wall_seconds

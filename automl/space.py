@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -124,6 +124,7 @@ class SearchSpace:
     source: str
     params: tuple[ParamDef, ...]
     stage_params: tuple[ParamDef, ...] = ()
+    baseline: dict[str, Any] = field(default_factory=dict)  # flat params of a known-good trial
 
     def sample(self, trial: Any, *, caps: Mapping[str, int] | None = None) -> dict[str, Any]:
         """Draw one configuration as flat params; ``caps`` bound int parameters from above.
@@ -223,8 +224,9 @@ def _build(data: Any, source: str) -> SearchSpace:
     params: list[ParamDef] = []
     stage_params: list[ParamDef] = []
     for section in data:
-        if section not in SECTIONS:
-            raise fail(str(section), unknown_name("section", str(section), SECTIONS))
+        if section not in SECTIONS and section != "baseline":
+            allowed = [*SECTIONS, "baseline"]
+            raise fail(str(section), unknown_name("section", str(section), allowed))
     for section, prefix in SECTIONS.items():
         entries = data.get(section)
         if entries is None:
@@ -250,7 +252,36 @@ def _build(data: Any, source: str) -> SearchSpace:
             stage_params = _stage_block(entries["per_stage"], f"{section}.per_stage", params, fail)
     if stage_params and not any(p.name == "arch.stages" for p in params):
         params.insert(0, ParamDef("arch.stages", FixedSpec(type="fixed", value=1)))
-    return SearchSpace(source, tuple(params), tuple(stage_params))
+    space = SearchSpace(source, tuple(params), tuple(stage_params))
+    if "baseline" in data:
+        space = SearchSpace(
+            source, space.params, space.stage_params, _baseline(space, data["baseline"], fail)
+        )
+    return space
+
+
+def _baseline(space: SearchSpace, raw: Any, fail: Any) -> dict[str, Any]:
+    """A complete, in-range configuration of the space (its sampled params only)."""
+    from optuna.trial import FixedTrial
+
+    if not isinstance(raw, dict):
+        raise fail("baseline", f"expected a mapping of flat parameter names, got {_kind(raw)}")
+    specs = {p.name: p.spec for p in space.params}
+    specs.update({p.name.format(i): p.spec for p in space.stage_params for i in range(1, 9)})
+    for name, value in raw.items():
+        spec = specs.get(str(name))
+        if spec is None:
+            raise fail(f"baseline.{name}", unknown_name("parameter", str(name), space.names))
+        if isinstance(spec, CategoricalSpec) and value not in spec.choices:
+            raise fail(f"baseline.{name}", f"{value!r} is not one of {spec.choices}")
+        if isinstance(spec, IntSpec | FloatSpec) and not spec.low <= value <= spec.high:
+            raise fail(f"baseline.{name}", f"{value!r} is outside [{spec.low}, {spec.high}]")
+    try:
+        sampled = space.sample(FixedTrial(dict(raw)))
+    except (ValueError, KeyError) as exc:
+        raise fail("baseline", f"incomplete: {exc}") from None
+    fixed = {p.name for p in space.params if isinstance(p.spec, FixedSpec)}
+    return {k: v for k, v in sampled.items() if k not in fixed}
 
 
 def _stage_block(raw: Any, path: str, params: list[ParamDef], fail: Any) -> list[ParamDef]:

@@ -7,6 +7,7 @@ import warnings
 import optuna
 
 from automl.config import SearchSettings
+from automl.errors import ConfigError
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -22,6 +23,8 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
             )
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
         # Conditional parameters (per-stage widths, SGD momentum) need the group option.
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
@@ -42,12 +45,36 @@ def open_study(
     settings: SearchSettings,
     storage: optuna.storages.BaseStorage,
     pruner: optuna.pruners.BasePruner | None = None,
+    *,
+    seed_offset: int = 0,
 ) -> optuna.Study:
-    return optuna.create_study(
-        study_name=settings.study,
-        storage=storage,
-        sampler=make_sampler(settings.sampler, settings.seed),
-        pruner=pruner or make_pruner(settings.pruner, settings.max_epochs),
-        direction="maximize",
-        load_if_exists=True,
-    )
+    """Create the study, or load it to resume; its objectives must be the ones asked for.
+
+    ``seed_offset`` gives each parallel worker its own sampler stream, so two workers never
+    draw the same configuration from the same seed.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            study = optuna.create_study(
+                study_name=settings.study,
+                storage=storage,
+                sampler=make_sampler(settings.sampler, settings.seed + seed_offset),
+                pruner=pruner or make_pruner(settings.pruner, settings.max_epochs),
+                directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
+                load_if_exists=True,
+            )
+        except ValueError as exc:  # an existing study with other directions
+            raise ConfigError(f"--study-name {settings.study}: {exc}") from None
+    have = [d.name.lower() for d in study.directions]
+    if have != settings.directions:
+        names = study.metric_names or [f"objective {i}" for i in range(len(have))]
+        raise ConfigError(
+            f"--objective: study '{settings.study}' optimizes {', '.join(names)} "
+            f"({', '.join(have)}); use the same objectives to resume it, or another --study-name"
+        )
+    if study.metric_names != list(settings.objectives):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(settings.objectives))
+    return study

@@ -168,7 +168,7 @@ def wait_for_running_trial(db: Path, process: subprocess.Popen, limit: float = 1
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_fails_the_trial_and_kills_the_runs(sig, code, tmp_path):
+def test_interrupt_fails_the_trial_kills_the_runs_and_a_rerun_finishes(sig, code, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from automl.stores import open_storage
@@ -197,10 +197,25 @@ def test_interrupt_fails_the_trial_and_kills_the_runs(sig, code, tmp_path):
     study = optuna.load_study(
         study_name="digits-slow", storage=open_storage(f"sqlite:///{tmp_path / 'automl.db'}")
     )
-    (trial,) = study.trials
-    assert trial.state == optuna.trial.TrialState.FAIL
+    states = optuna.trial.TrialState
+    trial, *queued = study.trials
+    assert trial.state == states.FAIL
     assert trial.user_attrs["reason"] == "interrupted"
+    # its configuration and the untouched ticket stay queued for the rerun
+    assert [t.state for t in queued] == [states.WAITING, states.WAITING]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "KILLED"
+    if sig != signal.SIGINT:
+        return
+    # The same command again (shorter trials) finishes the request: two trials, none twice.
+    args[args.index("--max-epochs") + 1] = "1"
+    rerun = subprocess.run(automl_command(*args, "--no-evaluate"), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming: 2 queued trials" in rerun.stdout
+    finished = [t for t in study.trials if t.state == states.COMPLETE]
+    assert len(finished) == 2 and len(study.trials) == 3
+    retried = [t for t in finished if t.user_attrs.get("retry_of") == trial.number]
+    assert len(retried) == 1 and retried[0].params == trial.params

@@ -60,7 +60,9 @@ def search(
     model_name: Annotated[
         str | None, typer.Option(help="Registered model name. [default: the study name]")
     ] = None,
-    sampler: Annotated[str, typer.Option(help="|".join(SAMPLERS))] = "tpe",
+    sampler: Annotated[
+        str, typer.Option(help="|".join(SAMPLERS) + " (nsga2: several objectives)")
+    ] = "tpe",
     pruner: Annotated[str, typer.Option(help="|".join(PRUNERS))] = "hyperband",
     max_epochs: Annotated[int, typer.Option(help="Upper bound on any trial's epochs.")] = 20,
     device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N")] = "auto",
@@ -85,6 +87,27 @@ def search(
         bool,
         typer.Option(help="Evaluate the registered model and draw the study plots."),
     ] = True,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="accuracy, or accuracy plus any of latency, params, robust_accuracy "
+            "(comma-separated): a multi-objective search registers its Pareto front."
+        ),
+    ] = "accuracy",
+    max_params: Annotated[
+        int | None, typer.Option(help="Reject networks with more parameters, before training.")
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option(help="Reject networks slower than this per image, before training."),
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Trials run in parallel, one process each.")] = 1,
+    trials_per_gpu: Annotated[
+        int, typer.Option(help="Parallel trials packed on one GPU (with --jobs).")
+    ] = 1,
+    compile: Annotated[
+        bool, typer.Option(help="torch.compile each trial's network (pays off on long trials).")
+    ] = False,
 ) -> None:
     """Run an Optuna study of CNN trials, record it in MLflow and register the best model."""
     from automl.config import SearchSettings
@@ -111,6 +134,12 @@ def search(
         weights_dir=weights_dir,
         group_level=group_level,
         evaluate=evaluate,
+        objectives=tuple(name.strip() for name in objective.split(",") if name.strip()),
+        max_params=max_params,
+        max_latency_ms=max_latency_ms,
+        jobs=jobs,
+        trials_per_gpu=trials_per_gpu,
+        compile=compile,
     ).check()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

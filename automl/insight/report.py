@@ -85,11 +85,11 @@ def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
         busy = sum((t.duration.total_seconds() for t in trials if t.duration), 0.0)
         rows.append(["time in trials (s)", Measure(f"{busy:.1f}")])
     html = _table(["", ""], rows)
-    try:
-        best = study.best_trial
-    except ValueError:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    if not complete:
         return html + "<p class='note'>No trial has completed yet.</p>"
-    html += f"<p>Best trial <b>{best.number}</b>: val_acc <b>{best.value:.4f}</b>.</p>"
+    best = max(complete, key=lambda t: (t.values[0], -t.number))
+    html += f"<p>Best trial <b>{best.number}</b>: val_acc <b>{best.values[0]:.4f}</b>.</p>"
     params = best.user_attrs.get("params", best.params)
     html += _table(["parameter", "value"], [[k, v] for k, v in sorted(params.items())])
     if parent:
@@ -105,11 +105,9 @@ def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
 
 def _leaderboard(study: optuna.Study, rows: int = 15) -> str:
     complete = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state == TrialState.COMPLETE and t.value is not None
+        t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values
     ]
-    complete.sort(key=lambda t: (-(t.value or 0.0), t.number))
+    complete.sort(key=lambda t: (-t.values[0], t.number))
     table = []
     for rank, t in enumerate(complete[:rows], 1):
         params = t.user_attrs.get("params", t.params)
@@ -122,7 +120,7 @@ def _leaderboard(study: optuna.Study, rows: int = 15) -> str:
             [
                 rank,
                 t.number,
-                float(t.value or 0.0),
+                _m(t.values[0]),
                 len(t.intermediate_values),
                 round(seconds, 1),
                 short,

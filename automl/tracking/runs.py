@@ -236,6 +236,12 @@ class Tracker:
             self.client.log_batch(run_id, metrics=chunk, tags=tags if start == 0 else [])
 
     @_timed
+    def close_run(self, run_id: str, status: str, tags: Mapping[str, str]) -> None:
+        """Close a run left open by a process that died (status FAILED or KILLED)."""
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status)
+
+    @_timed
     def _terminate(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 

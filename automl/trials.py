@@ -1,0 +1,155 @@
+"""Running trials from a queue of tickets, so any number of processes on any number of
+machines finish exactly the trials that were asked for, none twice.
+
+A search asks for N trials by enqueueing N tickets (waiting trials, optionally with fixed
+params such as a baseline). Every worker, local or remote, claims a ticket atomically
+through the storage, runs the objective on it and tells the result; it stops when no
+ticket is left. A trial that dies with its worker (no heartbeat) is failed by the next
+worker, its MLflow run closed, and its configuration queued again as a new ticket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.objective import TrialFailed
+
+TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
+MAX_RETRY = 2
+
+
+def add_tickets(study: optuna.Study, count: int, fixed: list[dict[str, Any]] | None = None) -> int:
+    """Queue ``count`` trials; the first ones take ``fixed`` params (a baseline, say)."""
+    fixed = list(fixed or [])[:count]
+    for params in fixed:
+        study.enqueue_trial(params, user_attrs={TICKET: "fixed"})
+    for _ in range(count - len(fixed)):
+        study.enqueue_trial({}, user_attrs={TICKET: "new"})
+    return count
+
+
+def waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def claim(study: optuna.Study) -> optuna.Trial | None:
+    """Take one waiting ticket, or None when the queue is empty.
+
+    Optuna's own queue pop (the storage changes WAITING to RUNNING only if nobody did
+    first), without ``ask``'s fallback of creating an extra trial when the queue is empty.
+    """
+    study._thread_local.cached_all_trials = None  # see every worker's latest trials
+    trial_id = study._pop_waiting_trial_id()
+    return None if trial_id is None else optuna.Trial(study, trial_id)
+
+
+@contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record a heartbeat every interval while the trial runs (storages that support it)."""
+    storage = study._storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is retried at the next one
+                storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def stale_trial_handler(
+    close_run: Callable[[FrozenTrial], None],
+) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """What to do with a trial whose worker died: close its run, queue its params again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+    def handle(study: optuna.Study, trial: FrozenTrial) -> None:
+        study._storage.set_trial_user_attr(trial._trial_id, "reason", "crashed")
+        close_run(trial)
+        retry(study, trial)
+        _mark_retry(study, trial)
+
+    return handle
+
+
+def _mark_retry(study: optuna.Study, failed: FrozenTrial) -> None:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if trial.system_attrs.get("failed_trial") == failed.number:
+            study._storage.set_trial_user_attr(trial._trial_id, TICKET, "retry")
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Queue an interrupted trial's configuration again so a rerun finishes the request."""
+    study.enqueue_trial(
+        trial.params, user_attrs={TICKET: "retry", "retry_of": trial.number, "retry_reason": reason}
+    )
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail the trials of dead workers (heartbeat older than the grace period)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float | tuple[float, ...]],
+    *,
+    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] = lambda s, t: None,
+    deadline: float | None = None,
+) -> int:
+    """Claim and run tickets until none is left (or ``deadline``); returns how many ran.
+
+    The objective raises ``TrialPruned`` or ``TrialFailed`` to end a trial that way. On
+    Ctrl-C the running trial is failed, its ticket queued again, and the interrupt raised.
+    """
+    ran = 0
+    fail_stale(study)
+    while deadline is None or time.monotonic() < deadline:
+        trial = claim(study)
+        if trial is None:
+            break
+        with heartbeat(study, trial):
+            try:
+                value = objective(trial)
+            except optuna.TrialPruned:
+                frozen = study.tell(trial, state=TrialState.PRUNED)
+            except TrialFailed:
+                frozen = study.tell(trial, state=TrialState.FAIL)
+            except KeyboardInterrupt:
+                study.tell(trial, state=TrialState.FAIL)
+                requeue(study, trial, "interrupted")
+                raise
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            else:
+                frozen = study.tell(trial, value)
+        ran += 1
+        on_trial_end(study, frozen)
+    return ran

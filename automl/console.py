@@ -25,6 +25,7 @@ from rich.table import Table
 from automl.data import DataReport
 from automl.hooks import Hooks
 from automl.insight.evaluate import summary_rows
+from automl.pruning import epochs_run
 from automl.runner import SearchOutcome
 from automl.train import EpochResult
 
@@ -126,7 +127,7 @@ class SearchDisplay:
         if value is not None and (self.best is None or value > self.best[0]):
             self.best = (value, trial.number)
         best = f"best {self.best[0]:.4f} (#{self.best[1]})" if self.best else "no result yet"
-        seconds = time.perf_counter() - self.trial_start
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
         if self.live and self.task is not None:
             self.progress.update(self.task, completed=self.done, description=f"trials · {best}")
             if trial.state == TrialState.FAIL:
@@ -138,7 +139,7 @@ class SearchDisplay:
         detail = trial.user_attrs.get("message", "") if state == "FAIL" else ""
         self.console.print(
             f"[{STATE_STYLE.get(state, 'white')}]trial {trial.number:>4} {state:<8}[/] "
-            f"{shown:<15} epochs {len(trial.intermediate_values):>3} {seconds:5.1f}s "
+            f"{shown:<15} epochs {epochs_run(trial):>3} {seconds:5.1f}s "
             f"{self.done}/{self.trials} {best} {detail}".rstrip(),
             soft_wrap=True,
         )
@@ -186,6 +187,14 @@ def print_data_report(console: Console, report: DataReport, max_classes: int = 2
         console.print(f"[dim]image cache {report.cache} ({state})")
 
 
+def _objective_value(name: str, value: float) -> str:
+    if name == "params":
+        return f"{value:,.0f}"
+    if name == "latency":
+        return f"{value:.3f} ms"
+    return f"{value:.4f}"
+
+
 def accuracy(trial: FrozenTrial) -> float | None:
     """The first objective (validation accuracy), for one or several objectives."""
     return trial.values[0] if trial.values else None
@@ -228,8 +237,8 @@ def leaderboard(
         table.add_row(
             str(rank),
             str(trial.number),
-            *(f"{v:.4g}" if i else f"{v:.4f}" for i, v in enumerate(trial.values)),
-            str(len(trial.intermediate_values)),
+            *(_objective_value(name, v) for name, v in zip(names, trial.values, strict=True)),
+            str(epochs_run(trial)),
             f"{seconds:.1f}",
             _key_params(params),
         )

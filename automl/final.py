@@ -7,19 +7,21 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
 
 from automl.augment import Augment
 from automl.data import ImageData, split_digest
-from automl.insight.evaluate import Evaluation, evaluate_model, write_evaluation
-from automl.insight.study_plots import study_plots
 from automl.objective import build_network, trial_seed
 from automl.params import TrialConfig
+from automl.pruning import epochs_run
 from automl.tracking import Registry, Tracker, load_image_model, log_image_model
 from automl.train import Normalizer, evaluate, fit
+
+if TYPE_CHECKING:
+    from automl.insight.evaluate import Evaluation
 
 CPU = torch.device("cpu")
 MAX_PARETO = 10  # the most accurate models of a Pareto front that are registered
@@ -78,7 +80,7 @@ def trained_model(
     seed = trial_seed(int(trial.user_attrs.get("seed", 0)), trial.number)
     torch.manual_seed(seed)
     model = build_network(config, data)
-    epochs = len(trial.intermediate_values) or config.train.epochs
+    epochs = epochs_run(trial) or config.train.epochs
     schedule = config.train.model_copy(update={"epochs": epochs})
     fit(
         model,
@@ -202,6 +204,8 @@ def evaluate_and_record(
 ) -> Evaluation:
     """Evaluate the registered version as served; record figures and pictures on the parent
     run and on the version's logged model."""
+    from automl.insight.evaluate import evaluate_model, write_evaluation
+
     model = load_image_model(f"models:/{registration.name}/{registration.version}")
     groups = None
     if data.group_names and data.test.groups is not None:
@@ -222,6 +226,8 @@ def evaluate_and_record(
 
 def record_study_plots(study: optuna.Study, tracker: Tracker, parent_run_id: str) -> dict[str, str]:
     """Study plots on the parent run; returns the plots skipped and why."""
+    from automl.insight.study_plots import study_plots  # matplotlib: only when drawing
+
     with tempfile.TemporaryDirectory() as folder:
         files, skipped = study_plots(study, Path(folder, "study_plots"))
         if files:

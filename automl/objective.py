@@ -7,6 +7,8 @@ trial: the study goes on.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,9 @@ class Timings:
 
     optuna: float = 0.0
     objective: float = 0.0
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -90,6 +95,7 @@ class Objective:
             trial.set_user_attr("mlflow_run_id", run.run_id)
             trial.set_user_attr("params", params)
             trial.set_user_attr("seed", self.seed)
+            trial.set_user_attr("worker", WORKER)
         model: torch.nn.Module | None = None
         try:
             self.hooks.on_trial_begin(trial.number, params)
@@ -160,7 +166,12 @@ class Objective:
             problems.append(f"{size['params']:,.0f} parameters > --max-params {self.max_params:,}")
         if self.max_latency_ms is not None and size["latency"] > self.max_latency_ms:
             problems.append(f"{size['latency']:.2f} ms > --max-latency-ms {self.max_latency_ms}")
-        if problems:
+        if problems:  # recorded as constraints, so samplers learn to avoid the region
+            with self._optuna():
+                if self.max_params is not None:
+                    trial.set_constraint("params", size["params"] - self.max_params)
+                if self.max_latency_ms is not None:
+                    trial.set_constraint("latency_ms", size["latency"] - self.max_latency_ms)
             raise ConstraintViolated("; ".join(problems))
         return size
 

@@ -1,10 +1,11 @@
 """Pruning on the accuracy curve when the study has several objectives.
 
-Optuna's pruners (and ``trial.report``) serve single-objective studies only. In a
-multi-objective study the validation-accuracy curve is still recorded as the trial's
-intermediate values, and a percentile rule prunes on it: a trial whose accuracy at an
-epoch falls below the given percentile of the other trials at that epoch stops. A low
-percentile keeps small, fast models that trade accuracy for latency alive.
+Optuna's pruners (and ``trial.report``) serve single-objective studies only, and its
+multi-objective samplers cannot rank pruned trials that carry intermediate values. So in
+a multi-objective study the validation-accuracy curve is kept as the trial's ``curve``
+user attribute, and a percentile rule prunes on it: a trial whose accuracy at an epoch
+falls below the given percentile of the other trials at that epoch stops. A low
+percentile keeps alive the small, fast models that trade accuracy for latency.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from optuna.trial import TrialState
 PERCENTILE = 25.0
 STARTUP_TRIALS = 5
 WARMUP_EPOCHS = 1
+CURVE = "curve"
 
 
 def record(trial: optuna.Trial, epoch: int, value: float) -> None:
-    """Store an intermediate value without ``trial.report``'s single-objective check."""
-    trial.study._storage.set_trial_intermediate_value(trial._trial_id, epoch, value)
+    curve = dict(trial.user_attrs.get(CURVE, {}))
+    curve[str(epoch)] = value
+    trial.set_user_attr(CURVE, curve)
 
 
 def should_prune(
@@ -34,13 +37,18 @@ def should_prune(
 ) -> bool:
     if epoch <= warmup_epochs:
         return False
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    key = str(epoch)
     others = [
-        t.intermediate_values[epoch]
-        for t in trial.study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-        )
-        if epoch in t.intermediate_values
+        t.user_attrs[CURVE][key]
+        for t in trial.study.get_trials(deepcopy=False, states=finished)
+        if key in t.user_attrs.get(CURVE, {})
     ]
     if len(others) < startup_trials:
         return False
     return value < float(np.percentile(others, percentile))
+
+
+def epochs_run(trial: optuna.trial.FrozenTrial) -> int:
+    """Epochs a trial trained, whichever way its curve was recorded."""
+    return max(len(trial.intermediate_values), len(trial.user_attrs.get(CURVE, {})))

@@ -24,14 +24,13 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.backbones import describe_weights
 from automl.config import SearchSettings, resolve_device
 from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
 from automl.final import Registration, evaluate_and_record, record_study_plots, register_best
 from automl.hooks import Hooks
-from automl.insight.evaluate import Evaluation
 from automl.objective import Objective
+from automl.pruning import epochs_run
 from automl.space import SearchSpace, load_space, parse_space
 from automl.stores import open_storage
 from automl.study import open_study
@@ -77,7 +76,7 @@ class SearchOutcome:
     registration: Registration | None = None
     pareto: list[Registration] = field(default_factory=list)
     registration_seconds: float = 0.0
-    evaluation: Evaluation | None = None
+    evaluation: Any = None  # automl.insight.evaluate.Evaluation
     insight_seconds: float = 0.0
     interrupted: bool = False
     tracking_seconds_search: float = 0.0  # MLflow calls up to the end of the last trial
@@ -89,7 +88,7 @@ class SearchOutcome:
 
     @property
     def epochs_run(self) -> int:
-        return sum(len(t.intermediate_values) for t in self.trials_run)
+        return sum(epochs_run(t) for t in self.trials_run)
 
     @property
     def optuna_seconds(self) -> float:
@@ -173,7 +172,11 @@ def prepare(
     study.set_user_attr("mlflow_parent_run_id", parent)
     study.set_user_attr(RECIPE, _recipe(settings, data, parent))
     for backbone in space.choices("arch.backbone"):
-        source = describe_weights(str(backbone), settings.weights_dir) if backbone != "none" else ""
+        if backbone == "none":
+            continue
+        from automl.backbones import describe_weights  # torchvision: only when needed
+
+        source = describe_weights(str(backbone), settings.weights_dir)
         if source.startswith("random"):
             detail = source.removeprefix("random").strip(" ()")
             hooks.on_note(f"{backbone} starts from random weights ({detail})")
@@ -313,7 +316,12 @@ def queue_trials(session: Session) -> list[str]:
     if left:
         return [f"resuming: {left} queued trials left by an interrupted search run first"]
     new_study = not study.get_trials(deepcopy=False)
-    baseline = [session.space.baseline] if new_study and session.space.baseline else []
+    baseline = []
+    if new_study and session.space.baseline:
+        fixed = dict(session.space.baseline)
+        if "train.epochs" in fixed:  # --max-epochs bounds the baseline too
+            fixed["train.epochs"] = min(int(fixed["train.epochs"]), settings.max_epochs)
+        baseline = [fixed]
     add_tickets(study, settings.trials, baseline)
     return ["trial 0 is the space's baseline configuration"] if baseline else []
 
@@ -323,10 +331,16 @@ def job_devices(device: str, jobs: int, per_gpu: int) -> list[str]:
     resolved = resolve_device(device)
     if resolved.type != "cuda":
         return ["cpu"] * jobs
-    gpus = (
-        [resolved.index] if device.startswith("cuda:") else list(range(torch.cuda.device_count()))
-    )
-    return [f"cuda:{gpus[(j // per_gpu) % len(gpus)]}" for j in range(jobs)]
+    if device.startswith("cuda:"):
+        gpus = [resolved.index or 0]
+    else:
+        gpus = list(range(torch.cuda.device_count()))
+    return assign_gpus(gpus, jobs, per_gpu)
+
+
+def assign_gpus(gpus: list[int], jobs: int, per_gpu: int) -> list[str]:
+    """Jobs 0..per_gpu-1 on the first GPU, the next ``per_gpu`` on the second, and around."""
+    return [f"cuda:{gpus[(job // per_gpu) % len(gpus)]}" for job in range(jobs)]
 
 
 def _job_main(

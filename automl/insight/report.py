@@ -18,6 +18,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from automl.pruning import epochs_run
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { border-bottom: 2px solid #4c72b0; padding-bottom: .3em; }
@@ -121,7 +123,7 @@ def _leaderboard(study: optuna.Study, rows: int = 15) -> str:
                 rank,
                 t.number,
                 _m(t.values[0]),
-                len(t.intermediate_values),
+                epochs_run(t),
                 round(seconds, 1),
                 short,
             ]

@@ -9,7 +9,9 @@ tracking can be reported.
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -222,6 +224,7 @@ class Tracker:
                 "study": study,
                 "trial_number": str(number),
                 "state": "RUNNING",
+                "worker": f"{socket.gethostname()}:{os.getpid()}",
             },
         )
         run_id = str(run.info.run_id)

@@ -1,12 +1,8 @@
-"""The study runner: prepare, run the trials (in one or several processes), conclude.
+"""The study runner: queue the trials, run them in one or several processes, conclude.
 
-Data flows one way: settings and space in, an Optuna study driving the objective, and a
-``SearchOutcome`` out. Everything that can be wrong with the settings, the space, the
-data or a store fails in ``prepare``, before any trial, so a bad URL costs nothing.
-
-A study carries its recipe (space, data set, objectives, parent run) as a user
-attribute, so any worker process (``--jobs``) or machine (``automl worker``) can join it
-and run its queued trials exactly as the search that created it would.
+Data flows one way: settings and space in (``session.prepare``), an Optuna study driving
+the objective, and a ``SearchOutcome`` out. Everything that can be wrong with the
+settings, the space, the data or a store fails in ``prepare``, before any trial.
 """
 
 from __future__ import annotations
@@ -25,40 +21,19 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.config import SearchSettings, resolve_device
-from automl.data import ImageData, load_dataset
-from automl.errors import ConfigError
+from automl.data import ImageData
 from automl.final import Registration, evaluate_and_record, record_study_plots, register_best
 from automl.hooks import Hooks
-from automl.objective import Objective
 from automl.pruning import epochs_run
-from automl.space import SearchSpace, load_space, parse_space
-from automl.stores import open_storage
-from automl.study import open_study
+from automl.session import Session, join, prepare
 from automl.tracking import Tracker
-from automl.trials import add_tickets, stale_trial_handler, waiting, work
+from automl.trials import add_tickets, fail_stale, waiting, work
 
-RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
 POLL_SECONDS = 1.0
 
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped the study; args: the outcome so far and the original signal."""
-
-
-@dataclass
-class Session:
-    """What a prepared search holds: the study, its data, its tracker and the objective."""
-
-    settings: SearchSettings
-    space: SearchSpace
-    data: ImageData
-    device: torch.device
-    tracker: Tracker
-    study: optuna.Study
-    parent_run_id: str
-    objective: Objective
-    hooks: Hooks
-    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -94,215 +69,6 @@ class SearchOutcome:
     def optuna_seconds(self) -> float:
         """Optuna's share: asking, telling and sampling outside the objective, plus its calls."""
         return self.optimize_seconds - self.objective_seconds + self.optuna_seconds_in_objective
-
-
-# ---------------------------------------------------------------------------- preparing
-
-
-def _objective(
-    settings: SearchSettings,
-    space: SearchSpace,
-    data: ImageData,
-    *,
-    tracker: Tracker,
-    parent: str,
-    device: torch.device,
-    hooks: Hooks,
-) -> Objective:
-    return Objective(
-        space=space,
-        data=data,
-        tracker=tracker,
-        parent_run_id=parent,
-        study_name=settings.study,
-        device=device,
-        max_epochs=settings.max_epochs,
-        seed=settings.seed,
-        weights_dir=settings.weights_dir,
-        objectives=settings.objectives,
-        max_params=settings.max_params,
-        max_latency_ms=settings.max_latency_ms,
-        compile=settings.compile,
-        hooks=hooks,
-    )
-
-
-def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
-    hooks.on_stage(f"loading data set {settings.dataset}")
-    return load_dataset(
-        settings.dataset,
-        settings.data_dir,
-        image_size=settings.image_size,
-        progress=hooks.on_progress,
-        group_level=settings.group_level,
-    )
-
-
-class _RunCloser:
-    """Closes a dead trial's MLflow run; the tracker is set once it is open, so the storage
-    (opened first, to fail fast on a bad URL) can take it as its stale-trial callback."""
-
-    def __init__(self) -> None:
-        self.tracker: Tracker | None = None
-
-    def __call__(self, trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and self.tracker is not None:
-            self.tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
-
-
-def prepare(
-    settings: SearchSettings, hooks: Hooks, pruner: optuna.pruners.BasePruner | None = None
-) -> Session:
-    """Check everything, load the data, open the stores, create the parent run."""
-    started = time.perf_counter()
-    settings.check()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    space = load_space(settings.space)
-    device = resolve_device(settings.device)
-    data = _load_data(settings, hooks)
-    if data.report is not None:
-        hooks.on_data(data.report)
-    hooks.on_stage("opening the Optuna storage and the MLflow tracking store")
-    closer = _RunCloser()
-    storage = open_storage(settings.storage, on_stale=stale_trial_handler(closer))
-    tracker = closer.tracker = Tracker(settings.tracking_uri, settings.experiment_name)
-    study = open_study(settings, storage, pruner)
-    parent = _start_parent_run(settings, data, device, tracker)
-    study.set_user_attr("mlflow_parent_run_id", parent)
-    study.set_user_attr(RECIPE, _recipe(settings, data, parent))
-    for backbone in space.choices("arch.backbone"):
-        if backbone == "none":
-            continue
-        from automl.backbones import describe_weights  # torchvision: only when needed
-
-        source = describe_weights(str(backbone), settings.weights_dir)
-        if source.startswith("random"):
-            detail = source.removeprefix("random").strip(" ()")
-            hooks.on_note(f"{backbone} starts from random weights ({detail})")
-    objective = _objective(
-        settings, space, data, tracker=tracker, parent=parent, device=device, hooks=hooks
-    )
-    return Session(settings, space, data, device, tracker, study, parent, objective, hooks, started)
-
-
-def _recipe(settings: SearchSettings, data: ImageData, parent: str) -> dict[str, Any]:
-    return {
-        "space_yaml": settings.space.read_text(),
-        "space_name": settings.space.name,
-        "dataset": data.spec or settings.dataset,
-        "data_digest": data.digest(),
-        "image_size": settings.image_size,
-        "group_level": settings.group_level,
-        "max_epochs": settings.max_epochs,
-        "seed": settings.seed,
-        "sampler": settings.sampler,
-        "pruner": settings.pruner,
-        "objectives": list(settings.objectives),
-        "max_params": settings.max_params,
-        "max_latency_ms": settings.max_latency_ms,
-        "compile": settings.compile,
-        "experiment": settings.experiment_name,
-        "model_name": settings.registered_model,
-        "parent_run_id": parent,
-    }
-
-
-def join(
-    study_name: str,
-    *,
-    storage: str,
-    tracking_uri: str,
-    device: str = "auto",
-    data_dir: Path | None = None,
-    weights_dir: Path | None = None,
-    job: int = 0,
-    hooks: Hooks | None = None,
-) -> Session:
-    """A worker's session on an existing study, rebuilt from the study's recipe.
-
-    Its parent run is the study's; its data must be the data the study was created on
-    (same digest), else the worker refuses to run.
-    """
-    hooks = hooks or Hooks()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    store = open_storage(storage)
-    try:
-        existing = optuna.load_study(study_name=study_name, storage=store)
-    except KeyError:
-        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(store)) or "none"
-        raise ConfigError(f"--study: no study named '{study_name}' (studies: {names})") from None
-    recipe = existing.user_attrs.get(RECIPE)
-    if not recipe:
-        raise ConfigError(f"--study: '{study_name}' was not created by automl (it has no recipe)")
-    settings = SearchSettings(
-        trials=1,
-        space=Path(recipe["space_name"]),
-        dataset=recipe["dataset"],
-        study_name=study_name,
-        storage=storage,
-        tracking_uri=tracking_uri,
-        experiment=recipe["experiment"],
-        model_name=recipe["model_name"],
-        sampler=recipe["sampler"],
-        pruner=recipe["pruner"],
-        max_epochs=recipe["max_epochs"],
-        device=device,
-        seed=recipe["seed"],
-        data_dir=data_dir,
-        image_size=recipe["image_size"],
-        weights_dir=weights_dir,
-        group_level=recipe["group_level"],
-        objectives=tuple(recipe["objectives"]),
-        max_params=recipe["max_params"],
-        max_latency_ms=recipe["max_latency_ms"],
-        compile=recipe["compile"],
-    )
-    space = parse_space(recipe["space_yaml"], f"study {study_name}")
-    resolved = resolve_device(device)
-    data = _load_data(settings, hooks)
-    if data.digest() != recipe["data_digest"]:
-        raise ConfigError(
-            f"--data-dir: the {settings.dataset} data here (digest {data.digest()}) is not the "
-            f"data study '{study_name}' was created on ({recipe['data_digest']})"
-        )
-    closer = _RunCloser()
-    store = open_storage(storage, on_stale=stale_trial_handler(closer))
-    tracker = closer.tracker = Tracker(tracking_uri, recipe["experiment"])
-    study = open_study(settings, store, seed_offset=1000 * job)
-    parent = recipe["parent_run_id"]
-    objective = _objective(
-        settings, space, data, tracker=tracker, parent=parent, device=resolved, hooks=hooks
-    )
-    return Session(settings, space, data, resolved, tracker, study, parent, objective, hooks)
-
-
-def _start_parent_run(
-    settings: SearchSettings, data: ImageData, device: torch.device, tracker: Tracker
-) -> str:
-    parent = tracker.start_study_run(
-        settings.study,
-        params={**settings.public(), "data": data.describe(), "device_resolved": str(device)},
-        tags={
-            "dataset": data.spec or settings.dataset,
-            "data_digest": data.digest(),
-            "kind": "study",
-        },
-    )
-    tracker.log_study_artifacts(parent, {"search_space.yaml": settings.space})
-    if data.report is not None:
-        tracker.log_study_text(parent, "data_report.json", data.report.to_json())
-    profile = {
-        "classes": data.num_classes,
-        "shape": [data.channels, *data.image_size],
-        "train": len(data.train),
-        "val": len(data.val),
-        "test": len(data.test),
-    }
-    tracker.log_dataset(
-        parent, name=data.name, digest=data.digest(), source=data.source, profile=profile
-    )
-    return parent
 
 
 # ---------------------------------------------------------------------------- running
@@ -406,6 +172,7 @@ def run_trials(session: Session) -> SearchOutcome:
         work(study, session.objective, on_trial_end=reporter.report, deadline=deadline)
         for process in processes:
             process.join()
+        wait_for_running(study, tickets)
     except KeyboardInterrupt as stop:
         interrupted = stop
         _stop_jobs(processes)
@@ -435,6 +202,15 @@ def run_trials(session: Session) -> SearchOutcome:
         _finish(session, outcome, "KILLED")
         raise Interrupted(outcome, interrupted)
     return outcome
+
+
+def wait_for_running(study: optuna.Study, tickets: set[int], poll: float = 2.0) -> None:
+    """Wait until no ticket is running on another worker (dead ones are failed on the way)."""
+    while any(
+        t.number in tickets for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ):
+        fail_stale(study)
+        time.sleep(poll)
 
 
 def _spawn_jobs(
@@ -520,6 +296,56 @@ def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
     outcome.insight_seconds = time.perf_counter() - start
     _finish(session, outcome, "FINISHED")
     return outcome
+
+
+@dataclass
+class WorkerOutcome:
+    study: optuna.Study
+    ran: list[FrozenTrial]
+    seconds: float
+
+
+def run_worker(session: Session, *, wait: float = 0.0, poll: float = 5.0) -> WorkerOutcome:
+    """Run the study's queued trials until none is left; with ``wait``, first wait up to
+    that many seconds for some to be queued (workers started before the study)."""
+    start = time.perf_counter()
+    deadline = time.monotonic() + wait
+    while not waiting(session.study) and time.monotonic() < deadline:
+        session.hooks.on_stage("waiting for queued trials")
+        time.sleep(poll)
+    ran: list[FrozenTrial] = []
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        ran.append(trial)
+        session.hooks.on_trial_end(study, trial)
+
+    work(session.study, session.objective, on_trial_end=report)
+    return WorkerOutcome(session.study, ran, time.perf_counter() - start)
+
+
+def finish(session: Session) -> SearchOutcome:
+    """Conclude a study whose trials workers ran: wait for the running ones, then register,
+    evaluate, plot and close its parent run."""
+    study = session.study
+    numbers = {t.number for t in study.get_trials(deepcopy=False)}
+    wait_for_running(study, numbers)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    outcome = SearchOutcome(
+        settings=session.settings,
+        study=study,
+        data=session.data,
+        parent_run_id=session.parent_run_id,
+        tracker=session.tracker,
+        wall_seconds=0.0,
+        optimize_seconds=0.0,
+        objective_seconds=0.0,
+        optuna_seconds_in_objective=0.0,
+        trials_run=study.get_trials(deepcopy=False, states=finished),
+    )
+    left = waiting(study)
+    if left:
+        outcome.notes.append(f"{left} queued trials were not run; they stay queued")
+    return conclude(session, outcome)
 
 
 def run_search(

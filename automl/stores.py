@@ -8,6 +8,7 @@ commits) and lets the MLflow UI read while a search writes.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import warnings
 from collections.abc import Callable
@@ -21,8 +22,8 @@ from sqlalchemy.engine import Engine
 from automl.config import mask_url
 from automl.errors import StoreError
 
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 90
+HEARTBEAT_SECONDS = int(os.environ.get("AUTOML_HEARTBEAT_SECONDS", "30"))
+GRACE_SECONDS = int(os.environ.get("AUTOML_GRACE_SECONDS", "90"))  # silence before a trial is dead
 _tuned = False
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import click
@@ -37,7 +38,15 @@ def _width() -> int | None:
 console = Console(width=_width(), soft_wrap=True)
 errors = Console(stderr=True, width=_width(), soft_wrap=True)
 
-TrackingOption = Annotated[str, typer.Option(help="MLflow tracking URI.")]
+TrackingOption = Annotated[
+    str, typer.Option(help="MLflow tracking URI.", envvar="AUTOML_TRACKING_URI")
+]
+StorageOption = Annotated[
+    str, typer.Option(help="Optuna storage URL (shared by all workers).", envvar="AUTOML_STORAGE")
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="Where data sets are stored. [default: ~/.cache/automl/data]")
+]
 
 
 @app.callback(invoke_without_command=True)
@@ -75,6 +84,6 @@ def run() -> None:
 
 
 # Each module registers its commands on ``app``, in the order ``automl --help`` lists them.
-COMMAND_MODULES = ("search", "models", "insight")
+COMMAND_MODULES = ("search", "distributed", "models", "insight")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"automl.cli.{_module}")

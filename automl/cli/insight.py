@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from automl.cli import TrackingOption, app, console
-from automl.cli.models import DataDirOption
+from automl.cli import DataDirOption, StorageOption, TrackingOption, app, console
 from automl.config import DEFAULT_STORAGE, DEFAULT_TRACKING
 from automl.errors import ConfigError
 
@@ -91,7 +90,7 @@ def report(
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path(
         "report.html"
     ),
-    storage: Annotated[str, typer.Option(help="Optuna storage URL.")] = DEFAULT_STORAGE,
+    storage: StorageOption = DEFAULT_STORAGE,
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """One self-contained HTML page: summary, leaderboard, data, study plots, evaluation."""

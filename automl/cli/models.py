@@ -9,12 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from automl.cli import TrackingOption, app, console, errors
+from automl.cli import DataDirOption, TrackingOption, app, console, errors
 from automl.config import DEFAULT_TRACKING
-
-DataDirOption = Annotated[
-    Path | None, typer.Option(help="Where data sets are stored. [default: ~/.cache/automl/data]")
-]
 
 
 def _fmt(value: float | None) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from automl.cli import TrackingOption, app, console
+from automl.cli import StorageOption, TrackingOption, app, console
 from automl.config import (
     DEFAULT_SPACE,
     DEFAULT_STORAGE,
@@ -18,6 +19,9 @@ from automl.config import (
     SAMPLERS,
     resolve_space,
 )
+
+if TYPE_CHECKING:
+    from automl.config import SearchSettings
 
 
 class Terminated(KeyboardInterrupt):
@@ -52,7 +56,7 @@ def search(
         str | None,
         typer.Option(help="Optuna study; an existing one is resumed. [default: DATASET-SPACE]"),
     ] = None,
-    storage: Annotated[str, typer.Option(help="Optuna storage URL.")] = DEFAULT_STORAGE,
+    storage: StorageOption = DEFAULT_STORAGE,
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment. [default: the study name]")
@@ -110,37 +114,10 @@ def search(
     ] = False,
 ) -> None:
     """Run an Optuna study of CNN trials, record it in MLflow and register the best model."""
-    from automl.config import SearchSettings
+    settings = _settings(locals())  # first: locals() holds the options only
     from automl.console import SearchDisplay, print_summary
     from automl.runner import Interrupted, run_search
 
-    settings = SearchSettings(
-        trials=trials,
-        space=resolve_space(space),
-        dataset=dataset,
-        study_name=study_name,
-        storage=storage,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        model_name=model_name,
-        sampler=sampler,
-        pruner=pruner,
-        max_epochs=max_epochs,
-        device=device,
-        seed=seed,
-        timeout=timeout,
-        data_dir=data_dir,
-        image_size=image_size,
-        weights_dir=weights_dir,
-        group_level=group_level,
-        evaluate=evaluate,
-        objectives=tuple(name.strip() for name in objective.split(",") if name.strip()),
-        max_params=max_params,
-        max_latency_ms=max_latency_ms,
-        jobs=jobs,
-        trials_per_gpu=trials_per_gpu,
-        compile=compile,
-    ).check()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with SearchDisplay(console, trials) as display:
@@ -152,3 +129,46 @@ def search(
     finally:
         signal.signal(signal.SIGTERM, previous)
     print_summary(console, outcome)
+
+
+def _settings(values: dict[str, Any]) -> SearchSettings:
+    """The command's options as checked settings (the same for search and study create)."""
+    from automl.config import SearchSettings
+
+    values = dict(values)
+    objective = values.pop("objective")
+    values["objectives"] = tuple(name.strip() for name in objective.split(",") if name.strip())
+    values["space"] = resolve_space(values["space"])
+    return SearchSettings(**values).check()
+
+
+def create(**values: Any) -> None:
+    """Create the study and queue its trials without running any: start workers next."""
+    from automl.config import mask_url
+    from automl.console import print_data_report
+    from automl.hooks import Hooks
+    from automl.runner import queue_trials
+    from automl.session import prepare
+
+    settings = _settings(values)
+    with console.status("creating the study…") as status:
+        hooks = Hooks(
+            on_stage=lambda m: status.update(f"{m}…"),
+            on_note=lambda m: console.print(f"[yellow]note[/]: {m}"),
+            on_data=lambda report: print_data_report(console, report),
+        )
+        session = prepare(settings, hooks)
+        for note in queue_trials(session):
+            console.print(f"[yellow]note[/]: {note}")
+    queued = sum(1 for t in session.study.trials if t.state.name == "WAITING")
+    console.print(
+        f"study [bold]{settings.study}[/] has {queued} queued trials; parent run "
+        f"{session.parent_run_id}. Start workers anywhere with:\n  automl worker --study "
+        f"{settings.study} --storage {mask_url(settings.storage)} --tracking-uri "
+        f"{mask_url(settings.tracking_uri)}\nand when they are done: automl study finish "
+        f"{settings.study} --storage ... --tracking-uri ..."
+    )
+
+
+create.__signature__ = inspect.signature(search)  # type: ignore[attr-defined]
+create.__annotations__ = dict(search.__annotations__)

@@ -1,0 +1,126 @@
+"""Distributed search: ``automl worker`` and ``automl study create|status|finish``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from automl.cli import DataDirOption, StorageOption, TrackingOption, app, console
+from automl.cli.search import create
+from automl.config import DEFAULT_STORAGE, DEFAULT_TRACKING
+
+study_app = typer.Typer(
+    help="Create, inspect and finish studies run by workers.", no_args_is_help=True
+)
+app.add_typer(study_app, name="study")
+study_app.command("create")(create)
+
+StudyOption = Annotated[
+    str, typer.Option("--study", help="The study to work on.", envvar="AUTOML_STUDY")
+]
+
+
+@app.command()
+def worker(
+    study: StudyOption,
+    storage: StorageOption = DEFAULT_STORAGE,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+    device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N")] = "auto",
+    data_dir: DataDirOption = None,
+    weights_dir: Annotated[Path | None, typer.Option(help="Pretrained backbone weights.")] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the study and its queued trials to appear.")
+    ] = 0.0,
+) -> None:
+    """Join a study and run its queued trials until none is left."""
+    import time
+
+    from automl.console import SearchDisplay
+    from automl.errors import ConfigError
+    from automl.runner import run_worker
+    from automl.session import join
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with console.status(f"joining study {study}…"):
+                session = join(
+                    study, storage=storage, tracking_uri=tracking_uri, device=device,
+                    data_dir=data_dir, weights_dir=weights_dir,
+                )  # fmt: skip
+            break
+        except ConfigError as exc:
+            if "no study named" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(5)
+    queued = sum(1 for t in session.study.get_trials(deepcopy=False) if t.state.name == "WAITING")
+    console.print(f"worker on study [bold]{study}[/] ({session.device}): {queued} trials queued")
+    try:
+        with SearchDisplay(console, max(queued, 1)) as display:
+            session.hooks = session.objective.hooks = display.hooks
+            outcome = run_worker(session, wait=max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: the running trial was failed and queued again")
+        raise typer.Exit(130) from None
+    counts = Counter(t.state.name.lower() for t in outcome.ran)
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
+    console.print(f"no queued trials left: this worker ran {summary} in {outcome.seconds:.1f} s")
+
+
+@study_app.command("status")
+def status(
+    name: Annotated[str, typer.Argument(metavar="STUDY")],
+    storage: StorageOption = DEFAULT_STORAGE,
+) -> None:
+    """Trials by state, who runs what, the best so far."""
+    import optuna
+
+    from automl.console import accuracy
+    from automl.errors import ConfigError
+    from automl.stores import open_storage
+
+    store = open_storage(storage)
+    try:
+        found = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        raise ConfigError(f"no study named '{name}' in the storage") from None
+    trials = found.get_trials(deepcopy=False)
+    counts = Counter(t.state.name for t in trials)
+    table = Table(title=f"study {name}", title_justify="left")
+    table.add_column("state")
+    table.add_column("trials", justify="right")
+    for state in ("WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL"):
+        table.add_row(state.lower() if state != "WAITING" else "queued", str(counts.get(state, 0)))
+    console.print(table)
+    for trial in trials:
+        if trial.state.name == "RUNNING":
+            console.print(f"trial {trial.number} running on {trial.user_attrs.get('worker', '?')}")
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.values]
+    if complete:
+        best = max(complete, key=lambda t: accuracy(t) or 0.0)
+        console.print(f"best so far: trial {best.number}, val_acc {accuracy(best):.4f}")
+
+
+@study_app.command("finish")
+def finish_command(
+    name: Annotated[str, typer.Argument(metavar="STUDY")],
+    storage: StorageOption = DEFAULT_STORAGE,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Once the workers are done: register the best model, evaluate it, close the study's run."""
+    from automl.console import SearchDisplay, print_summary
+    from automl.runner import finish
+    from automl.session import join
+
+    with SearchDisplay(console, 1) as display:
+        session = join(
+            name, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
+            hooks=display.hooks, device="cpu",
+        )  # fmt: skip
+        outcome = finish(session)
+    print_summary(console, outcome)

@@ -1,0 +1,252 @@
+"""A search session: everything checked, the data loaded, the stores open, the parent run.
+
+``prepare`` starts a new search (or resumes one); ``join`` rebuilds a session from a
+study's recipe, so a worker process or another machine runs its trials exactly as the
+search that created it would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from automl.config import SearchSettings, resolve_device
+from automl.data import ImageData, load_dataset
+from automl.errors import ConfigError
+from automl.hooks import Hooks
+from automl.objective import Objective
+from automl.space import SearchSpace, load_space, parse_space
+from automl.stores import open_storage
+from automl.study import open_study
+from automl.tracking import Tracker
+from automl.trials import stale_trial_handler
+
+RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
+
+
+@dataclass
+class Session:
+    """What a prepared search holds: the study, its data, its tracker and the objective."""
+
+    settings: SearchSettings
+    space: SearchSpace
+    data: ImageData
+    device: torch.device
+    tracker: Tracker
+    study: optuna.Study
+    parent_run_id: str
+    objective: Objective
+    hooks: Hooks
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _objective(
+    settings: SearchSettings,
+    space: SearchSpace,
+    data: ImageData,
+    *,
+    tracker: Tracker,
+    parent: str,
+    device: torch.device,
+    hooks: Hooks,
+) -> Objective:
+    return Objective(
+        space=space,
+        data=data,
+        tracker=tracker,
+        parent_run_id=parent,
+        study_name=settings.study,
+        device=device,
+        max_epochs=settings.max_epochs,
+        seed=settings.seed,
+        weights_dir=settings.weights_dir,
+        objectives=settings.objectives,
+        max_params=settings.max_params,
+        max_latency_ms=settings.max_latency_ms,
+        compile=settings.compile,
+        hooks=hooks,
+    )
+
+
+def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
+    hooks.on_stage(f"loading data set {settings.dataset}")
+    return load_dataset(
+        settings.dataset,
+        settings.data_dir,
+        image_size=settings.image_size,
+        progress=hooks.on_progress,
+        group_level=settings.group_level,
+    )
+
+
+class _RunCloser:
+    """Closes a dead trial's MLflow run; the tracker is set once it is open, so the storage
+    (opened first, to fail fast on a bad URL) can take it as its stale-trial callback."""
+
+    def __init__(self) -> None:
+        self.tracker: Tracker | None = None
+
+    def __call__(self, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and self.tracker is not None:
+            self.tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
+
+
+def prepare(
+    settings: SearchSettings, hooks: Hooks, pruner: optuna.pruners.BasePruner | None = None
+) -> Session:
+    """Check everything, load the data, open the stores, create the parent run."""
+    started = time.perf_counter()
+    settings.check()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = load_space(settings.space)
+    device = resolve_device(settings.device)
+    data = _load_data(settings, hooks)
+    if data.report is not None:
+        hooks.on_data(data.report)
+    hooks.on_stage("opening the Optuna storage and the MLflow tracking store")
+    closer = _RunCloser()
+    storage = open_storage(settings.storage, on_stale=stale_trial_handler(closer))
+    tracker = closer.tracker = Tracker(settings.tracking_uri, settings.experiment_name)
+    study = open_study(settings, storage, pruner)
+    parent = _start_parent_run(settings, data, device, tracker)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    study.set_user_attr(RECIPE, _recipe(settings, data, parent))
+    for backbone in space.choices("arch.backbone"):
+        if backbone == "none":
+            continue
+        from automl.backbones import describe_weights  # torchvision: only when needed
+
+        source = describe_weights(str(backbone), settings.weights_dir)
+        if source.startswith("random"):
+            detail = source.removeprefix("random").strip(" ()")
+            hooks.on_note(f"{backbone} starts from random weights ({detail})")
+    objective = _objective(
+        settings, space, data, tracker=tracker, parent=parent, device=device, hooks=hooks
+    )
+    return Session(settings, space, data, device, tracker, study, parent, objective, hooks, started)
+
+
+def _recipe(settings: SearchSettings, data: ImageData, parent: str) -> dict[str, Any]:
+    return {
+        "space_yaml": settings.space.read_text(),
+        "space_name": settings.space.name,
+        "dataset": data.spec or settings.dataset,
+        "data_digest": data.digest(),
+        "image_size": settings.image_size,
+        "group_level": settings.group_level,
+        "max_epochs": settings.max_epochs,
+        "seed": settings.seed,
+        "sampler": settings.sampler,
+        "pruner": settings.pruner,
+        "objectives": list(settings.objectives),
+        "max_params": settings.max_params,
+        "max_latency_ms": settings.max_latency_ms,
+        "compile": settings.compile,
+        "experiment": settings.experiment_name,
+        "model_name": settings.registered_model,
+        "parent_run_id": parent,
+    }
+
+
+def join(
+    study_name: str,
+    *,
+    storage: str,
+    tracking_uri: str,
+    device: str = "auto",
+    data_dir: Path | None = None,
+    weights_dir: Path | None = None,
+    job: int = 0,
+    hooks: Hooks | None = None,
+) -> Session:
+    """A worker's session on an existing study, rebuilt from the study's recipe.
+
+    Its parent run is the study's; its data must be the data the study was created on
+    (same digest), else the worker refuses to run.
+    """
+    hooks = hooks or Hooks()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    store = open_storage(storage)
+    try:
+        existing = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(store)) or "none"
+        raise ConfigError(f"--study: no study named '{study_name}' (studies: {names})") from None
+    recipe = existing.user_attrs.get(RECIPE)
+    if not recipe:
+        raise ConfigError(f"--study: '{study_name}' was not created by automl (it has no recipe)")
+    settings = SearchSettings(
+        trials=1,
+        space=Path(recipe["space_name"]),
+        dataset=recipe["dataset"],
+        study_name=study_name,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        experiment=recipe["experiment"],
+        model_name=recipe["model_name"],
+        sampler=recipe["sampler"],
+        pruner=recipe["pruner"],
+        max_epochs=recipe["max_epochs"],
+        device=device,
+        seed=recipe["seed"],
+        data_dir=data_dir,
+        image_size=recipe["image_size"],
+        weights_dir=weights_dir,
+        group_level=recipe["group_level"],
+        objectives=tuple(recipe["objectives"]),
+        max_params=recipe["max_params"],
+        max_latency_ms=recipe["max_latency_ms"],
+        compile=recipe["compile"],
+    )
+    space = parse_space(recipe["space_yaml"], f"study {study_name}")
+    resolved = resolve_device(device)
+    data = _load_data(settings, hooks)
+    if data.digest() != recipe["data_digest"]:
+        raise ConfigError(
+            f"--data-dir: the {settings.dataset} data here (digest {data.digest()}) is not the "
+            f"data study '{study_name}' was created on ({recipe['data_digest']})"
+        )
+    closer = _RunCloser()
+    store = open_storage(storage, on_stale=stale_trial_handler(closer))
+    tracker = closer.tracker = Tracker(tracking_uri, recipe["experiment"])
+    study = open_study(settings, store, seed_offset=1000 * job)
+    parent = recipe["parent_run_id"]
+    objective = _objective(
+        settings, space, data, tracker=tracker, parent=parent, device=resolved, hooks=hooks
+    )
+    return Session(settings, space, data, resolved, tracker, study, parent, objective, hooks)
+
+
+def _start_parent_run(
+    settings: SearchSettings, data: ImageData, device: torch.device, tracker: Tracker
+) -> str:
+    parent = tracker.start_study_run(
+        settings.study,
+        params={**settings.public(), "data": data.describe(), "device_resolved": str(device)},
+        tags={
+            "dataset": data.spec or settings.dataset,
+            "data_digest": data.digest(),
+            "kind": "study",
+        },
+    )
+    tracker.log_study_artifacts(parent, {"search_space.yaml": settings.space})
+    if data.report is not None:
+        tracker.log_study_text(parent, "data_report.json", data.report.to_json())
+    profile = {
+        "classes": data.num_classes,
+        "shape": [data.channels, *data.image_size],
+        "train": len(data.train),
+        "val": len(data.val),
+        "test": len(data.test),
+    }
+    tracker.log_dataset(
+        parent, name=data.name, digest=data.digest(), source=data.source, profile=profile
+    )
+    return parent

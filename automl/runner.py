@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ def _job_main(
             study, storage=storage, tracking_uri=tracking_uri, device=device,
             data_dir=data_dir, weights_dir=weights_dir, job=job,
         )  # fmt: skip
-        work(session.study, session.objective, deadline=deadline)
+        work(session.study, session.objective, deadline=deadline, on_stale=session.close_stale)
     except KeyboardInterrupt:
         os._exit(130)
 
@@ -169,10 +170,13 @@ def run_trials(session: Session) -> SearchOutcome:
     try:
         if processes:
             torch.set_num_threads(threads)
-        work(study, session.objective, on_trial_end=reporter.report, deadline=deadline)
+        work(
+            study, session.objective, on_trial_end=reporter.report, deadline=deadline,
+            on_stale=session.close_stale,
+        )  # fmt: skip
         for process in processes:
             process.join()
-        wait_for_running(study, tickets)
+        wait_for_running(study, tickets, session.close_stale)
     except KeyboardInterrupt as stop:
         interrupted = stop
         _stop_jobs(processes)
@@ -204,12 +208,17 @@ def run_trials(session: Session) -> SearchOutcome:
     return outcome
 
 
-def wait_for_running(study: optuna.Study, tickets: set[int], poll: float = 2.0) -> None:
-    """Wait until no ticket is running on another worker (dead ones are failed on the way)."""
-    while any(
-        t.number in tickets for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    ):
-        fail_stale(study)
+def wait_for_running(
+    study: optuna.Study,
+    tickets: set[int],
+    on_stale: Callable[[FrozenTrial], None] | None = None,
+    poll: float = 2.0,
+) -> None:
+    """Wait until no ticket is running on another worker (dead ones are failed on the way;
+    their retries are queued, not run here)."""
+    running = (TrialState.RUNNING,)
+    while any(t.number in tickets for t in study.get_trials(deepcopy=False, states=running)):
+        fail_stale(study, on_stale)
         time.sleep(poll)
 
 
@@ -319,7 +328,7 @@ def run_worker(session: Session, *, wait: float = 0.0, poll: float = 5.0) -> Wor
         ran.append(trial)
         session.hooks.on_trial_end(study, trial)
 
-    work(session.study, session.objective, on_trial_end=report)
+    work(session.study, session.objective, on_trial_end=report, on_stale=session.close_stale)
     return WorkerOutcome(session.study, ran, time.perf_counter() - start)
 
 
@@ -328,7 +337,7 @@ def finish(session: Session) -> SearchOutcome:
     evaluate, plot and close its parent run."""
     study = session.study
     numbers = {t.number for t in study.get_trials(deepcopy=False)}
-    wait_for_running(study, numbers)
+    wait_for_running(study, numbers, session.close_stale)
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     outcome = SearchOutcome(
         settings=session.settings,

@@ -25,7 +25,6 @@ from automl.space import SearchSpace, load_space, parse_space
 from automl.stores import open_storage
 from automl.study import open_study
 from automl.tracking import Tracker
-from automl.trials import stale_trial_handler
 
 RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
 
@@ -44,6 +43,12 @@ class Session:
     objective: Objective
     hooks: Hooks
     started: float = field(default_factory=time.perf_counter)
+
+    def close_stale(self, trial: FrozenTrial) -> None:
+        """Close the MLflow run a dead worker left open (status FAILED)."""
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            self.tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
 
 
 def _objective(
@@ -85,19 +90,6 @@ def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
     )
 
 
-class _RunCloser:
-    """Closes a dead trial's MLflow run; the tracker is set once it is open, so the storage
-    (opened first, to fail fast on a bad URL) can take it as its stale-trial callback."""
-
-    def __init__(self) -> None:
-        self.tracker: Tracker | None = None
-
-    def __call__(self, trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and self.tracker is not None:
-            self.tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
-
-
 def prepare(
     settings: SearchSettings, hooks: Hooks, pruner: optuna.pruners.BasePruner | None = None
 ) -> Session:
@@ -111,9 +103,8 @@ def prepare(
     if data.report is not None:
         hooks.on_data(data.report)
     hooks.on_stage("opening the Optuna storage and the MLflow tracking store")
-    closer = _RunCloser()
-    storage = open_storage(settings.storage, on_stale=stale_trial_handler(closer))
-    tracker = closer.tracker = Tracker(settings.tracking_uri, settings.experiment_name)
+    storage = open_storage(settings.storage)  # first: a bad URL fails before MLflow is touched
+    tracker = Tracker(settings.tracking_uri, settings.experiment_name)
     study = open_study(settings, storage, pruner)
     parent = _start_parent_run(settings, data, device, tracker)
     study.set_user_attr("mlflow_parent_run_id", parent)
@@ -213,9 +204,8 @@ def join(
             f"--data-dir: the {settings.dataset} data here (digest {data.digest()}) is not the "
             f"data study '{study_name}' was created on ({recipe['data_digest']})"
         )
-    closer = _RunCloser()
-    store = open_storage(storage, on_stale=stale_trial_handler(closer))
-    tracker = closer.tracker = Tracker(tracking_uri, recipe["experiment"])
+    store = open_storage(storage)
+    tracker = Tracker(tracking_uri, recipe["experiment"])
     study = open_study(settings, store, seed_offset=1000 * job)
     parent = recipe["parent_run_id"]
     objective = _objective(

@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -43,13 +41,8 @@ def tune_sqlite() -> None:
         _tuned = True
 
 
-def open_storage(
-    url: str, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None
-) -> optuna.storages.RDBStorage:
-    """The Optuna RDB storage with heartbeats, so a crashed worker's trial is failed later.
-
-    ``on_stale`` runs for each trial found dead (closing its run, queueing it again).
-    """
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The Optuna RDB storage with heartbeats, so a crashed worker's trial is failed later."""
     tune_sqlite()
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -64,7 +57,6 @@ def open_storage(
                 engine_kwargs=kwargs,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
-                heartbeat_stale_trial_callback=on_stale,
             )
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

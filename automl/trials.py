@@ -79,23 +79,6 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         thread.join()
 
 
-def stale_trial_handler(
-    close_run: Callable[[FrozenTrial], None],
-) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """What to do with a trial whose worker died: close its run, queue its params again."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-
-    def handle(study: optuna.Study, trial: FrozenTrial) -> None:
-        study._storage.set_trial_user_attr(trial._trial_id, "reason", "crashed")
-        close_run(trial)
-        retry(study, trial)
-        _mark_retry(study, trial)
-
-    return handle
-
-
 def _mark_retry(study: optuna.Study, failed: FrozenTrial) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if trial.system_attrs.get("failed_trial") == failed.number:
@@ -109,11 +92,35 @@ def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     )
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail the trials of dead workers (heartbeat older than the grace period)."""
+def fail_stale(
+    study: optuna.Study, on_stale: Callable[[FrozenTrial], None] | None = None
+) -> list[FrozenTrial]:
+    """Fail the trials of dead workers (no heartbeat for the grace period) and queue their
+    configuration again; ``on_stale`` closes what else they left open (their MLflow run).
+
+    Several workers may find the same dead trial: the storage lets only one fail it.
+    """
+    storage = study._storage
+    if not getattr(storage, "get_heartbeat_interval", lambda: None)():
+        return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):  # type: ignore[attr-defined]
+        try:  # the reason first: a finished trial's attributes can no longer change
+            storage.set_trial_user_attr(trial_id, "reason", "crashed")
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first
+        trial = storage.get_trial(trial_id)
+        retry(study, trial)
+        _mark_retry(study, trial)
+        if on_stale is not None:
+            on_stale(trial)
+        failed.append(trial)
+    return failed
 
 
 def work(
@@ -122,6 +129,7 @@ def work(
     *,
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] = lambda s, t: None,
     deadline: float | None = None,
+    on_stale: Callable[[FrozenTrial], None] | None = None,
 ) -> int:
     """Claim and run tickets until none is left (or ``deadline``); returns how many ran.
 
@@ -129,8 +137,8 @@ def work(
     Ctrl-C the running trial is failed, its ticket queued again, and the interrupt raised.
     """
     ran = 0
-    fail_stale(study)
     while deadline is None or time.monotonic() < deadline:
+        fail_stale(study, on_stale)  # a dead worker's trial is failed and queued before we claim
         trial = claim(study)
         if trial is None:
             break

@@ -1,0 +1,208 @@
+"""Many workers on one study through PostgreSQL and a real MLflow server on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from tests.conftest import ARTIFACTS, TINY_SPACE, chromium
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="module")
+def databases():
+    """Scratch databases for this test session, dropped at the end."""
+    try:
+        _admin("select 1")
+    except Exception as exc:  # pragma: no cover - CI starts PostgreSQL
+        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
+    names = {kind: f"automl_test_{os.getpid()}_{kind}" for kind in ("optuna", "mlflow")}
+    for name in names.values():
+        _admin(f"drop database if exists {name}")
+        _admin(f"create database {name}")
+    yield {kind: f"{PG}/{name}" for kind, name in names.items()}
+    for name in names.values():
+        _admin(f"drop database if exists {name} with (force)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bin_env(**extra: str) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+@pytest.fixture(scope="module")
+def server(databases, tmp_path_factory):
+    """A real `mlflow server`: PostgreSQL backend store, served artifacts, one worker."""
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("served-artifacts")
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", databases["mlflow"],
+         "--serve-artifacts", "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=bin_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        assert process.poll() is None, Path(log.name).read_text()[-3000:]
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the MLflow server did not start"
+        time.sleep(0.5)
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def automl(*args: str, **env: str) -> list[str]:
+    return [sys.executable, "-m", "automl", *args]
+
+
+def start_worker(study: str, databases, server, cwd: Path, **env: str) -> subprocess.Popen:
+    command = automl("worker", "--study", study, "--storage", databases["optuna"],
+                     "--tracking-uri", server, "--device", "cpu")  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=cwd, env=bin_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+
+
+def create_study(
+    name: str, trials: int, databases, server, cwd: Path, space_text: str, epochs: int = 1
+) -> None:
+    space = cwd / f"{name}.yaml"
+    space.write_text(space_text)
+    result = subprocess.run(
+        automl("study", "create", "--study-name", name, "--trials", str(trials),
+               "--space", str(space), "--max-epochs", str(epochs), "--storage", databases["optuna"],
+               "--tracking-uri", server),
+        cwd=cwd, env=bin_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{trials} queued trials" in result.stdout
+
+
+def load(name: str, databases):
+    import optuna
+
+    from automl.stores import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(databases["optuna"]))
+
+
+def child_runs(server: str, parent: str) -> list:
+    client = MlflowClient(server)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+        max_results=1000,
+    )
+    return runs
+
+
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def test_three_workers_finish_exactly_twelve_trials_under_one_parent(databases, server, tmp_path):
+    create_study("three", 12, databases, server, tmp_path, TINY_SPACE)
+    workers = [start_worker("three", databases, server, tmp_path) for _ in range(3)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    study = load("three", databases)
+    trials = study.trials
+    assert len(trials) == 12 and sorted(t.number for t in trials) == list(range(12))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    runs = child_runs(server, parent)
+    assert sorted(int(r.data.tags["trial_number"]) for r in runs) == list(range(12))
+    by_number = {int(r.data.tags["trial_number"]): r for r in runs}
+    for trial in trials:
+        assert by_number[trial.number].info.status == STATUS[trial.state.name]
+
+    # The browser: the experiment page and the runs of the study, rendered by the real UI.
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("three")
+    page = f"{server}/#/experiments/{experiment.experiment_id}/runs"
+    dom = chromium(page, screenshot=ARTIFACTS / "mlflow-experiment.png")
+    assert "study-three" in dom and ">three<" in dom
+    ids = ",".join(f"%22{r.info.run_id}%22" for r in runs)
+    compare = f"{server}/#/compare-runs?runs=[{ids}]&experiments=[%22{experiment.experiment_id}%22]"
+    dom = chromium(compare, screenshot=ARTIFACTS / "mlflow-trial-runs.png")
+    for number in range(12):
+        assert f"trial-{number:04d}" in dom
+
+    # Finishing the study registers its best model and closes its one parent run.
+    finish = automl("study", "finish", "three", "--storage", databases["optuna"],
+                    "--tracking-uri", server)  # fmt: skip
+    result = subprocess.run(
+        finish, cwd=tmp_path, env=bin_env(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_model_version_by_alias("three", "candidate") is not None
+
+
+def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_path):
+    slow = TINY_SPACE.replace("epochs: 2", "epochs: 20")
+    create_study("killed", 6, databases, server, tmp_path, slow, epochs=20)
+    fast = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "4"}
+    victim = start_worker("killed", databases, server, tmp_path, **fast)
+    deadline = time.monotonic() + 180
+    running = []
+    while not running:
+        assert time.monotonic() < deadline, "the worker never started a trial"
+        time.sleep(0.5)
+        running = [t for t in load("killed", databases).trials if t.state == TrialState.RUNNING]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed_at = time.monotonic()
+    dead = running[0].number
+    helpers = [start_worker("killed", databases, server, tmp_path, **fast) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in helpers]
+    (tmp_path / "helpers.log").write_text("\n\n".join(outputs))
+    assert all(w.returncode == 0 for w in helpers), tmp_path / "helpers.log"
+    study = load("killed", databases)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(finished) == 6
+    assert [t.number for t in failed] == [dead]
+    assert failed[0].user_attrs["reason"] == "crashed"
+    retry = [t for t in finished if t.system_attrs.get("failed_trial") == dead]
+    assert len(retry) == 1 and retry[0].params == failed[0].params
+    client = MlflowClient(server)
+    assert client.get_run(failed[0].user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    retried_after = (retry[0].datetime_start.timestamp() - time.time()) + (
+        time.monotonic() - killed_at
+    )
+    print(f"\nthe killed trial was retried {retried_after:.1f} s after the kill")

@@ -4,12 +4,15 @@
 #   MLFLOW_ARTIFACTS_DESTINATION  where artifacts live: /mlartifacts (a volume) or s3://bucket/path
 #   MLFLOW_S3_ENDPOINT_URL        an S3-compatible endpoint (MinIO), with AWS_ACCESS_KEY_ID/_SECRET
 #   MLFLOW_AUTH=basic             turn on basic authentication; the admin comes from
-#   MLFLOW_ADMIN_USERNAME / MLFLOW_ADMIN_PASSWORD (or MLFLOW_ADMIN_PASSWORD_FILE)
+#   MLFLOW_ADMIN_USERNAME / MLFLOW_ADMIN_PASSWORD (or MLFLOW_ADMIN_PASSWORD_FILE), and
+#   MLFLOW_FLASK_SERVER_SECRET_KEY signs its CSRF tokens (random when unset: one server only)
 #   MLFLOW_WORKERS                server processes (default 1)
+#   MLFLOW_HOST / MLFLOW_PORT     where to listen (default 0.0.0.0:5000)
 set -eu
 
 # VAR_FILE (a Docker secret) fills VAR when VAR is unset.
-for name in MLFLOW_BACKEND_STORE_URI MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
+for name in MLFLOW_BACKEND_STORE_URI MLFLOW_ADMIN_USERNAME MLFLOW_ADMIN_PASSWORD \
+    MLFLOW_FLASK_SERVER_SECRET_KEY AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
     file=$(eval echo "\${${name}_FILE:-}")
     if [ -n "$file" ] && [ -z "$(eval echo "\${$name:-}")" ]; then
         export "$name=$(cat "$file")"
@@ -23,7 +26,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:
 set -- mlflow server \
     --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
     --serve-artifacts --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
-    --host 0.0.0.0 --port 5000 --workers "$MLFLOW_WORKERS" "$@"
+    --host "${MLFLOW_HOST:-0.0.0.0}" --port "${MLFLOW_PORT:-5000}" --workers "$MLFLOW_WORKERS" "$@"
 
 if [ "${MLFLOW_AUTH:-}" = "basic" ]; then
     : "${MLFLOW_ADMIN_USERNAME:?basic auth needs MLFLOW_ADMIN_USERNAME}"
@@ -38,6 +41,10 @@ admin_password = ${MLFLOW_ADMIN_PASSWORD}
 INI
     chmod 600 "$config"
     export MLFLOW_AUTH_CONFIG_PATH="$config"
+    if [ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]; then
+        MLFLOW_FLASK_SERVER_SECRET_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+        export MLFLOW_FLASK_SERVER_SECRET_KEY
+    fi
     set -- "$@" --app-name basic-auth
 fi
 echo "starting: mlflow server (artifacts: $MLFLOW_ARTIFACTS_DESTINATION, workers: $MLFLOW_WORKERS, auth: ${MLFLOW_AUTH:-none})"

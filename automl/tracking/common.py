@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from typing import Any, TypeVar
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # and a get_run per end
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from requests.exceptions import RequestException
 
 from automl.config import mask_url
+from automl.errors import AutomlError, StoreError
 from automl.stores import tune_sqlite
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -29,3 +34,28 @@ def client_for(tracking_uri: str) -> MlflowClient:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return mask_url(text[0] if text else type(exc).__name__)
+
+
+T = TypeVar("T")
+
+
+def store_errors(cls: type[T]) -> type[T]:
+    """Class decorator: an MLflow store failure in any public method becomes one line
+    naming the store (unreachable server, refused credentials, ...) instead of a traceback."""
+    for name, method in list(vars(cls).items()):
+        if name.startswith("_") or not callable(method):
+            continue
+
+        def wrapped(self: Any, *args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            try:
+                return __method(self, *args, **kwargs)
+            except AutomlError:
+                raise
+            except (MlflowException, OSError, RequestException) as exc:
+                raise StoreError(
+                    f"--tracking-uri {mask_url(self.tracking_uri)}: {first_line(exc)}"
+                ) from None
+
+        functools.update_wrapper(wrapped, method)
+        setattr(cls, name, wrapped)
+    return cls

@@ -16,7 +16,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from automl.errors import ConfigError
-from automl.tracking.common import client_for, first_line
+from automl.tracking.common import client_for, first_line, store_errors
 
 HISTORY_TAG = "automl.alias_history.{alias}"
 
@@ -57,6 +57,7 @@ def _info(version: object, aliases: dict[str, str] | None = None) -> VersionInfo
     )
 
 
+@store_errors
 class Registry:
     """Registered models in one tracking store; every failure is a one-line ``ConfigError``."""
 

@@ -57,6 +57,7 @@ class SearchSettings:
     jobs: int = 1
     trials_per_gpu: int = 1
     compile: bool = False
+    deterministic: bool = False  # deterministic kernels: same seed, same metrics (CPU and GPU)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -150,6 +151,13 @@ def resolve_space(path: Path) -> Path:
 
 def bundled_spaces() -> list[str]:
     return sorted(p.stem for p in BUNDLED_SPACES.glob("*.yaml"))
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels everywhere (slower on a GPU); the CPU loop is so already."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def resolve_device(name: str) -> torch.device:

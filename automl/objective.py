@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import optuna
 import torch
@@ -23,9 +25,10 @@ from automl.errors import AutomlError, TrialError
 from automl.hooks import Hooks
 from automl.models import build_model, count_params
 from automl.params import TrialConfig
+from automl.retry import retrying
 from automl.space import SearchSpace
-from automl.tracking import Tracker, TrialRun
-from automl.train import EpochResult, Normalizer, evaluate, fit
+from automl.tracking import TRACKING_ERRORS, Tracker, TrialRun
+from automl.train import EpochResult, Normalizer, evaluate, fit, out_of_memory_as_trial_error
 
 
 class TrialFailed(Exception):
@@ -41,6 +44,7 @@ class Timings:
 
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
+T = TypeVar("T")
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -85,47 +89,15 @@ class Objective:
             self.timings.objective += time.perf_counter() - start
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        with self._optuna():
-            params = self.space.sample(trial, caps={"train.epochs": self.max_epochs})
-        config = TrialConfig.from_params(params)
-        run = self.tracker.start_trial_run(
-            self.parent_run_id, self.study_name, trial.number, params
-        )
-        with self._optuna():
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-            trial.set_user_attr("params", params)
-            trial.set_user_attr("seed", self.seed)
-            trial.set_user_attr("worker", WORKER)
+        params, run = self._start(trial)
         model: torch.nn.Module | None = None
         try:
             self.hooks.on_trial_begin(trial.number, params)
             torch.manual_seed(trial_seed(self.seed, trial.number))
-            model = build_network(config, self.data, self.weights_dir)
-            size = self._check_size(trial, run, model)
-            source = getattr(model, "weights_source", None)
-            if source is not None:  # a backbone: say which weights it started from
-                run.set_tags({"weights": source})
-                with self._optuna():
-                    trial.set_user_attr("weights", source)
-            history = fit(
-                model,
-                self.data.train,
-                self.data.val,
-                optim=config.optim,
-                schedule=config.train,
-                augment=Augment(config.aug),
-                norm=Normalizer(self.data.mean, self.data.std),
-                device=self.device,
-                seed=trial_seed(self.seed, trial.number),
-                on_epoch=lambda result: self._on_epoch(trial, run, result, config.train.epochs),
-                compile=self.compile,
-            )
-            values = self._values(history[-1].val_acc, size, model)
-            run.log_epoch(len(history), dict(zip(self.objectives, values, strict=True)))
-            if self._beats_best(trial, values):
-                run.log_weights(model)
-            run.finish("COMPLETE", epochs=str(len(history)))
-            return values if self.multi else values[0]
+            config = TrialConfig.from_params(params)
+            with out_of_memory_as_trial_error(config.train.batch_size):  # a huge network, too
+                model = build_network(config, self.data, self.weights_dir)
+            return self._train(trial, run, config, model)
         except optuna.TrialPruned as exc:
             self._end(trial, run, "PRUNED", "pruned", message=str(exc))
             raise
@@ -135,6 +107,9 @@ class Objective:
         except KeyboardInterrupt:  # the user stopped the search: the run was killed
             self._end(trial, run, "FAIL", "interrupted", status="KILLED")
             raise
+        except ArtifactWriteFailed as exc:
+            self._end(trial, run, "FAIL", "artifacts", message=str(exc))
+            raise TrialFailed(str(exc)) from None
         except AutomlError as exc:  # fatal for the whole study
             self._end(trial, run, "FAIL", "error", message=str(exc))
             raise
@@ -146,6 +121,77 @@ class Objective:
             del model  # a full gc.collect() here costs ~0.3 s a trial; refcounting frees it
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+    def _start(self, trial: optuna.Trial) -> tuple[dict[str, Any], TrialRun]:
+        """Sample the configuration and open the trial's run (both retried while away)."""
+        params = self._db(lambda: self.space.sample(trial, caps={"train.epochs": self.max_epochs}))
+        try:
+            run = self.tracker.start_trial_run(
+                self.parent_run_id, self.study_name, trial.number, params
+            )
+        except TRACKING_ERRORS as exc:  # still away after the retries: nothing trained yet
+            self._db(lambda: trial.set_user_attr("reason", "tracking"))
+            raise TrialFailed(f"the MLflow tracking store is unreachable: {exc}") from None
+
+        def record() -> None:
+            for key, value in (("mlflow_run_id", run.run_id), ("params", params),
+                               ("seed", self.seed), ("worker", WORKER)):  # fmt: skip
+                trial.set_user_attr(key, value)
+
+        self._db(record)
+        return params, run
+
+    def _train(
+        self, trial: optuna.Trial, run: TrialRun, config: TrialConfig, model: torch.nn.Module
+    ) -> float | tuple[float, ...]:
+        size = self._check_size(trial, run, model)
+        source = getattr(model, "weights_source", None)
+        if source is not None:  # a backbone: say which weights it started from
+            run.set_tags({"weights": source})
+            self._db(lambda: trial.set_user_attr("weights", source))
+        history = fit(
+            model,
+            self.data.train,
+            self.data.val,
+            optim=config.optim,
+            schedule=config.train,
+            augment=Augment(config.aug),
+            norm=Normalizer(self.data.mean, self.data.std),
+            device=self.device,
+            seed=trial_seed(self.seed, trial.number),
+            on_epoch=lambda result: self._on_epoch(trial, run, result, config.train.epochs),
+            compile=self.compile,
+        )
+        values = self._values(history[-1].val_acc, size, model)
+        run.log_epoch(len(history), dict(zip(self.objectives, values, strict=True)))
+        if self._beats_best(trial, values):
+            self._save_weights(trial, run, model)
+        try:
+            run.finish("COMPLETE", epochs=str(len(history)))
+        except TRACKING_ERRORS as exc:  # the Optuna result is kept all the same
+            self._tracking_lost(trial, exc)
+        return values if self.multi else values[0]
+
+    def _save_weights(self, trial: optuna.Trial, run: TrialRun, model: torch.nn.Module) -> None:
+        """A write that fails (disk full, no permission) fails the trial, not the study; a
+        tracking server still away after the retries leaves the trial without weights (a
+        registration retrains it from its params)."""
+        try:
+            run.log_weights(model)
+        except OSError as exc:
+            raise ArtifactWriteFailed(f"saving the weights failed: {exc}") from None
+        except TRACKING_ERRORS as exc:
+            self._tracking_lost(trial, exc)
+
+    def _tracking_lost(self, trial: optuna.Trial, exc: BaseException) -> None:
+        message = f"MLflow unreachable after retries; the trial's record is incomplete ({exc})"
+        self._db(lambda: trial.set_user_attr("tracking_error", message[:2000]))
+        self.hooks.on_note(f"trial {trial.number}: {message}")
+
+    def _db(self, call: Callable[[], T]) -> T:
+        """An Optuna storage call: timed, and retried while the database is away."""
+        with self._optuna():
+            return retrying(call, what="the Optuna storage")
 
     def _check_size(
         self, trial: optuna.Trial, run: TrialRun, model: torch.nn.Module
@@ -167,11 +213,14 @@ class Objective:
         if self.max_latency_ms is not None and size["latency"] > self.max_latency_ms:
             problems.append(f"{size['latency']:.2f} ms > --max-latency-ms {self.max_latency_ms}")
         if problems:  # recorded as constraints, so samplers learn to avoid the region
-            with self._optuna():
+
+            def constrain() -> None:
                 if self.max_params is not None:
                     trial.set_constraint("params", size["params"] - self.max_params)
                 if self.max_latency_ms is not None:
                     trial.set_constraint("latency_ms", size["latency"] - self.max_latency_ms)
+
+            self._db(constrain)
             raise ConstraintViolated("; ".join(problems))
         return size
 
@@ -193,13 +242,15 @@ class Objective:
     ) -> None:
         run.log_epoch(result.epoch, result.metrics())
         self.hooks.on_epoch_end(trial.number, result, total)
-        with self._optuna():
+
+        def decide() -> bool:
             if self.multi:  # Optuna's pruners serve one objective: prune on the accuracy curve
                 pruning.record(trial, result.epoch, result.val_acc)
-                prune = pruning.should_prune(trial, result.epoch, result.val_acc)
-            else:
-                trial.report(result.val_acc, result.epoch)
-                prune = trial.should_prune()
+                return pruning.should_prune(trial, result.epoch, result.val_acc)
+            trial.report(result.val_acc, result.epoch)
+            return trial.should_prune()
+
+        prune = self._db(decide)
         if prune:
             raise optuna.TrialPruned(
                 f"val_acc {result.val_acc:.4f} at epoch {result.epoch} fell behind"
@@ -215,27 +266,41 @@ class Objective:
         message: str = "",
         status: str | None = None,
     ) -> None:
-        with self._optuna():
+
+        def record() -> None:
             trial.set_user_attr("reason", reason)
             if message:
                 trial.set_user_attr("message", message[:2000])
+
+        self._db(record)
         extra = {"message": message[:5000]} if message else {}
-        run.finish(state, reason=reason, status=status, **extra)
+        try:
+            run.finish(state, reason=reason, status=status, **extra)
+        except TRACKING_ERRORS as exc:
+            self._tracking_lost(trial, exc)
 
     def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
         """Better than every earlier trial (one objective) or on the Pareto front (several)."""
-        with self._optuna():
-            if not self.multi:
-                try:
-                    return values[0] > trial.study.best_value
-                except ValueError:  # no completed trial yet
-                    return True
-            front = trial.study.best_trials
+
+        def best() -> float | None:
+            try:
+                return float(trial.study.best_value)
+            except ValueError:  # no completed trial yet
+                return None
+
+        if not self.multi:
+            current = self._db(best)
+            return current is None or values[0] > current
+        front = self._db(lambda: trial.study.best_trials)
         directions = trial.study.directions
         return not any(_dominates(t.values, values, directions) for t in front)
 
     def _optuna(self) -> _Timer:
         return _Timer(self.timings)
+
+
+class ArtifactWriteFailed(Exception):
+    """An artifact could not be written (disk full, say): the trial fails, not the study."""
 
 
 class ConstraintViolated(TrialError):

@@ -155,7 +155,10 @@ def run_trials(session: Session) -> SearchOutcome:
     notes = queue_trials(session)
     for note in notes:
         session.hooks.on_note(note)
-    tickets = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    # This search's trials: the queued ones, and those still running from a stopped search
+    # (their worker may be alive elsewhere, or dead: then they are failed and retried).
+    queued = (TrialState.WAITING, TrialState.RUNNING)
+    tickets = {t.number for t in study.get_trials(deepcopy=False, states=queued)}
     reporter = _Reporter(session, tickets)
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
@@ -170,13 +173,19 @@ def run_trials(session: Session) -> SearchOutcome:
     try:
         if processes:
             torch.set_num_threads(threads)
-        work(
-            study, session.objective, on_trial_end=reporter.report, deadline=deadline,
-            on_stale=session.close_stale,
-        )  # fmt: skip
-        for process in processes:
-            process.join()
-        wait_for_running(study, tickets, session.close_stale)
+        while True:
+            work(
+                study, session.objective, on_trial_end=reporter.report, deadline=deadline,
+                on_stale=session.close_stale,
+            )  # fmt: skip
+            for process in processes:
+                process.join()
+            wait_for_running(study, tickets, session.close_stale)
+            retries = _retries_of(study, tickets)  # trials of dead workers, queued again
+            if not retries or (deadline is not None and time.monotonic() >= deadline):
+                break
+            tickets |= retries
+            processes = []
     except KeyboardInterrupt as stop:
         interrupted = stop
         _stop_jobs(processes)
@@ -206,6 +215,14 @@ def run_trials(session: Session) -> SearchOutcome:
         _finish(session, outcome, "KILLED")
         raise Interrupted(outcome, interrupted)
     return outcome
+
+
+def _retries_of(study: optuna.Study, tickets: set[int]) -> set[int]:
+    return {
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if t.system_attrs.get("failed_trial") in tickets or t.user_attrs.get("retry_of") in tickets
+    }
 
 
 def wait_for_running(

@@ -7,6 +7,8 @@ search that created it would.
 
 from __future__ import annotations
 
+import json
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,8 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
-from automl.config import SearchSettings, resolve_device
+from automl import provenance
+from automl.config import SearchSettings, make_deterministic, resolve_device
 from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
 from automl.hooks import Hooks
@@ -25,6 +28,7 @@ from automl.space import SearchSpace, load_space, parse_space
 from automl.stores import open_storage
 from automl.study import open_study
 from automl.tracking import Tracker
+from automl.trials import fail_stale
 
 RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
 
@@ -91,11 +95,21 @@ def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
 
 
 def prepare(
-    settings: SearchSettings, hooks: Hooks, pruner: optuna.pruners.BasePruner | None = None
+    settings: SearchSettings,
+    hooks: Hooks,
+    pruner: optuna.pruners.BasePruner | None = None,
+    *,
+    mode: str = "search",
 ) -> Session:
-    """Check everything, load the data, open the stores, create the parent run."""
+    """Check everything, load the data, open the stores, create the parent run.
+
+    ``mode`` "workers": the study is created for ``automl worker`` processes, whose trials
+    nest under this parent run until ``automl study finish`` closes it.
+    """
     started = time.perf_counter()
     settings.check()
+    if settings.deterministic:
+        make_deterministic()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(settings.space)
     device = resolve_device(settings.device)
@@ -106,7 +120,10 @@ def prepare(
     storage = open_storage(settings.storage)  # first: a bad URL fails before MLflow is touched
     tracker = Tracker(settings.tracking_uri, settings.experiment_name)
     study = open_study(settings, storage, pruner)
-    parent = _start_parent_run(settings, data, device, tracker)
+    abandoned = _close_abandoned(study, tracker)
+    if abandoned:
+        hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")
+    parent = _start_parent_run(settings, data, device, tracker, mode)
     study.set_user_attr("mlflow_parent_run_id", parent)
     study.set_user_attr(RECIPE, _recipe(settings, data, parent))
     for backbone in space.choices("arch.backbone"):
@@ -140,6 +157,7 @@ def _recipe(settings: SearchSettings, data: ImageData, parent: str) -> dict[str,
         "max_params": settings.max_params,
         "max_latency_ms": settings.max_latency_ms,
         "compile": settings.compile,
+        "deterministic": settings.deterministic,
         "experiment": settings.experiment_name,
         "model_name": settings.registered_model,
         "parent_run_id": parent,
@@ -195,7 +213,10 @@ def join(
         max_params=recipe["max_params"],
         max_latency_ms=recipe["max_latency_ms"],
         compile=recipe["compile"],
+        deterministic=recipe.get("deterministic", False),
     )
+    if settings.deterministic:
+        make_deterministic()
     space = parse_space(recipe["space_yaml"], f"study {study_name}")
     resolved = resolve_device(device)
     data = _load_data(settings, hooks)
@@ -214,8 +235,33 @@ def join(
     return Session(settings, space, data, resolved, tracker, study, parent, objective, hooks)
 
 
+def _close_abandoned(study: optuna.Study, tracker: Tracker) -> str | None:
+    """A killed search leaves its parent run RUNNING: close it as FAILED when nothing runs
+    under it any more (its dead trials are failed and queued again first)."""
+    previous = study.user_attrs.get("mlflow_parent_run_id")
+    if not previous:
+        return None
+
+    def close(trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
+
+    fail_stale(study, close)
+    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        return None
+    try:
+        info = tracker.run_info(previous)
+    except Exception:  # deleted, or in another store: nothing to close
+        return None
+    if info["status"] != "RUNNING" or info["tags"].get("mode", "search") != "search":
+        return None
+    tracker.close_run(previous, "FAILED", {"state": "ABANDONED"})
+    return str(previous)
+
+
 def _start_parent_run(
-    settings: SearchSettings, data: ImageData, device: torch.device, tracker: Tracker
+    settings: SearchSettings, data: ImageData, device: torch.device, tracker: Tracker, mode: str
 ) -> str:
     parent = tracker.start_study_run(
         settings.study,
@@ -224,9 +270,27 @@ def _start_parent_run(
             "dataset": data.spec or settings.dataset,
             "data_digest": data.digest(),
             "kind": "study",
+            "mode": mode,
         },
     )
     tracker.log_study_artifacts(parent, {"search_space.yaml": settings.space})
+    versions, commit = provenance.versions(), provenance.git_commit()
+    resolved = {
+        **settings.public(),
+        "data": data.describe(),
+        "data_digest": data.digest(),
+        "device_resolved": str(device),
+        "versions": versions,
+        "git_commit": commit,
+        "platform": platform.platform(),
+    }
+    tracker.log_study_text(parent, "resolved_config.json", json.dumps(resolved, indent=2))
+    tags = {f"version.{name}": version for name, version in versions.items()}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    tracker.set_run_tags(
+        parent, {**tags, "mlflow.source.name": "automl", "seed": str(settings.seed)}
+    )
     if data.report is not None:
         tracker.log_study_text(parent, "data_report.json", data.report.to_json())
     profile = {

@@ -215,6 +215,7 @@ def parse_space(text: str, source: str = "<space>") -> SearchSpace:
 
 def _build(data: Any, source: str) -> SearchSpace:
     def fail(path: str, problem: str) -> ConfigError:
+        path, problem = _printable(path), _printable(problem)
         return ConfigError(f"{source}: {path}: {problem}" if path else f"{source}: {problem}")
 
     if data is None:
@@ -390,6 +391,11 @@ def _resolve_when(
                     raise fail(f"{path}.when.{ref}", f"{option!r} is not one of {possible}")
         resolved.append((name, options))
     return tuple(resolved)
+
+
+def _printable(text: str) -> str:
+    """Keys come from the file: escape control characters so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _kind(value: Any) -> str:

@@ -111,7 +111,7 @@ def lr_factor(schedule: str, progress: float, warmup: float) -> float:
 
 
 @contextmanager
-def _out_of_memory_as_trial_error(batch_size: int) -> Iterator[None]:
+def out_of_memory_as_trial_error(batch_size: int) -> Iterator[None]:
     try:
         yield
     except torch.OutOfMemoryError as exc:
@@ -120,7 +120,7 @@ def _out_of_memory_as_trial_error(batch_size: int) -> Iterator[None]:
     except RuntimeError as exc:
         if "can't allocate memory" not in str(exc):
             raise
-        raise OutOfMemory(f"out of host memory at batch size {batch_size}") from None
+        raise OutOfMemory(f"out of host memory (batch size {batch_size}): {exc}") from None
 
 
 def _batch(images: Tensor, norm: Normalizer, device: torch.device) -> Tensor:
@@ -274,9 +274,9 @@ def fit(
     norm.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     history: list[EpochResult] = []
-    with _out_of_memory_as_trial_error(schedule.batch_size):
+    with out_of_memory_as_trial_error(schedule.batch_size):
         loop = _Loop(
             model, train, optim=optim, schedule=schedule, device=device, seed=seed, compile=compile
         )

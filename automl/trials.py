@@ -23,6 +23,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.objective import TrialFailed
+from automl.retry import retrying
 
 TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
 MAX_RETRY = 2
@@ -123,6 +124,20 @@ def fail_stale(
     return failed
 
 
+def _tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    values: float | tuple[float, ...] | None = None,
+    state: TrialState | None = None,
+) -> FrozenTrial:
+    """Tell the result, retrying while the database is away: a finished result is not lost.
+    A retry after a commit whose reply was lost finds the trial finished and skips."""
+    return retrying(
+        lambda: study.tell(trial, values, state=state, skip_if_finished=True),
+        what="the Optuna storage",
+    )
+
+
 def work(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float | tuple[float, ...]],
@@ -137,27 +152,29 @@ def work(
     Ctrl-C the running trial is failed, its ticket queued again, and the interrupt raised.
     """
     ran = 0
+    storage = "the Optuna storage"
     while deadline is None or time.monotonic() < deadline:
-        fail_stale(study, on_stale)  # a dead worker's trial is failed and queued before we claim
-        trial = claim(study)
+        # A dead worker's trial is failed and queued again before we claim.
+        retrying(lambda: fail_stale(study, on_stale), what=storage)
+        trial = retrying(lambda: claim(study), what=storage)
         if trial is None:
             break
         with heartbeat(study, trial):
             try:
                 value = objective(trial)
             except optuna.TrialPruned:
-                frozen = study.tell(trial, state=TrialState.PRUNED)
+                frozen = _tell(study, trial, state=TrialState.PRUNED)
             except TrialFailed:
-                frozen = study.tell(trial, state=TrialState.FAIL)
+                frozen = _tell(study, trial, state=TrialState.FAIL)
             except KeyboardInterrupt:
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 requeue(study, trial, "interrupted")
                 raise
             except BaseException:
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 raise
             else:
-                frozen = study.tell(trial, value)
+                frozen = _tell(study, trial, value)
         ran += 1
         on_trial_end(study, frozen)
     return ran

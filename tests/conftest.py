@@ -86,3 +86,10 @@ def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 20000
             [*run, "--dump-dom", url], capture_output=True, text=True, timeout=120
         )
     return result.stdout
+
+
+def mlflow_client(uri: str):
+    """A client whose registry is the same store (not the process-wide default)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri, registry_uri=uri)

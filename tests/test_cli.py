@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from automl.cli import main
+from tests.conftest import mlflow_client
 
 SEARCH_OPTIONS = [
     "--trials", "--timeout", "--space", "--dataset", "--study-name", "--storage",
@@ -169,7 +170,6 @@ def wait_for_running_trial(db: Path, process: subprocess.Popen, limit: float = 1
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_fails_the_trial_kills_the_runs_and_a_rerun_finishes(sig, code, tmp_path):
-    from mlflow.tracking import MlflowClient
 
     from automl.stores import open_storage
 
@@ -203,7 +203,7 @@ def test_interrupt_fails_the_trial_kills_the_runs_and_a_rerun_finishes(sig, code
     assert trial.user_attrs["reason"] == "interrupted"
     # its configuration and the untouched ticket stay queued for the rerun
     assert [t.state for t in queued] == [states.WAITING, states.WAITING]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "KILLED"

@@ -12,10 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import ARTIFACTS, TINY_SPACE, chromium
+from tests.conftest import ARTIFACTS, TINY_SPACE, chromium, mlflow_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -121,7 +120,7 @@ def load(name: str, databases):
 
 
 def child_runs(server: str, parent: str) -> list:
-    client = MlflowClient(server)
+    client = mlflow_client(server)
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         filter_string=f"tags.mlflow.parentRunId = '{parent}'",
@@ -151,7 +150,7 @@ def test_three_workers_finish_exactly_twelve_trials_under_one_parent(databases, 
         assert by_number[trial.number].info.status == STATUS[trial.state.name]
 
     # The browser: the experiment page and the runs of the study, rendered by the real UI.
-    client = MlflowClient(server)
+    client = mlflow_client(server)
     experiment = client.get_experiment_by_name("three")
     page = f"{server}/#/experiments/{experiment.experiment_id}/runs"
     dom = chromium(page, screenshot=ARTIFACTS / "mlflow-experiment.png")
@@ -200,7 +199,7 @@ def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_p
     assert failed[0].user_attrs["reason"] == "crashed"
     retry = [t for t in finished if t.system_attrs.get("failed_trial") == dead]
     assert len(retry) == 1 and retry[0].params == failed[0].params
-    client = MlflowClient(server)
+    client = mlflow_client(server)
     assert client.get_run(failed[0].user_attrs["mlflow_run_id"]).info.status == "FAILED"
     retried_after = (retry[0].datetime_start.timestamp() - time.time()) + (
         time.monotonic() - killed_at

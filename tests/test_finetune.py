@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from automl.augment import Augment
@@ -18,6 +17,7 @@ from automl.data import Split
 from automl.params import AugConfig, OptimConfig, TrainConfig
 from automl.runner import run_search
 from automl.train import Normalizer, _Loop, fit, make_optimizer
+from tests.conftest import mlflow_client
 
 CPU = torch.device("cpu")
 
@@ -134,7 +134,7 @@ def test_real_fine_tuning_trial_with_random_resnet18(tmp_path):
     assert trial.state.name == "COMPLETE" and len(trial.intermediate_values) == 2
     assert trial.user_attrs["weights"].startswith("random (no pretrained file in")
     assert any(n.startswith("resnet18 starts from random weights") for n in notes)
-    client = MlflowClient(settings.tracking_uri)
+    client = mlflow_client(settings.tracking_uri)
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.data.tags["weights"].startswith("random")
     version = client.get_model_version_by_alias(settings.registered_model, "candidate")

@@ -6,14 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from automl.config import SearchSettings
 from automl.errors import ConfigError
 from automl.runner import assign_gpus, run_search
 from automl.space import load_space, parse_space
-from tests.conftest import DEFAULT_SPACE, TINY_SPACE
+from tests.conftest import DEFAULT_SPACE, TINY_SPACE, mlflow_client
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +41,7 @@ def test_two_jobs_finish_exactly_the_trials_asked_for(tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in trials)
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2, "both processes ran trials"
-    client = MlflowClient(config.tracking_uri)
+    client = mlflow_client(config.tracking_uri)
     runs = client.search_runs(
         [client.get_experiment_by_name("par").experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'",
@@ -59,7 +58,7 @@ def test_multi_objective_search_registers_the_pareto_front(tmp_path):
     assert outcome.study.metric_names == ["accuracy", "params"]
     assert {r.trial_number for r in outcome.pareto} == {t.number for t in front}
     assert outcome.registration.trial_number == max(front, key=lambda t: t.values[0]).number
-    client = MlflowClient(config.tracking_uri)
+    client = mlflow_client(config.tracking_uri)
     versions = client.search_model_versions("name='par'")
     assert len(versions) == len(front)
     assert all(v.tags["pareto"] == "true" and "params" in v.tags["objectives"] for v in versions)

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from automl.cli import main
 from automl.config import SearchSettings
 from automl.runner import run_search
 from automl.tracking import Registry, load_image_model
-from tests.conftest import TINY_SPACE
+from tests.conftest import TINY_SPACE, mlflow_client
 
 pytestmark = pytest.mark.slow
 NAME = "reg"
@@ -68,12 +67,12 @@ def accuracies(registry_dir):
 
 
 def champion(registry_dir) -> int:
-    client = MlflowClient(f"sqlite:///{registry_dir / 'mlflow.db'}")
+    client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
     return int(client.get_model_version_by_alias(NAME, "champion").version)
 
 
 def version_tags(registry_dir, version: int) -> dict[str, str]:
-    client = MlflowClient(f"sqlite:///{registry_dir / 'mlflow.db'}")
+    client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
     return dict(client.get_model_version(NAME, str(version)).tags)
 
 
@@ -148,7 +147,7 @@ def test_promotion_gate_force_and_rollback(cli, registry_dir, accuracies):
     ],
 )
 def test_bad_input_is_one_line_and_leaves_the_registry_alone(cli, registry_dir, args, message):
-    client = MlflowClient(f"sqlite:///{registry_dir / 'mlflow.db'}")
+    client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
     before = [(v.version, v.tags, v.aliases) for v in client.search_model_versions("name='reg'")]
     code, _, err = cli(*args)
     assert code == 2
@@ -159,7 +158,7 @@ def test_bad_input_is_one_line_and_leaves_the_registry_alone(cli, registry_dir, 
 
 
 def test_versions_tested_on_different_splits_are_not_compared(cli, registry_dir):
-    client = MlflowClient(f"sqlite:///{registry_dir / 'mlflow.db'}")
+    client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
     holder = champion(registry_dir)
     other = 3 - holder
     original = version_tags(registry_dir, other)["test_digest"]

@@ -9,7 +9,6 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from automl.config import SearchSettings
@@ -41,7 +40,7 @@ def searched(tmp_path_factory):
     """Six trials: two pruned, one failed, three complete; then a resumed run of two more."""
     folder: Path = tmp_path_factory.mktemp("search")
     space = folder / "tiny.yaml"
-    from tests.conftest import TINY_SPACE
+    from tests.conftest import TINY_SPACE, mlflow_client
 
     space.write_text(TINY_SPACE)
     settings = SearchSettings(
@@ -55,7 +54,7 @@ def searched(tmp_path_factory):
         device="cpu",
     )
     first = run_search(settings, pruner=PruneEveryThird(), hooks=fail_trial(2))
-    client = MlflowClient(settings.tracking_uri)
+    client = mlflow_client(settings.tracking_uri)
     return settings, first, client
 
 

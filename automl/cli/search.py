@@ -112,6 +112,9 @@ def search(
     compile: Annotated[
         bool, typer.Option(help="torch.compile each trial's network (pays off on long trials).")
     ] = False,
+    deterministic: Annotated[
+        bool, typer.Option(help="Deterministic kernels: same seed, same metrics (slower on GPU).")
+    ] = False,
 ) -> None:
     """Run an Optuna study of CNN trials, record it in MLflow and register the best model."""
     settings = _settings(locals())  # first: locals() holds the options only
@@ -157,7 +160,7 @@ def create(**values: Any) -> None:
             on_note=lambda m: console.print(f"[yellow]note[/]: {m}"),
             on_data=lambda report: print_data_report(console, report),
         )
-        session = prepare(settings, hooks)
+        session = prepare(settings, hooks, mode="workers")
         for note in queue_trials(session):
             console.print(f"[yellow]note[/]: {note}")
     queued = sum(1 for t in session.study.trials if t.state.name == "WAITING")

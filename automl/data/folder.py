@@ -75,8 +75,9 @@ class Entry:
     error: str = ""
 
 
-def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
-    """Files below ``folder``, following links but never entering a directory in ``seen``.
+def _walk(folder: Path, seen: set[tuple[int, int]], inside: Path) -> Iterator[Path]:
+    """Files below ``folder``, following links but never entering a directory in ``seen``
+    nor one outside ``inside`` (the data folder: a link cannot lead the scan elsewhere).
 
     ``seen`` is shared by the whole scan, so a link loop, or a link into another class
     folder, cannot list a file twice.
@@ -87,7 +88,11 @@ def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[Path]:
             dirs.clear()
             continue
         seen.add((stat.st_dev, stat.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and Path(root, d).resolve().is_relative_to(inside)
+        )
         for name in sorted(names):
             if not name.startswith("."):
                 yield Path(root, name)
@@ -118,6 +123,7 @@ def scan(root: Path, group_level: bool = False) -> tuple[list[Entry], list[str]]
     entries: list[Entry] = []
     loose: list[str] = []
     seen = {(os.stat(d).st_dev, os.stat(d).st_ino) for d in [root, *split_dirs]}
+    inside = root.resolve()
     for base, split in groups:
         loose += [p.relative_to(root).as_posix() for p in base.iterdir() if p.is_file()]
         parents = [(d, d.name) for d in _class_dirs(base)] if group_level else [(base, "")]
@@ -125,9 +131,12 @@ def scan(root: Path, group_level: bool = False) -> tuple[list[Entry], list[str]]
             if group_level:
                 loose += [p.relative_to(root).as_posix() for p in parent.iterdir() if p.is_file()]
             for class_dir in _class_dirs(parent):
-                for path in _walk(class_dir, seen):
+                for path in _walk(class_dir, seen, inside):
                     rel = path.relative_to(root).as_posix()
-                    entries.append(Entry(rel, class_dir.name, split, group))
+                    entry = Entry(rel, class_dir.name, split, group)
+                    if not path.resolve().is_relative_to(inside):  # a link leading out
+                        entry.error = "outside the folder: a link to a file elsewhere"
+                    entries.append(entry)
                     if len(entries) > MAX_FILES:
                         raise ConfigError(f"--dataset {label}: more than {MAX_FILES:,} files")
     if not entries:
@@ -153,6 +162,8 @@ def inspect(root: Path, entries: list[Entry], cache_dir: Path, progress: Progres
     read = 0
     for done, entry in enumerate(entries, 1):
         path = root / entry.rel
+        if entry.error:  # refused while scanning (a link leading out): never read
+            continue
         stat = path.stat()
         entry.size, entry.mtime_ns = stat.st_size, stat.st_mtime_ns
         old = known.get(entry.rel)
@@ -183,7 +194,10 @@ def _read_header(path: Path, entry: Entry) -> None:
         with Image.open(path) as image:
             entry.width, entry.height = image.size
             entry.mode = image.mode
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        entry.error = "too large: over Pillow's decompression-bomb limit"
+        return
+    except UnidentifiedImageError:
         entry.error = "not an image"
         return
     except (OSError, ValueError, SyntaxError) as exc:

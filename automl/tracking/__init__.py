@@ -6,9 +6,10 @@ models, ``registry`` handles registered models, versions, aliases and their tags
 
 from automl.tracking.models import ImageModel, load_image_model, log_image_model
 from automl.tracking.registry import Registry, VersionInfo
-from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
+from automl.tracking.runs import TRACKING_ERRORS, Tracker, TrialRun, artifact_root_for
 
 __all__ = [
+    "TRACKING_ERRORS",
     "ImageModel",
     "Registry",
     "Tracker",

@@ -21,10 +21,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import torch
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from requests.exceptions import RequestException
+from sqlalchemy.exc import SQLAlchemyError
 
 from automl.config import mask_url
 from automl.errors import AutomlError, StoreError
+from automl.retry import retrying
 from automl.tracking.common import client_for, first_line
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -46,6 +50,51 @@ def _timed(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         finally:
             tracker.seconds += time.perf_counter() - start  # type: ignore[attr-defined]
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+# What a failing tracking store raises: the server (MLflow errors, HTTP), a local store
+# (its database or the artifact folder). Callers outside this package catch these.
+TRACKING_ERRORS: tuple[type[BaseException], ...] = (
+    MlflowException,
+    RequestException,
+    SQLAlchemyError,
+    OSError,
+)
+TRANSIENT_WORDS = (
+    "max retries exceeded",
+    "connection",
+    "timed out",
+    "temporarily",
+    " 502",
+    " 503",
+    " 504",
+    "database is locked",
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A server that is down or busy, not a request that is wrong."""
+    if isinstance(exc, RequestException | ConnectionError):
+        return True
+    if isinstance(exc, MlflowException | SQLAlchemyError):
+        return any(word in str(exc).lower() for word in TRANSIENT_WORDS)
+    return False
+
+
+def _resilient(method: Callable[P, R]) -> Callable[P, R]:
+    """Retry a trial's tracking call while the server is away (bounded, and said)."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        return retrying(
+            lambda: method(*args, **kwargs),
+            what="the MLflow tracking store",
+            kind="tracking",
+            transient=is_transient,
+        )
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
@@ -82,9 +131,20 @@ class TrialRun:
         now = int(time.time() * 1000)
         self._metrics += [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            self.flush()
+            self._try_flush()
+
+    def _try_flush(self) -> None:
+        """During training: one attempt; if the store is away the metrics stay buffered."""
+        try:
+            self.tracker._log_batch_once(self.run_id, metrics=self._metrics, tags=[])
+        except TRACKING_ERRORS:
+            self._last_flush = time.monotonic()
+            return
+        self._metrics = []
+        self._last_flush = time.monotonic()
 
     def flush(self, tags: Mapping[str, str] | None = None) -> None:
+        """Send everything buffered, retrying while the store is away."""
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         if self._metrics or tag_list:
             self.tracker._log_batch(self.run_id, metrics=self._metrics, tags=tag_list)
@@ -110,6 +170,19 @@ class TrialRun:
         self.tracker._terminate(self.run_id, status or RUN_STATUS[state])
 
 
+def _check_server(uri: str) -> None:
+    """A quick answer about a server that is down, before MLflow's long retries."""
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=10)
+    except RequestException as exc:
+        raise StoreError(
+            f"--tracking-uri {mask_url(uri)}: the MLflow tracking server does not answer "
+            f"({type(exc).__name__})"
+        ) from None
+
+
 class Tracker:
     """An MLflow tracking store and one experiment in it."""
 
@@ -119,6 +192,8 @@ class Tracker:
         self.tracking_uri = tracking_uri
         start = time.perf_counter()
         self.client = client_for(tracking_uri)
+        if tracking_uri.startswith(("http://", "https://")):
+            _check_server(tracking_uri)
         try:
             found = self.client.get_experiment_by_name(experiment or "Default")
             if experiment is None:
@@ -178,6 +253,10 @@ class Tracker:
             self.client.log_batch(run_id, metrics=chunk)
 
     @_timed
+    def set_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    @_timed
     def log_study_text(self, run_id: str, name: str, text: str) -> None:
         self.client.log_text(run_id, text, name)
 
@@ -211,6 +290,7 @@ class Tracker:
     # ---------------------------------------------------------------- trial runs
 
     @_timed
+    @_resilient
     def start_trial_run(
         self, parent_run_id: str, study: str, number: int, params: Mapping[str, Any]
     ) -> TrialRun:
@@ -233,22 +313,29 @@ class Tracker:
         return TrialRun(self, run_id)
 
     @_timed
-    def _log_batch(self, run_id: str, *, metrics: list[Metric], tags: list[RunTag]) -> None:
+    def _log_batch_once(self, run_id: str, *, metrics: list[Metric], tags: list[RunTag]) -> None:
         for start in range(0, max(len(metrics), 1), 1000):
             chunk = metrics[start : start + 1000]
             self.client.log_batch(run_id, metrics=chunk, tags=tags if start == 0 else [])
 
+    @_resilient
+    def _log_batch(self, run_id: str, *, metrics: list[Metric], tags: list[RunTag]) -> None:
+        self._log_batch_once(run_id, metrics=metrics, tags=tags)
+
     @_timed
+    @_resilient
     def close_run(self, run_id: str, status: str, tags: Mapping[str, str]) -> None:
         """Close a run left open by a process that died (status FAILED or KILLED)."""
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(run_id, status)
 
     @_timed
+    @_resilient
     def _terminate(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 
     @_timed
+    @_resilient
     def log_weights(self, run_id: str, model: torch.nn.Module) -> None:
         """Save the trained weights so the best model exists whichever process trained it."""
         with tempfile.TemporaryDirectory() as folder:

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from automl import retry
 from automl.data import DataReport
 from automl.hooks import Hooks
 from automl.insight.evaluate import summary_rows
@@ -61,6 +62,7 @@ class SearchDisplay:
         self.current: TaskID | None = None
 
     def __enter__(self) -> SearchDisplay:
+        retry.LISTENERS.append(self.note)  # a store that is away is said, not silent
         if self.live:
             self.progress.start()
             self.task = self.progress.add_task("trials", total=self.trials)
@@ -70,6 +72,8 @@ class SearchDisplay:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self.note in retry.LISTENERS:
+            retry.LISTENERS.remove(self.note)
         if self.live and self.current is not None:
             self.progress.remove_task(self.current)
         if self.live:

@@ -35,7 +35,8 @@ def budget(kind: str) -> float:
 
 
 def _notify(message: str) -> None:
-    log.warning(message)
+    if not LISTENERS:
+        log.warning(message)
     for listener in list(LISTENERS):
         listener(message)
 

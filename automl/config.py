@@ -58,6 +58,8 @@ class SearchSettings:
     trials_per_gpu: int = 1
     compile: bool = False
     deterministic: bool = False  # deterministic kernels: same seed, same metrics (CPU and GPU)
+    warm_start: str | None = None  # "STUDY[:K]": its K best configurations run first
+    warm_start_storage: str | None = None  # where that study lives (default: --storage)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -110,6 +112,8 @@ class SearchSettings:
             raise ConfigError(f"--image-size: must lie in [4, 1024], got {self.image_size}")
         resolve_device(self.device)
         check_storage_url(self.storage, "--storage")
+        if self.warm_start_storage is not None:
+            check_storage_url(self.warm_start_storage, "--warm-start-storage")
         check_tracking_uri(self.tracking_uri)
         return self
 
@@ -132,6 +136,8 @@ class SearchSettings:
         values.update(self.extra)
         values["storage"] = mask_url(self.storage)
         values["tracking_uri"] = mask_url(self.tracking_uri)
+        if self.warm_start_storage:
+            values["warm_start_storage"] = mask_url(self.warm_start_storage)
         values["study_name"] = self.study
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 

@@ -182,16 +182,43 @@ def _register_trial(
     if "weights" in trial.user_attrs:  # a fine-tuned backbone: which weights it started from
         tags["weights"] = str(trial.user_attrs["weights"])
         preprocess["weights"] = tags["weights"]
+    params = dict(trial.user_attrs.get("params", trial.params))
     with tracker.timed():
-        model_uri = log_image_model(parent_run_id, model, preprocess, example=data.test.hwc()[:4])
-        version = registry.register(model_name, model_uri, tags)
-        reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(
-            data.test.hwc(), data.test.labels.numpy()
-        )
+        version, reloaded = publish(
+            model, data, params, registry=registry, run_id=parent_run_id,
+            model_name=model_name, tags=tags, preprocess=preprocess,
+        )  # fmt: skip
     uri = f"models:/{model_name}/{version}"
     return Registration(
         model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note
     )
+
+
+def publish(
+    model: torch.nn.Module,
+    data: ImageData,
+    params: dict[str, Any],
+    *,
+    registry: Registry,
+    run_id: str,
+    model_name: str,
+    tags: dict[str, str],
+    preprocess: dict[str, Any] | None = None,
+) -> tuple[int, float]:
+    """Log ``model`` under ``run_id`` as a self-contained model and register it as a new
+    version of ``model_name``; returns the version and the reloaded model's test accuracy.
+
+    The flat params travel with the version (tag and model metadata), so the exact
+    configuration can be rebuilt later (retraining) without the study that found it.
+    """
+    preprocess = {**(preprocess or preprocessing(data)), "params": params}
+    tags = {**tags, "params": json.dumps(params, sort_keys=True)}
+    model_uri = log_image_model(run_id, model, preprocess, example=data.test.hwc()[:4])
+    version = registry.register(model_name, model_uri, tags)
+    reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(
+        data.test.hwc(), data.test.labels.numpy()
+    )
+    return version, reloaded
 
 
 def evaluate_and_record(

@@ -121,5 +121,17 @@ def build_model(
     return ConvNet(arch, in_channels, image_size, num_classes)
 
 
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """A new, freshly initialised classifier for ``num_classes`` (fine-tuning to new classes)."""
+    from automl.backbones import BackboneNet, _replace_head
+
+    if isinstance(model, BackboneNet):
+        model.net, model.head_name = _replace_head(model.net, num_classes)
+    elif isinstance(model, ConvNet):
+        model.head = nn.Linear(model.head.in_features, num_classes)
+    else:
+        raise TypeError(f"no known head on {type(model).__name__}")
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

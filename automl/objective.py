@@ -139,6 +139,9 @@ class Objective:
                 trial.set_user_attr(key, value)
 
         self._db(record)
+        origin = trial.user_attrs.get("origin")
+        if origin:  # a warm-start or baseline configuration: say where it came from
+            run.set_tags({"origin": str(origin)})
         return params, run
 
     def _train(

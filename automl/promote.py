@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automl.data import ImageData, load_recorded, split_digest
+from automl.data.adapt import load_like
 from automl.errors import AutomlError, ConfigError
 from automl.tracking import Registry, VersionInfo, load_image_model
+from automl.tracking.models import ImageModel
 from automl.tracking.registry import now
 
 
@@ -20,6 +22,16 @@ class PromotionRefused(AutomlError):
     """The candidate is less accurate than the champion; nothing was changed."""
 
     exit_code = 1
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Candidate and champion on a test split other than the gate's (forgetting shows here)."""
+
+    split: str
+    images: int
+    candidate_acc: float
+    champion_acc: float | None
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,9 @@ class Promotion:
     test_images: int
     promoted: bool
     forced: bool
+    split: str = ""  # the gate's test split
+    evidence: tuple[Evidence, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def first(self) -> bool:
@@ -69,8 +84,28 @@ def _test_split(versions: list[VersionInfo], data_dir: Path | None) -> ImageData
     return data
 
 
-def _accuracy(version: VersionInfo, data: ImageData) -> float:
-    return load_image_model(version.uri).accuracy(data.test.hwc(), data.test.labels.numpy())
+def score(model: ImageModel, data: ImageData) -> float:
+    """Test accuracy by class name, so the data's class order need not be the model's."""
+    names = [data.classes[i] for i in data.test.labels.tolist()]
+    return model.accuracy_by_name(data.test.hwc(), names)
+
+
+def _recorded_splits(
+    versions: list[VersionInfo], gate_digest: str, data_dir: Path | None
+) -> tuple[list[tuple[str, ImageData]], list[str]]:
+    """Each version's own recorded test split that differs from the gate's."""
+    seen, splits, notes = {gate_digest}, [], []
+    for version in versions:
+        digest = version.tags.get("test_digest")
+        if not digest or digest in seen or "dataset" not in version.tags:
+            continue
+        seen.add(digest)
+        label = f"{version.tags['dataset']} (recorded with version {version.version})"
+        try:
+            splits.append((label, load_recorded(version.tags, data_dir)))
+        except AutomlError as exc:
+            notes.append(f"the test split of {label} could not be loaded: {exc}")
+    return splits, notes
 
 
 def promote(
@@ -82,8 +117,13 @@ def promote(
     alias: str = "champion",
     force: bool = False,
     data_dir: Path | None = None,
+    dataset: str | None = None,
 ) -> Promotion:
-    """Re-test candidate and champion, then move ``alias`` if the candidate is not worse."""
+    """Re-test candidate and champion, then move ``alias`` if the candidate is not worse.
+
+    The gate is the test split both versions recorded (it must be the same), or the test
+    split of ``dataset`` when named; then each version's own recorded split is scored too.
+    """
     if version is not None:
         candidate = registry.version(name, version)
     else:
@@ -94,9 +134,22 @@ def promote(
     champion = registry.by_alias(name, alias)
     if champion is not None and champion.version == candidate.version:
         raise ConfigError(f"version {candidate.version} of '{name}' already holds '{alias}'")
-    data = _test_split([candidate] + ([champion] if champion else []), data_dir)
-    candidate_acc = _accuracy(candidate, data)
-    champion_acc = _accuracy(champion, data) if champion else None
+    versions = [candidate] + ([champion] if champion else [])
+    models = [load_image_model(v.uri) for v in versions]
+    extra: list[tuple[str, ImageData]] = []
+    notes: list[str] = []
+    if dataset is None:
+        data = _test_split(versions, data_dir)
+    else:
+        data = load_like(dataset, models[0].preprocess, data_dir)
+        extra, notes = _recorded_splits(versions, split_digest(data.test), data_dir)
+    candidate_acc = score(models[0], data)
+    champion_acc = score(models[1], data) if champion else None
+    evidence = tuple(
+        Evidence(label, len(other.test), score(models[0], other),
+                 score(models[1], other) if champion else None)
+        for label, other in extra
+    )  # fmt: skip
     accepted = champion_acc is None or candidate_acc >= champion_acc
     result = Promotion(
         name=name,
@@ -108,6 +161,9 @@ def promote(
         test_images=len(data.test),
         promoted=accepted or force,
         forced=force and not accepted,
+        split=data.spec or data.name,
+        evidence=evidence,
+        notes=tuple(notes),
     )
     if result.promoted:
         _move(registry, result)
@@ -131,6 +187,7 @@ def _move(registry: Registry, result: Promotion) -> None:
             f"promoted.{alias}.test_acc": repr(result.candidate_acc),
             f"promoted.{alias}.previous_test_acc": repr(result.champion_acc),
             f"promoted.{alias}.test_images": str(result.test_images),
+            f"promoted.{alias}.test_split": result.split,
             f"promoted.{alias}.forced": str(result.forced).lower(),
         },
     )

@@ -76,21 +76,32 @@ class SearchOutcome:
 
 
 def queue_trials(session: Session) -> list[str]:
-    """Tickets for this search: an interrupted search's leftovers, else ``--trials`` new ones
-    (the space's baseline first when the study is new). Returns notes for the user."""
-    study, settings = session.study, session.settings
+    """Tickets for this search: an interrupted search's leftovers, else ``--trials`` new ones.
+    A new study runs the warm-start configurations first, then the space's baseline.
+    Returns notes for the user."""
+    study, settings, warm = session.study, session.settings, session.warm
     left = waiting(study)
     if left:
         return [f"resuming: {left} queued trials left by an interrupted search run first"]
-    new_study = not study.get_trials(deepcopy=False)
-    baseline = []
-    if new_study and session.space.baseline:
-        fixed = dict(session.space.baseline)
-        if "train.epochs" in fixed:  # --max-epochs bounds the baseline too
-            fixed["train.epochs"] = min(int(fixed["train.epochs"]), settings.max_epochs)
-        baseline = [fixed]
-    add_tickets(study, settings.trials, baseline)
-    return ["trial 0 is the space's baseline configuration"] if baseline else []
+    if study.get_trials(deepcopy=False):
+        add_tickets(study, settings.trials)
+        return ["--warm-start ignored: the study already has trials"] if warm else []
+    fixed: list[tuple[dict[str, Any], str]] = []
+    if warm:
+        fixed = [(dict(p), o) for p, o in zip(warm.configurations, warm.origins, strict=True)]
+    baseline = session.space.baseline
+    if baseline and all(params != baseline for params, _ in fixed):
+        fixed.append((dict(baseline), "baseline"))
+    fixed = fixed[: settings.trials]
+    for params, _ in fixed:  # --max-epochs bounds the fixed configurations too
+        if "train.epochs" in params:
+            params["train.epochs"] = min(int(params["train.epochs"]), settings.max_epochs)
+    add_tickets(study, settings.trials, [p for p, _ in fixed], [o for _, o in fixed])
+    notes = list(warm.skipped) if warm else []
+    for number, (_, origin) in enumerate(fixed):
+        what = "the space's baseline" if origin == "baseline" else f"warm start from {origin}"
+        notes.append(f"trial {number} is {what}")
+    return notes
 
 
 def job_devices(device: str, jobs: int, per_gpu: int) -> list[str]:

@@ -29,6 +29,7 @@ from automl.stores import open_storage
 from automl.study import open_study
 from automl.tracking import Tracker
 from automl.trials import fail_stale
+from automl.warmstart import WarmStart, warm_start
 
 RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
 
@@ -47,6 +48,7 @@ class Session:
     objective: Objective
     hooks: Hooks
     started: float = field(default_factory=time.perf_counter)
+    warm: WarmStart | None = None  # configurations of an earlier study to run first
 
     def close_stale(self, trial: FrozenTrial) -> None:
         """Close the MLflow run a dead worker left open (status FAILED)."""
@@ -112,6 +114,12 @@ def prepare(
         make_deterministic()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(settings.space)
+    warm = None
+    if settings.warm_start:
+        hooks.on_stage(f"reading the warm-start study {settings.warm_start}")
+        warm = warm_start(
+            settings.warm_start, settings.warm_start_storage or settings.storage, space
+        )
     device = resolve_device(settings.device)
     data = _load_data(settings, hooks)
     if data.report is not None:
@@ -138,7 +146,9 @@ def prepare(
     objective = _objective(
         settings, space, data, tracker=tracker, parent=parent, device=device, hooks=hooks
     )
-    return Session(settings, space, data, device, tracker, study, parent, objective, hooks, started)
+    return Session(
+        settings, space, data, device, tracker, study, parent, objective, hooks, started, warm
+    )
 
 
 def _recipe(settings: SearchSettings, data: ImageData, parent: str) -> dict[str, Any]:
@@ -158,6 +168,7 @@ def _recipe(settings: SearchSettings, data: ImageData, parent: str) -> dict[str,
         "max_latency_ms": settings.max_latency_ms,
         "compile": settings.compile,
         "deterministic": settings.deterministic,
+        "warm_start": settings.warm_start,
         "experiment": settings.experiment_name,
         "model_name": settings.registered_model,
         "parent_run_id": parent,

@@ -41,7 +41,7 @@ def tune_sqlite() -> None:
         _tuned = True
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, option: str = "--storage") -> optuna.storages.RDBStorage:
     """The Optuna RDB storage with heartbeats, so a crashed worker's trial is failed later."""
     tune_sqlite()
     kwargs: dict[str, Any] = {}
@@ -61,5 +61,5 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StoreError(
-            f"--storage {mask_url(url)}: cannot open the Optuna storage: {mask_url(first)}"
+            f"{option} {mask_url(url)}: cannot open the Optuna storage: {mask_url(first)}"
         ) from None

@@ -29,11 +29,21 @@ TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
 MAX_RETRY = 2
 
 
-def add_tickets(study: optuna.Study, count: int, fixed: list[dict[str, Any]] | None = None) -> int:
-    """Queue ``count`` trials; the first ones take ``fixed`` params (a baseline, say)."""
+def add_tickets(
+    study: optuna.Study,
+    count: int,
+    fixed: list[dict[str, Any]] | None = None,
+    origins: list[str] | None = None,
+) -> int:
+    """Queue ``count`` trials; the first ones take ``fixed`` params (a baseline, an earlier
+    study's best), each recorded with where it came from (``origins``)."""
     fixed = list(fixed or [])[:count]
-    for params in fixed:
-        study.enqueue_trial(params, user_attrs={TICKET: "fixed"})
+    origins = list(origins or [])
+    for index, params in enumerate(fixed):
+        attrs = {TICKET: "fixed"}
+        if index < len(origins):
+            attrs["origin"] = origins[index]
+        study.enqueue_trial(params, user_attrs=attrs)
     for _ in range(count - len(fixed)):
         study.enqueue_trial({}, user_attrs={TICKET: "new"})
     return count

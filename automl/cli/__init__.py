@@ -84,6 +84,6 @@ def run() -> None:
 
 
 # Each module registers its commands on ``app``, in the order ``automl --help`` lists them.
-COMMAND_MODULES = ("search", "distributed", "models", "insight")
+COMMAND_MODULES = ("search", "distributed", "models", "insight", "continual")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"automl.cli.{_module}")

@@ -80,6 +80,10 @@ def promote(
     force: Annotated[
         bool, typer.Option(help="Promote even when less accurate (recorded as forced).")
     ] = False,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Gate on this data set's test split (e.g. new data after a retrain)."),
+    ] = None,
     data_dir: DataDirOption = None,
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
@@ -88,11 +92,14 @@ def promote(
     from automl.promote import promote as run_promote
     from automl.tracking import Registry
 
-    with console.status("re-evaluating on the recorded test split…"):
+    where = f"the {dataset} test split" if dataset else "the recorded test split"
+    with console.status(f"re-evaluating on {where}…"):
         result = run_promote(
             Registry(tracking_uri), name, version=version, from_alias=from_alias,
-            alias=alias, force=force, data_dir=data_dir,
+            alias=alias, force=force, data_dir=data_dir, dataset=dataset,
         )  # fmt: skip
+    for note in result.notes:
+        console.print(f"[yellow]note[/]: {note}")
     candidate = result.candidate.version
     if result.first:
         console.print(
@@ -101,11 +108,20 @@ def promote(
         )
         return
     assert result.champion is not None and result.champion_acc is not None
-    table = Table(title=f"{name}: {result.test_images} test images", title_justify="left")
+    table = Table(
+        title=f"{name}: gate on {result.split} ({result.test_images} test images)",
+        title_justify="left",
+    )
     table.add_column("")
     table.add_column(f"candidate (version {candidate})", justify="right")
     table.add_column(f"{alias} (version {result.champion.version})", justify="right")
-    table.add_row("test_acc now", _fmt(result.candidate_acc), _fmt(result.champion_acc))
+    table.add_row("test_acc now (gate)", _fmt(result.candidate_acc), _fmt(result.champion_acc))
+    for row in result.evidence:
+        table.add_row(
+            f"test_acc on {row.split}, {row.images} images",
+            _fmt(row.candidate_acc),
+            _fmt(row.champion_acc),
+        )
     table.add_row(
         "test_acc recorded",
         _fmt(result.candidate.float_tag("test_acc")),

@@ -115,6 +115,17 @@ def search(
     deterministic: Annotated[
         bool, typer.Option(help="Deterministic kernels: same seed, same metrics (slower on GPU).")
     ] = False,
+    warm_start: Annotated[
+        str | None,
+        typer.Option(
+            metavar="STUDY[:K]",
+            help="Run the K best configurations (default 5) of an earlier study first.",
+        ),
+    ] = None,
+    warm_start_storage: Annotated[
+        str | None,
+        typer.Option(help="The Optuna storage of the --warm-start study [default: --storage]."),
+    ] = None,
 ) -> None:
     """Run an Optuna study of CNN trials, record it in MLflow and register the best model."""
     settings = _settings(locals())  # first: locals() holds the options only

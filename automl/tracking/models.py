@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,16 @@ class ImageModel:
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
         predicted = self.predict(images)["class_index"].to_numpy()
         return float((predicted == labels).mean())
+
+    def accuracy_by_name(self, images: np.ndarray, names: Sequence[str]) -> float:
+        """Accuracy against true class names, for data whose class order is not the model's."""
+        predicted = self.predict(images)["label"].astype(str).to_numpy()
+        return float((predicted == np.asarray(names, dtype=str)).mean())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The network's parameters and buffers under their original names."""
+        program = torch.export.load(str(self.network_file()))
+        return {**program.state_dict, **program.constants}
 
     def network_file(self) -> Path:
         """The model's ``network.pt2``, downloaded when the model lives in a store."""

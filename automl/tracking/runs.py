@@ -222,15 +222,26 @@ class Tracker:
 
     # ---------------------------------------------------------------- study runs
 
-    @_timed
     def start_study_run(
         self, study: str, params: Mapping[str, Any], tags: Mapping[str, str]
     ) -> str:
-        run = self.client.create_run(
-            self._experiment_id, run_name=f"study-{study}", tags={"study": study, **tags}
-        )
-        self.client.log_batch(run.info.run_id, params=_params(params))
+        return self.start_run(f"study-{study}", params, {"study": study, **tags})
+
+    @_timed
+    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """A top-level run in this experiment (a study, a retrain, a drift check)."""
+        run = self.client.create_run(self._experiment_id, run_name=name, tags=dict(tags))
+        for chunk in _chunks(_params(params), 100):
+            self.client.log_batch(run.info.run_id, params=chunk)
         return str(run.info.run_id)
+
+    def experiment_of(self, run_id: str) -> str | None:
+        """The name of the experiment holding ``run_id`` (None when the run is gone)."""
+        try:
+            experiment_id = self.client.get_run(run_id).info.experiment_id
+            return str(self.client.get_experiment(experiment_id).name)
+        except Exception:
+            return None
 
     @_timed
     def log_study_artifacts(self, run_id: str, files: Mapping[str, str | Path]) -> None:

@@ -172,7 +172,8 @@ def retrain(
     on_stage(f"loading the model and {options.dataset}")
     job = plan(model_uri, tracking_uri, options)
     source, data, device = job.source, job.data, job.device
-    _, start_acc = evaluate(job.model, data.val, job.norm, device)
+    job.model.to(device)
+    _, start_acc = evaluate(job.model, data.val, job.norm.to(device), device)
     tracker = Tracker(tracking_uri, options.experiment or _experiment(tracking_uri, source))
     run = TrialRun(
         tracker,

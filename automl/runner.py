@@ -236,6 +236,11 @@ def _retries_of(study: optuna.Study, tickets: set[int]) -> set[int]:
     }
 
 
+def running_elsewhere(study: optuna.Study) -> int:
+    """Trials some worker is running now (called between trials, so none is ours)."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def wait_for_running(
     study: optuna.Study,
     tickets: set[int],
@@ -342,9 +347,13 @@ class WorkerOutcome:
     seconds: float
 
 
-def run_worker(session: Session, *, wait: float = 0.0, poll: float = 5.0) -> WorkerOutcome:
+def run_worker(
+    session: Session, *, wait: float = 0.0, poll: float = 5.0, stay: bool = True
+) -> WorkerOutcome:
     """Run the study's queued trials until none is left; with ``wait``, first wait up to
-    that many seconds for some to be queued (workers started before the study)."""
+    that many seconds for some to be queued (workers started before the study). With
+    ``stay``, keep watching while other workers' trials run: if one of those workers dies,
+    its trial's retry is run here instead of being left queued with no worker."""
     start = time.perf_counter()
     deadline = time.monotonic() + wait
     while not waiting(session.study) and time.monotonic() < deadline:
@@ -356,7 +365,15 @@ def run_worker(session: Session, *, wait: float = 0.0, poll: float = 5.0) -> Wor
         ran.append(trial)
         session.hooks.on_trial_end(study, trial)
 
-    work(session.study, session.objective, on_trial_end=report, on_stale=session.close_stale)
+    while True:
+        work(session.study, session.objective, on_trial_end=report, on_stale=session.close_stale)
+        running = running_elsewhere(session.study) if stay else 0
+        if not running:
+            break
+        session.hooks.on_stage(
+            f"{running} trial(s) running on other workers; standing by to retry them"
+        )
+        time.sleep(poll)
     return WorkerOutcome(session.study, ran, time.perf_counter() - start)
 
 

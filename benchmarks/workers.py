@@ -29,6 +29,10 @@ TINY = """
 architecture: {stages: 1, per_stage: {width: 16, convs: 1}}
 training: {epochs: 1, batch_size: 64}
 """
+SLOW = """
+architecture: {stages: 2, per_stage: {width: 64, convs: 2}}
+training: {epochs: 40, batch_size: 16}
+"""
 
 
 def admin(sql: str) -> None:
@@ -59,12 +63,14 @@ def start_server(database: str, folder: Path, port: int) -> subprocess.Popen:
             time.sleep(0.5)
 
 
-def create(name: str, trials: int, storage: str, tracking: str, folder: Path) -> None:
-    space = folder / "tiny.yaml"
-    space.write_text(TINY)
+def create(
+    name: str, trials: int, storage: str, tracking: str, folder: Path, *, slow: bool = False
+) -> None:
+    space, epochs = folder / f"{name}.yaml", 40 if slow else 1
+    space.write_text(SLOW if slow else TINY)
     subprocess.run(
         [sys.executable, "-m", "automl", "study", "create", "--study-name", name, "--trials",
-         str(trials), "--space", str(space), "--max-epochs", "1", "--storage", storage,
+         str(trials), "--space", str(space), "--max-epochs", str(epochs), "--storage", storage,
          "--tracking-uri", tracking],
         cwd=folder, env=env(), check=True, capture_output=True,
     )  # fmt: skip
@@ -128,11 +134,59 @@ def measure_real(workers: int, trials: int, tracking: str, folder: Path) -> floa
     return trials / (time.perf_counter() - start) * 60
 
 
+def measure_retry(tracking: str, folder: Path, grace: int = 10) -> tuple[float, float]:
+    """Seconds from ``kill -9`` of a worker mid-trial until another worker runs the trial
+    again, and until that retry completes (heartbeat every 2 s, grace ``grace`` s). The
+    trial trains for about 16 s, so the kill lands mid-trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    name, storage = "retry", f"{PG}/bench_optuna"
+    create(name, 1, storage, tracking, folder, slow=True)
+    command = [sys.executable, "-m", "automl", "worker", "--study", name, "--storage", storage,
+               "--tracking-uri", tracking, "--device", "cpu"]  # fmt: skip
+    run_env = {**env(), "AUTOML_HEARTBEAT_SECONDS": "2", "AUTOML_GRACE_SECONDS": str(grace)}
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+    def wait_for(test, seconds: float = 240) -> None:
+        deadline = time.perf_counter() + seconds
+        while not any(test(t) for t in trials()):
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"retry benchmark: no such trial after {seconds:.0f} s")
+            time.sleep(0.2)
+
+    first = subprocess.Popen(command, cwd=folder, env=run_env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    second = None
+    try:
+        wait_for(lambda t: t.state == TrialState.RUNNING and len(t.intermediate_values) >= 1)
+        first.kill()
+        killed = time.perf_counter()
+        second = subprocess.Popen(command, cwd=folder, env=run_env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        wait_for(
+            lambda t: t.system_attrs.get("failed_trial") == 0 and t.state == TrialState.RUNNING
+        )
+        rerun = time.perf_counter() - killed
+        second.wait(timeout=240)
+        done = time.perf_counter() - killed
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+    return rerun, done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--retry-only", action="store_true", help="only the killed-worker figure")
     args = parser.parse_args()
+    if args.retry_only:
+        args.workers = []
     for database in ("bench_optuna", "bench_mlflow"):
         admin(f"drop database if exists {database} with (force)")
         admin(f"create database {database}")
@@ -153,6 +207,11 @@ def main() -> None:
             for workers in args.workers:
                 rate = measure_real(workers, args.trials, tracking, folder)
                 print(f"1-epoch digits,    {workers} worker(s): {rate:7.1f} trials/min")
+            rerun, done = measure_retry(tracking, folder)
+            print(
+                f"killed worker (kill -9 mid-trial; heartbeat 2 s, grace 10 s): its trial runs "
+                f"again {rerun:.1f} s after the kill on a new worker, completes at {done:.1f} s"
+            )
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait()

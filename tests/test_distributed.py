@@ -205,3 +205,35 @@ def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_p
         time.monotonic() - killed_at
     )
     print(f"\nthe killed trial was retried {retried_after:.1f} s after the kill")
+
+
+SLOW_SPACE = """
+architecture: {stages: 2, per_stage: {width: 64, convs: 2}}
+training: {epochs: 20, batch_size: 16}
+"""
+
+
+def test_a_worker_with_an_empty_queue_stays_to_retry_a_trial_running_elsewhere(
+    databases, server, tmp_path
+):
+    """The last trial's worker dies after every other worker found the queue empty: the
+    idle worker must still be there to run the retry."""
+    create_study("last", 1, databases, server, tmp_path, SLOW_SPACE, epochs=20)
+    timing = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "15"}
+    victim = start_worker("last", databases, server, tmp_path, **timing)
+    deadline = time.monotonic() + 180
+    while not any(
+        t.state == TrialState.RUNNING and t.intermediate_values
+        for t in load("last", databases).trials
+    ):
+        assert time.monotonic() < deadline, "the worker never reported an epoch"
+        time.sleep(0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    helper = start_worker("last", databases, server, tmp_path, **timing)
+    output = helper.communicate(timeout=300)[0]
+    assert helper.returncode == 0, output
+    assert "standing by" in output, output
+    assert "ran 1 complete" in output, output
+    states = sorted(t.state.name for t in load("last", databases).trials)
+    assert states == ["COMPLETE", "FAIL"]

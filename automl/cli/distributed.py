@@ -35,8 +35,15 @@ def worker(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the study and its queued trials to appear.")
     ] = 0.0,
+    stay: Annotated[
+        bool,
+        typer.Option(
+            help="When the queue is empty, stay while other workers' trials run, so that a "
+            "dead worker's trial is retried here."
+        ),
+    ] = True,
 ) -> None:
-    """Join a study and run its queued trials until none is left."""
+    """Join a study and run its queued trials until none is left (and none runs elsewhere)."""
     import time
 
     from automl.console import SearchDisplay
@@ -62,7 +69,7 @@ def worker(
     try:
         with SearchDisplay(console, max(queued, 1)) as display:
             session.hooks = session.objective.hooks = display.hooks
-            outcome = run_worker(session, wait=max(0.0, deadline - time.monotonic()))
+            outcome = run_worker(session, wait=max(0.0, deadline - time.monotonic()), stay=stay)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: the running trial was failed and queued again")
         raise typer.Exit(130) from None

@@ -7,26 +7,25 @@ settings, the space, the data or a store fails in ``prepare``, before any trial.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.config import SearchSettings, resolve_device
+from automl.config import SearchSettings
 from automl.data import ImageData
 from automl.final import Registration, evaluate_and_record, record_study_plots, register_best
 from automl.hooks import Hooks
+from automl.jobs import job_devices, spawn_jobs, stop_jobs
 from automl.pruning import epochs_run
-from automl.session import Session, join, prepare
+from automl.session import Session, prepare
 from automl.tracking import Tracker
 from automl.trials import add_tickets, fail_stale, waiting, work
 
@@ -104,39 +103,6 @@ def queue_trials(session: Session) -> list[str]:
     return notes
 
 
-def job_devices(device: str, jobs: int, per_gpu: int) -> list[str]:
-    """A device per job: GPUs in turn, ``per_gpu`` jobs sharing each; else the CPU."""
-    resolved = resolve_device(device)
-    if resolved.type != "cuda":
-        return ["cpu"] * jobs
-    if device.startswith("cuda:"):
-        gpus = [resolved.index or 0]
-    else:
-        gpus = list(range(torch.cuda.device_count()))
-    return assign_gpus(gpus, jobs, per_gpu)
-
-
-def assign_gpus(gpus: list[int], jobs: int, per_gpu: int) -> list[str]:
-    """Jobs 0..per_gpu-1 on the first GPU, the next ``per_gpu`` on the second, and around."""
-    return [f"cuda:{gpus[(job // per_gpu) % len(gpus)]}" for job in range(jobs)]
-
-
-def _job_main(
-    study: str, *, storage: str, tracking_uri: str, device: str, threads: int, job: int,
-    data_dir: Path | None, weights_dir: Path | None, deadline: float | None,
-) -> None:  # fmt: skip
-    """A worker process of ``--jobs``: join the study and run tickets until none is left."""
-    torch.set_num_threads(threads)
-    try:
-        session = join(
-            study, storage=storage, tracking_uri=tracking_uri, device=device,
-            data_dir=data_dir, weights_dir=weights_dir, job=job,
-        )  # fmt: skip
-        work(session.study, session.objective, deadline=deadline, on_stale=session.close_stale)
-    except KeyboardInterrupt:
-        os._exit(130)
-
-
 class _Reporter:
     """Reports every finished ticket once to the hooks, whichever process ran it."""
 
@@ -175,7 +141,7 @@ def run_trials(session: Session) -> SearchOutcome:
     devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
     threads = max(1, (os.cpu_count() or 1) // settings.jobs)
     previous_threads = torch.get_num_threads()
-    processes = _spawn_jobs(session, devices, threads, deadline)
+    processes = spawn_jobs(session, devices, threads, deadline)
     stop_polling = threading.Event()
     poller = threading.Thread(target=_poll, args=(reporter, stop_polling), daemon=True)
     poller.start()
@@ -199,7 +165,7 @@ def run_trials(session: Session) -> SearchOutcome:
             processes = []
     except KeyboardInterrupt as stop:
         interrupted = stop
-        _stop_jobs(processes)
+        stop_jobs(processes)
     finally:
         torch.set_num_threads(previous_threads)
         stop_polling.set()
@@ -253,42 +219,6 @@ def wait_for_running(
     while any(t.number in tickets for t in study.get_trials(deepcopy=False, states=running)):
         fail_stale(study, on_stale)
         time.sleep(poll)
-
-
-def _spawn_jobs(
-    session: Session, devices: list[str], threads: int, deadline: float | None
-) -> list[multiprocessing.process.BaseProcess]:
-    settings = session.settings
-    if len(devices) < 2:
-        return []
-    context = multiprocessing.get_context("spawn")
-    processes: list[multiprocessing.process.BaseProcess] = []
-    for job, device in enumerate(devices[1:], start=1):
-        kwargs = {
-            "storage": settings.storage, "tracking_uri": settings.tracking_uri, "device": device,
-            "threads": threads, "job": job, "data_dir": settings.data_dir,
-            "weights_dir": settings.weights_dir, "deadline": deadline,
-        }  # fmt: skip
-        process = context.Process(
-            target=_job_main, args=(settings.study,), kwargs=kwargs, name=f"automl-job-{job}"
-        )
-        process.start()
-        processes.append(process)
-    session.objective.device = torch.device(devices[0])
-    return processes
-
-
-def _stop_jobs(processes: list[multiprocessing.process.BaseProcess]) -> None:
-    """Ctrl-C reached every process of the group; SIGTERM only us: pass it on, then wait."""
-    import signal
-
-    for process in processes:
-        if process.is_alive() and process.pid is not None:
-            os.kill(process.pid, signal.SIGINT)
-    for process in processes:
-        process.join(timeout=60)
-        if process.is_alive():
-            process.terminate()
 
 
 def _poll(reporter: _Reporter, stop: threading.Event) -> None:

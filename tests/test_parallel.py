@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 
 from automl.config import SearchSettings
 from automl.errors import ConfigError
-from automl.runner import assign_gpus, run_search
+from automl.jobs import assign_gpus
+from automl.runner import run_search
 from automl.space import load_space, parse_space
 from tests.conftest import DEFAULT_SPACE, TINY_SPACE, mlflow_client
 

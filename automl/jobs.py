@@ -1,0 +1,85 @@
+"""The ``--jobs`` processes of one search: which device each takes, starting and stopping
+them. Each joins the study like any worker and runs its queued trials."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import torch
+
+from automl.config import resolve_device
+from automl.session import Session, join
+from automl.trials import work
+
+
+def job_devices(device: str, jobs: int, per_gpu: int) -> list[str]:
+    """A device per job: GPUs in turn, ``per_gpu`` jobs sharing each; else the CPU."""
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        return ["cpu"] * jobs
+    if device.startswith("cuda:"):
+        gpus = [resolved.index or 0]
+    else:
+        gpus = list(range(torch.cuda.device_count()))
+    return assign_gpus(gpus, jobs, per_gpu)
+
+
+def assign_gpus(gpus: list[int], jobs: int, per_gpu: int) -> list[str]:
+    """Jobs 0..per_gpu-1 on the first GPU, the next ``per_gpu`` on the second, and around."""
+    return [f"cuda:{gpus[(job // per_gpu) % len(gpus)]}" for job in range(jobs)]
+
+
+def _job_main(
+    study: str, *, storage: str, tracking_uri: str, device: str, threads: int, job: int,
+    data_dir: Path | None, weights_dir: Path | None, deadline: float | None,
+) -> None:  # fmt: skip
+    """A worker process of ``--jobs``: join the study and run tickets until none is left."""
+    torch.set_num_threads(threads)
+    try:
+        session = join(
+            study, storage=storage, tracking_uri=tracking_uri, device=device,
+            data_dir=data_dir, weights_dir=weights_dir, job=job,
+        )  # fmt: skip
+        work(session.study, session.objective, deadline=deadline, on_stale=session.close_stale)
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
+def spawn_jobs(
+    session: Session, devices: list[str], threads: int, deadline: float | None
+) -> list[multiprocessing.process.BaseProcess]:
+    """Start a process for every device but the first, which the caller's own process
+    takes (the objective is moved there)."""
+    settings = session.settings
+    if len(devices) < 2:
+        return []
+    context = multiprocessing.get_context("spawn")
+    processes: list[multiprocessing.process.BaseProcess] = []
+    for job, device in enumerate(devices[1:], start=1):
+        kwargs = {
+            "storage": settings.storage, "tracking_uri": settings.tracking_uri, "device": device,
+            "threads": threads, "job": job, "data_dir": settings.data_dir,
+            "weights_dir": settings.weights_dir, "deadline": deadline,
+        }  # fmt: skip
+        process = context.Process(
+            target=_job_main, args=(settings.study,), kwargs=kwargs, name=f"automl-job-{job}"
+        )
+        process.start()
+        processes.append(process)
+    session.objective.device = torch.device(devices[0])
+    return processes
+
+
+def stop_jobs(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    """Ctrl-C reached every process of the group; SIGTERM only us: pass it on, then wait."""
+    import signal
+
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.terminate()

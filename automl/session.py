@@ -127,7 +127,9 @@ def prepare(
     hooks.on_stage("opening the Optuna storage and the MLflow tracking store")
     storage = open_storage(settings.storage)  # first: a bad URL fails before MLflow is touched
     tracker = Tracker(settings.tracking_uri, settings.experiment_name)
-    study = open_study(settings, storage, pruner)
+    # A database server means workers elsewhere; SQLite with one job means this process alone.
+    alone = settings.jobs == 1 and settings.storage.startswith("sqlite")
+    study = open_study(settings, storage, pruner, parallel=not alone)
     abandoned = _close_abandoned(study, tracker)
     if abandoned:
         hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")

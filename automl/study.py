@@ -10,7 +10,11 @@ from automl.config import SearchSettings
 from automl.errors import ConfigError
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, *, parallel: bool = True) -> optuna.samplers.BaseSampler:
+    """``parallel``: other processes may run trials at the same time. TPE then treats their
+    running trials as bad (the constant liar) so that workers spread out; that reads every
+    unfinished trial, queued tickets included, at each suggestion, which a lone process
+    need not pay."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "random":
@@ -18,7 +22,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         if name == "cmaes":  # CMA-ES handles numbers; categorical choices go to TPE
             return optuna.samplers.CmaEsSampler(
                 seed=seed,
-                independent_sampler=optuna.samplers.TPESampler(seed=seed),
+                independent_sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=parallel),
                 warn_independent_sampling=False,
             )
         if name == "gp":
@@ -26,7 +30,9 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         if name == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed)
         # Conditional parameters (per-stage widths, SGD momentum) need the group option.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=parallel
+        )
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -47,6 +53,7 @@ def open_study(
     pruner: optuna.pruners.BasePruner | None = None,
     *,
     seed_offset: int = 0,
+    parallel: bool = True,
 ) -> optuna.Study:
     """Create the study, or load it to resume; its objectives must be the ones asked for.
 
@@ -59,7 +66,9 @@ def open_study(
             study = optuna.create_study(
                 study_name=settings.study,
                 storage=storage,
-                sampler=make_sampler(settings.sampler, settings.seed + seed_offset),
+                sampler=make_sampler(
+                    settings.sampler, settings.seed + seed_offset, parallel=parallel
+                ),
                 pruner=pruner or make_pruner(settings.pruner, settings.max_epochs),
                 directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
                 load_if_exists=True,

@@ -8,6 +8,7 @@ accuracy). A retrain is advised when any check passes its threshold.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -222,8 +223,13 @@ def _log(tracking_uri: str, registry: Registry, version: VersionInfo, report: Dr
         f"new.{c.name}": c.new for c in report.checks if c.name in ("confidence", "accuracy")
     }
     metrics["drift.retrain_advised"] = float(report.advised)
-    tracker.log_study_text(run_id, "drift.json", json.dumps(report.to_dict(), indent=2))
-    tracker.finish_study_run(run_id, "FINISHED", metrics, {})
+    try:
+        tracker.log_study_text(run_id, "drift.json", json.dumps(report.to_dict(), indent=2))
+        tracker.finish_study_run(run_id, "FINISHED", metrics, {})
+    except BaseException:  # not left RUNNING; the store may be away, so best effort
+        with contextlib.suppress(Exception):
+            tracker.finish_study_run(run_id, "FAILED", {}, {})
+        raise
     registry.tag_version(
         version.name, version.version,
         {"drift.last_run_id": run_id, "drift.last_dataset": report.dataset,

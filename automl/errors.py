@@ -50,3 +50,8 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown {kind} '{name}' (choose from {', '.join(known)}){hint}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so runs are closed before exiting. Unlike Ctrl-C at a
+    terminal, it reaches only the process it was sent to, not its job processes."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import torch
 
 from automl.config import resolve_device
+from automl.errors import AutomlError
 from automl.session import Session, join
 from automl.trials import work
 
@@ -45,6 +47,9 @@ def _job_main(
         work(session.study, session.objective, deadline=deadline, on_stale=session.close_stale)
     except KeyboardInterrupt:
         os._exit(130)
+    except AutomlError as exc:  # one line, as the command itself would say it
+        print(f"automl job {job}: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 def spawn_jobs(
@@ -72,11 +77,19 @@ def spawn_jobs(
     return processes
 
 
-def stop_jobs(processes: list[multiprocessing.process.BaseProcess]) -> None:
-    """Ctrl-C reached every process of the group; SIGTERM only us: pass it on, then wait."""
+def stop_jobs(processes: list[multiprocessing.process.BaseProcess], *, signal_them: bool) -> None:
+    """Stop the job processes, each closing its trial (failed, queued again) and its run.
+
+    Ctrl-C at a terminal reaches every process of the group by itself, and a second SIGINT
+    could cut a job's own clean-up short: then they are only given time. SIGTERM or an
+    error reaches only us (``signal_them``), and so does a SIGINT sent with ``kill``: a job
+    still running after a few seconds is sent SIGINT.
+    """
     import signal
 
     for process in processes:
+        if not signal_them:
+            process.join(timeout=5)
         if process.is_alive() and process.pid is not None:
             os.kill(process.pid, signal.SIGINT)
     for process in processes:

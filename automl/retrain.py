@@ -10,6 +10,7 @@ forgetting is visible before anyone promotes it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,18 @@ class RetrainOptions:
             raise ConfigError(f"--epochs: must be at least 1, got {self.epochs}")
         if self.lr_scale is not None and not 0 < self.lr_scale <= 100:
             raise ConfigError(f"--lr-scale: must lie in (0, 100], got {self.lr_scale}")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", self.alias) or re.fullmatch(
+            r"latest|v\d+", self.alias, flags=re.IGNORECASE
+        ):
+            raise ConfigError(
+                f"--alias {self.alias!r}: letters, digits, '_' and '-' only, and not 'latest' "
+                "or v<number> (MLflow keeps those)"
+            )
+        if self.alias == "champion":
+            raise ConfigError(
+                "--alias champion: a retrained model becomes champion only through the gate: "
+                "automl promote NAME --version V --dataset ..."
+            )
         resolve_device(self.device)
         return self
 
@@ -81,6 +94,7 @@ class RetrainOutcome:
     comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    alias: str = "candidate"
 
     @property
     def uri(self) -> str:
@@ -184,13 +198,14 @@ def retrain(
             {"kind": "retrain", "parent_run_id": source.run_id or "", **job.lineage},
         ),
     )  # fmt: skip
-    tracker.log_dataset(
-        run.run_id, name=data.name, digest=data.digest(), source=data.source,
-        profile={"classes": len(data.classes), "train": len(data.train), "test": len(data.test)},
-    )  # fmt: skip
-    run.log_epoch(0, {"val_acc": start_acc})
-    on_stage(f"training {job.epochs} epochs from {job.lineage['retrain.start']}")
     try:
+        tracker.log_dataset(
+            run.run_id, name=data.name, digest=data.digest(), source=data.source,
+            profile={"classes": len(data.classes), "train": len(data.train),
+                     "test": len(data.test)},
+        )  # fmt: skip
+        run.log_epoch(0, {"val_acc": start_acc})
+        on_stage(f"training {job.epochs} epochs from {job.lineage['retrain.start']}")
         history = _train(job, options.seed, run, on_epoch)
         on_stage("registering the candidate")
         version = _register(job, run.run_id, Registry(tracking_uri), options.alias, history)
@@ -206,7 +221,7 @@ def retrain(
     return RetrainOutcome(
         source, version, run.run_id, data.spec or data.name, job.lineage["retrain.start"],
         job.epochs, job.lr_scale, start_acc, history, comparisons, job.notes + notes,
-        time.perf_counter() - started,
+        time.perf_counter() - started, options.alias,
     )  # fmt: skip
 
 
@@ -221,10 +236,13 @@ def _train(
         on_epoch(result)
 
     config = job.config
+    # Fine-tuning trained weights: no frozen warm-up, unless the head is new.
+    new_head = job.lineage["retrain.new_head"] == "true"
+    freeze = config.train.freeze_epochs if not job.from_weights or new_head else 0
     return fit(
         job.model, job.data.train, job.data.val,
         optim=config.optim.model_copy(update={"lr": config.optim.lr * job.lr_scale}),
-        schedule=config.train.model_copy(update={"epochs": job.epochs}),
+        schedule=config.train.model_copy(update={"epochs": job.epochs, "freeze_epochs": freeze}),
         augment=Augment(config.aug), norm=job.norm, device=job.device, seed=seed, on_epoch=log,
     )  # fmt: skip
 
@@ -244,7 +262,15 @@ def _register(
         **job.lineage,
         "data_digest": data.digest(),
         "test_digest": split_digest(data.test),
-        "dataset_options": json.dumps({"image_size": data.image_size[0] if folder else None}),
+        # How to reload exactly these splits: size, and the channels and class order the
+        # data was adapted to (see load_like), so promote, evaluate and drift see them too.
+        "dataset_options": json.dumps(
+            {
+                "image_size": data.image_size[0] if folder else None,
+                "channels": data.channels,
+                "classes": list(data.classes),
+            }
+        ),
         "val_acc": repr(history[-1].val_acc),
         "test_acc": repr(test_acc),
         "retrain_run_id": run_id,
@@ -285,13 +311,23 @@ def _network(
     try:
         model.load_state_dict(parent.state_dict(), strict=True)
     except RuntimeError as exc:
-        raise AutomlError(
-            f"{parent.uri}: its weights do not fit its recorded configuration: "
-            f"{str(exc).splitlines()[0]}"
+        raise ConfigError(
+            f"{parent.uri}: its weights do not fit its recorded configuration "
+            f"({_first_mismatch(exc)}); --from-scratch trains the configuration anew"
         ) from None
     if data.classes != tuple(parent.classes):
         replace_head(model, data.num_classes)
     return model
+
+
+def _first_mismatch(exc: RuntimeError) -> str:
+    """The first missing, unexpected or misshapen weight in a ``load_state_dict`` error."""
+    text = str(exc)
+    for marker in ("Missing key(s)", "Unexpected key(s)", "size mismatch"):
+        at = text.find(marker)
+        if at >= 0:
+            return text[at:].splitlines()[0].strip().rstrip(".,")[:200]
+    return text.strip().splitlines()[0][:200] if text.strip() else "unknown difference"
 
 
 def _experiment(tracking_uri: str, source: VersionInfo) -> str:

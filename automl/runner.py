@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.config import SearchSettings
 from automl.data import ImageData
+from automl.errors import Terminated
 from automl.final import Registration, evaluate_and_record, record_study_plots, register_best
 from automl.hooks import Hooks
 from automl.jobs import job_devices, spawn_jobs, stop_jobs
@@ -147,6 +148,7 @@ def run_trials(session: Session) -> SearchOutcome:
     poller.start()
     start = time.perf_counter()
     interrupted: KeyboardInterrupt | None = None
+    failed_jobs = 0
     try:
         if processes:
             torch.set_num_threads(threads)
@@ -157,6 +159,7 @@ def run_trials(session: Session) -> SearchOutcome:
             )  # fmt: skip
             for process in processes:
                 process.join()
+            failed_jobs += sum(p.exitcode not in (0, None) for p in processes)
             wait_for_running(study, tickets, session.close_stale)
             retries = _retries_of(study, tickets)  # trials of dead workers, queued again
             if not retries or (deadline is not None and time.monotonic() >= deadline):
@@ -165,7 +168,10 @@ def run_trials(session: Session) -> SearchOutcome:
             processes = []
     except KeyboardInterrupt as stop:
         interrupted = stop
-        stop_jobs(processes)
+        stop_jobs(processes, signal_them=isinstance(stop, Terminated))
+    except BaseException:  # an error here: the jobs must not run on behind it
+        stop_jobs(processes, signal_them=True)
+        raise
     finally:
         torch.set_num_threads(previous_threads)
         stop_polling.set()
@@ -185,9 +191,8 @@ def run_trials(session: Session) -> SearchOutcome:
         interrupted=interrupted is not None,
         tracking_seconds_search=session.tracker.seconds,
     )
-    failed_jobs = [p.exitcode for p in processes if p.exitcode not in (0, None)]
     if failed_jobs and interrupted is None:
-        outcome.notes.append(f"{len(failed_jobs)} worker process(es) ended with an error")
+        outcome.notes.append(f"{failed_jobs} worker process(es) ended with an error")
     if interrupted is not None:
         _finish(session, outcome, "KILLED")
         raise Interrupted(outcome, interrupted)

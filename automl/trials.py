@@ -61,7 +61,13 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     """
     study._thread_local.cached_all_trials = None  # see every worker's latest trials
     trial_id = study._pop_waiting_trial_id()
-    return None if trial_id is None else optuna.Trial(study, trial_id)
+    if trial_id is None:
+        return None
+    # At once: Optuna never counts a running trial without any heartbeat as stale, so a
+    # worker dying right here would otherwise leave it running for good.
+    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
+        study._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+    return optuna.Trial(study, trial_id)
 
 
 @contextmanager

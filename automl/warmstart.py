@@ -65,8 +65,16 @@ def fitting(space: SearchSpace, params: dict[str, Any]) -> tuple[dict[str, Any],
             continue
         if isinstance(spec, CategoricalSpec) and value not in spec.choices:
             return {}, f"parameter '{name}' = {value!r} is not one of {spec.choices}"
-        if isinstance(spec, IntSpec | FloatSpec) and not spec.low <= value <= spec.high:
-            return {}, f"parameter '{name}' = {value!r} is outside [{spec.low}, {spec.high}]"
+        if isinstance(spec, IntSpec | FloatSpec):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or (isinstance(spec, IntSpec) and value != int(value)):
+                kind = "an integer" if isinstance(spec, IntSpec) else "a number"
+                return {}, f"parameter '{name}' = {value!r} is not {kind} any more"
+            if not spec.low <= value <= spec.high:
+                return {}, f"parameter '{name}' = {value!r} is outside [{spec.low}, {spec.high}]"
+            step = spec.step
+            if step and abs((value - spec.low) / step - round((value - spec.low) / step)) > 1e-9:
+                return {}, f"parameter '{name}' = {value!r} is off the space's step of {step}"
         kept[name] = value
     return kept, None
 
@@ -87,6 +95,15 @@ def warm_start(spec: str, storage: str, space: SearchSpace) -> WarmStart:
     if storage.startswith("sqlite:///") and path != ":memory:" and not Path(path).exists():
         raise ConfigError(f"--warm-start: {path}: no such Optuna storage (a SQLite file)")
     store = open_storage(storage, "--warm-start-storage")
+    try:
+        return _best_fitting(name, k, store, space)
+    finally:
+        store.engine.dispose()  # read once; the search has its own connections
+
+
+def _best_fitting(
+    name: str, k: int, store: optuna.storages.RDBStorage, space: SearchSpace
+) -> WarmStart:
     try:
         source = optuna.load_study(study_name=name, storage=store)
     except KeyError:

@@ -14,20 +14,26 @@ from PIL import Image
 
 from automl.cli import main
 from automl.config import SearchSettings
+from automl.data import load_recorded, split_digest
 from automl.drift import check_drift
 from automl.hooks import Hooks
 from automl.promote import promote
 from automl.retrain import RetrainOptions, retrain
 from automl.runner import run_search
+from automl.space import parse_space
 from automl.tracking import Registry
+from automl.warmstart import fitting
 from tests.conftest import TINY_SPACE, mlflow_client
 
 pytestmark = pytest.mark.slow
 NAME = "cl"
 
 
-def write_folder(root: Path, data, skip: str | None = None, scale: float = 1.0) -> str:
-    """The digits as an image folder (PNG files), optionally without one class or darker."""
+def write_folder(
+    root: Path, data, skip: str | None = None, scale: float = 1.0, mode: str = "L"
+) -> str:
+    """The digits as an image folder (PNG files), optionally without one class, darker or
+    in another mode."""
     for split in ("train", "val", "test"):
         part = getattr(data, split)
         for index, (image, label) in enumerate(zip(part.images, part.labels.tolist(), strict=True)):
@@ -37,7 +43,7 @@ def write_folder(root: Path, data, skip: str | None = None, scale: float = 1.0) 
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             pixels = (image[0].float() * scale).round().clamp(0, 255).to(torch.uint8)
-            Image.fromarray(pixels.numpy()).save(folder / f"{index}.png")
+            Image.fromarray(pixels.numpy()).convert(mode).save(folder / f"{index}.png")
     return f"imagefolder:{root}"
 
 
@@ -210,6 +216,8 @@ def test_retrain_on_new_data_records_lineage_and_compares_both_splits(cli, lab):
         (None, ["--dataset", "nothree"], "its classes differ from the model's (missing 3)"),
         ("strip", ["--dataset", "digits"], "has no recorded params"),
         (None, ["--dataset", "digits", "--epochs", "0"], "--epochs: must be at least 1"),
+        (None, ["--dataset", "digits", "--alias", "champion"], "only through the gate"),
+        (None, ["--dataset", "digits", "--alias", "v2"], "MLflow keeps those"),
     ],
 )
 def test_bad_retrain_is_one_line_and_registers_nothing(cli, lab, setup, args, message):
@@ -265,3 +273,28 @@ def test_drift_cli_json(cli, lab):
     report = json.loads(out)
     assert report["retrain_advised"] is True
     assert any(r.startswith("class distribution") for r in report["reasons"])
+
+
+def test_a_retrain_on_adapted_data_records_splits_that_reload_identically(lab, digits):
+    """RGB images for a gray model are adapted to it; the recorded options must bring back
+    the very test split the version was scored on (promote and evaluate rely on it)."""
+    rgb = write_folder(lab["folder"] / "rgb", digits, mode="RGB")
+    outcome = retrain(
+        f"models:/{NAME}@champion", lab["uri"],
+        RetrainOptions(dataset=rgb, epochs=1, device="cpu", alias="rgb"),
+    )  # fmt: skip
+    tags = Registry(lab["uri"]).resolve(outcome.uri).tags
+    data = load_recorded(tags)
+    assert data.channels == 1
+    assert split_digest(data.test) == tags["test_digest"]
+    assert data.digest() == tags["data_digest"]
+
+
+def test_warm_start_skips_a_value_of_the_wrong_kind_or_off_the_step(lab):
+    space = parse_space(lab["space"].read_text(), "tiny.yaml")
+    _, why = fitting(space, {"arch.stages": "two"})
+    assert why == "parameter 'arch.stages' = 'two' is not an integer any more"
+    _, why = fitting(space, {"arch.stages": 1.5})
+    assert why is not None and "not an integer" in why
+    kept, why = fitting(space, {"arch.stages": 2})
+    assert why is None and kept == {"arch.stages": 2}

@@ -237,3 +237,25 @@ def test_a_worker_with_an_empty_queue_stays_to_retry_a_trial_running_elsewhere(
     assert "ran 1 complete" in output, output
     states = sorted(t.state.name for t in load("last", databases).trials)
     assert states == ["COMPLETE", "FAIL"]
+
+
+def test_sigterm_stops_a_worker_cleanly(databases, server, tmp_path):
+    """`docker compose stop` sends SIGTERM: the trial is failed as interrupted, its run
+    KILLED, its configuration queued again, and the worker exits 143."""
+    create_study("stopped", 1, databases, server, tmp_path, SLOW_SPACE, epochs=20)
+    worker = start_worker("stopped", databases, server, tmp_path)
+    deadline = time.monotonic() + 180
+    while not any(
+        t.state == TrialState.RUNNING and t.intermediate_values
+        for t in load("stopped", databases).trials
+    ):
+        assert time.monotonic() < deadline, "the worker never reported an epoch"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    output = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 143, output
+    failed, queued = load("stopped", databases).trials
+    assert failed.state == TrialState.FAIL and failed.user_attrs["reason"] == "interrupted"
+    assert queued.state == TrialState.WAITING and queued.user_attrs["retry_of"] == failed.number
+    run = mlflow_client(server).get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +21,7 @@ import typer
 from rich.console import Console
 
 from automl import __version__
-from automl.errors import AutomlError
+from automl.errors import AutomlError, Terminated
 
 app = typer.Typer(
     help="Search CNN architectures, augmentations and training settings with Optuna; "
@@ -36,6 +39,24 @@ def _width() -> int | None:
 
 
 console = Console(width=_width(), soft_wrap=True)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raised as ``Terminated`` while the block runs, so the running trial and the
+    runs are closed as on Ctrl-C (and as PID 1 in a container, where an unhandled SIGTERM
+    is ignored until the SIGKILL that follows)."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 errors = Console(stderr=True, width=_width(), soft_wrap=True)
 
 TrackingOption = Annotated[

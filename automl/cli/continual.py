@@ -61,6 +61,7 @@ def retrain(
     """Train a registered model's exact configuration on new data; register it as a candidate."""
     from automl.retrain import RetrainOptions
     from automl.retrain import retrain as run_retrain
+    from automl.tracking import store_errors_in
 
     options = RetrainOptions(
         dataset=dataset, data_dir=data_dir, epochs=epochs, from_scratch=from_scratch,
@@ -77,13 +78,14 @@ def retrain(
             if message.startswith("training"):
                 progress.update(task, total=int(message.split()[1]), completed=0)
 
-        outcome = run_retrain(
-            model_uri, tracking_uri, options, on_stage=on_stage,
-            on_epoch=lambda r: progress.update(
-                task, completed=r.epoch,
-                figures=f"val_acc {r.val_acc:.4f}  loss {r.train_loss:.3f}",
-            ),
-        )  # fmt: skip
+        with store_errors_in(tracking_uri):
+            outcome = run_retrain(
+                model_uri, tracking_uri, options, on_stage=on_stage,
+                on_epoch=lambda r: progress.update(
+                    task, completed=r.epoch,
+                    figures=f"val_acc {r.val_acc:.4f}  loss {r.train_loss:.3f}",
+                ),
+            )  # fmt: skip
     _print_retrain(outcome)
 
 
@@ -113,8 +115,9 @@ def _print_retrain(outcome: RetrainOutcome) -> None:
         f"val_acc {outcome.start_val_acc:.4f} before training -> "
         f"{outcome.history[-1].val_acc:.4f} after {outcome.epochs} epochs "
         f"(lr x{outcome.lr_scale:g}, {outcome.seconds:.1f} s). Registered {outcome.uri} with "
-        f"the alias 'candidate'; MLflow run {outcome.run_id}.\nPromote it with the gate on the "
-        f"new data: automl promote {source.name} --dataset {outcome.dataset}"
+        f"the alias '{outcome.alias}'; MLflow run {outcome.run_id}.\nPromote it with the gate "
+        f"on the new data: automl promote {source.name} --version {outcome.version} "
+        f"--dataset {outcome.dataset}"
     )
 
 
@@ -130,8 +133,9 @@ def drift(
 ) -> None:
     """Compare new data with a model's training data; say whether a retrain is advised."""
     from automl.drift import check_drift
+    from automl.tracking import store_errors_in
 
-    with console.status("checking drift…") as status:
+    with console.status("checking drift…") as status, store_errors_in(tracking_uri):
         report = check_drift(
             model_uri, dataset, tracking_uri, data_dir=data_dir,
             on_stage=lambda m: status.update(f"{m}…"),

@@ -9,9 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from automl.cli import DataDirOption, StorageOption, TrackingOption, app, console
+from automl.cli import (
+    DataDirOption,
+    StorageOption,
+    TrackingOption,
+    app,
+    console,
+    sigterm_as_interrupt,
+)
 from automl.cli.search import create
 from automl.config import DEFAULT_STORAGE, DEFAULT_TRACKING
+from automl.errors import Terminated
 
 study_app = typer.Typer(
     help="Create, inspect and finish studies run by workers.", no_args_is_help=True
@@ -67,12 +75,12 @@ def worker(
     queued = sum(1 for t in session.study.get_trials(deepcopy=False) if t.state.name == "WAITING")
     console.print(f"worker on study [bold]{study}[/] ({session.device}): {queued} trials queued")
     try:
-        with SearchDisplay(console, max(queued, 1)) as display:
+        with sigterm_as_interrupt(), SearchDisplay(console, max(queued, 1)) as display:
             session.hooks = session.objective.hooks = display.hooks
             outcome = run_worker(session, wait=max(0.0, deadline - time.monotonic()), stay=stay)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         console.print("[yellow]interrupted[/]: the running trial was failed and queued again")
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
     counts = Counter(t.state.name.lower() for t in outcome.ran)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
     console.print(f"no queued trials left: this worker ran {summary} in {outcome.seconds:.1f} s")

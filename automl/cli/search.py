@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from automl.cli import StorageOption, TrackingOption, app, console
+from automl.cli import StorageOption, TrackingOption, app, console, sigterm_as_interrupt
 from automl.config import (
     DEFAULT_SPACE,
     DEFAULT_STORAGE,
@@ -19,17 +17,10 @@ from automl.config import (
     SAMPLERS,
     resolve_space,
 )
+from automl.errors import Terminated
 
 if TYPE_CHECKING:
     from automl.config import SearchSettings
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so runs are closed before exiting."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
 
 
 @app.command()
@@ -132,16 +123,13 @@ def search(
     from automl.console import SearchDisplay, print_summary
     from automl.runner import Interrupted, run_search
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        with SearchDisplay(console, trials) as display:
+        with sigterm_as_interrupt(), SearchDisplay(console, trials) as display:
             outcome = run_search(settings, hooks=display.hooks)
     except Interrupted as stop:
         print_summary(console, stop.args[0])
         terminated = isinstance(stop.args[1], Terminated)
         raise typer.Exit(143 if terminated else 130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     print_summary(console, outcome)
 
 

@@ -46,14 +46,23 @@ __all__ = [
 
 def load_recorded(tags: dict[str, str], data_dir: Path | None = None) -> ImageData:
     """The data a registered version was trained on, from its ``dataset`` and
-    ``dataset_options`` tags, loaded the same way (same size, same group level)."""
+    ``dataset_options`` tags, loaded the same way (same size, group level, channels and
+    class order)."""
+    from automl.data.adapt import in_class_order, with_channels  # adapt builds on this module
+
     options = json.loads(tags.get("dataset_options") or "{}")
-    return load_dataset(
+    data = load_dataset(
         tags["dataset"],
         data_dir,
         image_size=options.get("image_size"),
         group_level=bool(options.get("group_level", False)),
     )
+    if options.get("channels"):  # a retrain adapted the data to its parent model
+        data = with_channels(data, int(options["channels"]))
+    classes = options.get("classes")
+    if classes and sorted(classes) == sorted(data.classes):
+        data = in_class_order(data, classes)
+    return data
 
 
 def check_dataset_name(name: str) -> None:

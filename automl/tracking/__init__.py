@@ -4,6 +4,7 @@
 models, ``registry`` handles registered models, versions, aliases and their tags.
 """
 
+from automl.tracking.common import store_errors_in
 from automl.tracking.models import ImageModel, load_image_model, log_image_model
 from automl.tracking.registry import Registry, VersionInfo
 from automl.tracking.runs import TRACKING_ERRORS, Tracker, TrialRun, artifact_root_for
@@ -18,4 +19,5 @@ __all__ = [
     "artifact_root_for",
     "load_image_model",
     "log_image_model",
+    "store_errors_in",
 ]

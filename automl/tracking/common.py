@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -15,6 +17,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from requests.exceptions import RequestException
+from sqlalchemy.exc import SQLAlchemyError
 
 from automl.config import mask_url
 from automl.errors import AutomlError, StoreError
@@ -59,3 +62,15 @@ def store_errors(cls: type[T]) -> type[T]:
         functools.update_wrapper(wrapped, method)
         setattr(cls, name, wrapped)
     return cls
+
+
+@contextmanager
+def store_errors_in(tracking_uri: str) -> Iterator[None]:
+    """A tracking-store failure inside the block becomes one line naming the store (for
+    commands that call the tracker directly; the search has its own retries)."""
+    try:
+        yield
+    except AutomlError:
+        raise
+    except (MlflowException, RequestException, SQLAlchemyError) as exc:
+        raise StoreError(f"--tracking-uri {mask_url(tracking_uri)}: {first_line(exc)}") from None

@@ -207,6 +207,17 @@ def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_p
     print(f"\nthe killed trial was retried {retried_after:.1f} s after the kill")
 
 
+def wait_for_an_epoch(study: str, databases, seconds: float = 180) -> None:
+    """Until a running trial of ``study`` has reported an epoch (so it is mid-trial)."""
+    deadline = time.monotonic() + seconds
+    while not any(
+        t.state == TrialState.RUNNING and t.intermediate_values
+        for t in load(study, databases).trials
+    ):
+        assert time.monotonic() < deadline, "the worker never reported an epoch"
+        time.sleep(0.2)
+
+
 SLOW_SPACE = """
 architecture: {stages: 2, per_stage: {width: 64, convs: 2}}
 training: {epochs: 20, batch_size: 16}
@@ -221,13 +232,7 @@ def test_a_worker_with_an_empty_queue_stays_to_retry_a_trial_running_elsewhere(
     create_study("last", 1, databases, server, tmp_path, SLOW_SPACE, epochs=20)
     timing = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "15"}
     victim = start_worker("last", databases, server, tmp_path, **timing)
-    deadline = time.monotonic() + 180
-    while not any(
-        t.state == TrialState.RUNNING and t.intermediate_values
-        for t in load("last", databases).trials
-    ):
-        assert time.monotonic() < deadline, "the worker never reported an epoch"
-        time.sleep(0.2)
+    wait_for_an_epoch("last", databases)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     helper = start_worker("last", databases, server, tmp_path, **timing)
@@ -244,13 +249,7 @@ def test_sigterm_stops_a_worker_cleanly(databases, server, tmp_path):
     KILLED, its configuration queued again, and the worker exits 143."""
     create_study("stopped", 1, databases, server, tmp_path, SLOW_SPACE, epochs=20)
     worker = start_worker("stopped", databases, server, tmp_path)
-    deadline = time.monotonic() + 180
-    while not any(
-        t.state == TrialState.RUNNING and t.intermediate_values
-        for t in load("stopped", databases).trials
-    ):
-        assert time.monotonic() < deadline, "the worker never reported an epoch"
-        time.sleep(0.2)
+    wait_for_an_epoch("stopped", databases)
     worker.send_signal(signal.SIGTERM)
     output = worker.communicate(timeout=120)[0]
     assert worker.returncode == 143, output

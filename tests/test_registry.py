@@ -213,6 +213,15 @@ def test_predict_png_and_jpeg_files_and_folders(cli, image_files):
     assert code == 0 and "digit0.png" in out
 
 
+def test_the_network_file_is_the_one_the_loaded_model_reads(cli, registry_dir):
+    """Export, evaluate and retrain reuse it: no second download, no folder left behind."""
+    model = load_image_model("models:/reg/2")
+    path = model.network_file()
+    assert path.is_file() and path.name == "network.pt2"
+    assert path.is_relative_to(registry_dir), path  # in the run's artifact store
+    assert model.network_file() == path
+
+
 def test_predict_refuses_when_nothing_is_readable_and_models_not_ours(cli, registry_dir):
     bad = registry_dir / "only-bad.png"
     bad.write_text("nope")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,8 @@ class ImageModel:
     uri: str
     pyfunc: Any
     preprocess: dict[str, Any]
+    _download: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    _network: Path = field(default=Path(), repr=False)
 
     @property
     def classes(self) -> list[str]:
@@ -121,9 +123,18 @@ class ImageModel:
         return {**program.state_dict, **program.constants}
 
     def network_file(self) -> Path:
-        """The model's ``network.pt2``, downloaded when the model lives in a store."""
-        local = mlflow.artifacts.download_artifacts(self.uri)
-        return Path(local, "artifacts", "network.pt2")
+        """The model's ``network.pt2``: the file the loaded model itself reads (MLflow
+        fetched it already when the model lives on a server), else one download kept for
+        this object's lifetime, so nothing is fetched twice or left behind."""
+        context = getattr(getattr(self.pyfunc, "_model_impl", None), "context", None)
+        path = (getattr(context, "artifacts", None) or {}).get("network")
+        if path and Path(path).is_file():
+            return Path(path)
+        if self._download is None:
+            self._download = tempfile.TemporaryDirectory(prefix="automl-model-")
+            local = mlflow.artifacts.download_artifacts(self.uri, dst_path=self._download.name)
+            self._network = Path(local, "artifacts", "network.pt2")
+        return self._network
 
 
 def load_image_model(uri: str, tracking_uri: str | None = None) -> ImageModel:

@@ -80,8 +80,13 @@ def ks_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def image_statistics(images: torch.Tensor, chunk: int = 2048) -> dict[str, np.ndarray]:
-    """Per image: mean brightness, contrast (pixel std) and sharpness (mean gradient), in [0, 1]."""
+def image_statistics(images: torch.Tensor, chunk: int | None = None) -> dict[str, np.ndarray]:
+    """Per image: mean brightness, contrast (pixel std) and sharpness (mean gradient), in [0, 1].
+
+    Computed in chunks of about 16 M pixels, so large images never need a float copy of
+    more than a chunk."""
+    if chunk is None:
+        chunk = max(1, (1 << 24) // max(1, images[0].numel() if len(images) else 1))
     out: dict[str, list[np.ndarray]] = {"brightness": [], "contrast": [], "sharpness": []}
     for start in range(0, images.shape[0], chunk):
         x = images[start : start + chunk].float().div_(255).mean(dim=1)  # gray, (n, h, w)
@@ -93,9 +98,36 @@ def image_statistics(images: torch.Tensor, chunk: int = 2048) -> dict[str, np.nd
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
 
-def _all(data: ImageData) -> Split:
-    splits = (data.train, data.val, data.test)
-    return Split(torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits]))
+class _Pool:
+    """Every split of the new data as one sample, without copying the images."""
+
+    def __init__(self, data: ImageData) -> None:
+        self.splits = [data.train, data.val, data.test]
+        self.labels = torch.cat([s.labels for s in self.splits])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def statistics(self) -> dict[str, np.ndarray]:
+        parts = [image_statistics(s.images) for s in self.splits if len(s)]
+        names = ("brightness", "contrast", "sharpness")
+        return {k: np.concatenate([p[k] for p in parts] or [np.zeros(0)]) for k in names}
+
+    def sample(self, seed: int = 0) -> Split:
+        """Up to ``SAMPLE`` images drawn from all splits."""
+        if len(self) <= SAMPLE:
+            index = torch.arange(len(self))
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            index = torch.randperm(len(self), generator=generator)[:SAMPLE]
+        images, labels, low = [], [], 0
+        for split in self.splits:
+            high = low + len(split)
+            local = index[(index >= low) & (index < high)] - low
+            images.append(split.images[local])
+            labels.append(split.labels[local])
+            low = high
+        return Split(torch.cat(images), torch.cat(labels))
 
 
 def _sample(split: Split, seed: int = 0) -> Split:
@@ -106,7 +138,7 @@ def _sample(split: Split, seed: int = 0) -> Split:
 
 
 def _class_check(
-    reference: ImageData, new: ImageData, new_all: Split
+    reference: ImageData, new: ImageData, new_all: _Pool
 ) -> tuple[Check, dict[str, tuple[float, float]]]:
     ref_counts = Counter(reference.train.labels.tolist())
     new_counts = Counter(new_all.labels.tolist())
@@ -127,11 +159,8 @@ def _class_check(
     return check, shares
 
 
-def _image_checks(reference: ImageData, new_all: Split) -> list[Check]:
-    ref_stats, new_stats = (
-        image_statistics(reference.train.images),
-        image_statistics(new_all.images),
-    )
+def _image_checks(reference: ImageData, new_all: _Pool) -> list[Check]:
+    ref_stats, new_stats = image_statistics(reference.train.images), new_all.statistics()
     checks = []
     for name in ref_stats:
         d, p = ks_test(ref_stats[name], new_stats[name])
@@ -144,10 +173,10 @@ def _image_checks(reference: ImageData, new_all: Split) -> list[Check]:
 
 
 def _model_checks(
-    model: ImageModel, reference: ImageData, new: ImageData, new_all: Split
+    model: ImageModel, reference: ImageData, new: ImageData, new_all: _Pool
 ) -> list[Check]:
     """Confidence and accuracy on the held-out reference test split and on the new data."""
-    ref, fresh = _sample(reference.test), _sample(new_all)
+    ref, fresh = _sample(reference.test), new_all.sample()
     ref_frame, new_frame = model.predict(ref.hwc()), model.predict(fresh.hwc())
     ref_conf = ref_frame["probability"].to_numpy()
     new_conf = new_frame["probability"].to_numpy()
@@ -190,7 +219,7 @@ def check_drift(
     reference = load_recorded(version.tags, data_dir)
     on_stage(f"loading {dataset}")
     new = load_like(dataset, model.preprocess, data_dir)
-    new_all = _all(new)
+    new_all = _Pool(new)
     on_stage("comparing classes, images and the model's confidence")
     class_check, shares = _class_check(reference, new, new_all)
     checks = [class_check, *_image_checks(reference, new_all)]

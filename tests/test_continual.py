@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -298,3 +299,20 @@ def test_warm_start_skips_a_value_of_the_wrong_kind_or_off_the_step(lab):
     assert why is not None and "not an integer" in why
     kept, why = fitting(space, {"arch.stages": 2})
     assert why is None and kept == {"arch.stages": 2}
+
+
+def test_image_statistics_do_not_depend_on_chunks_or_on_copying_the_splits(digits):
+    from automl.drift import _Pool, image_statistics
+
+    images = digits.train.images[:300]
+    whole, chunked = image_statistics(images, chunk=10_000), image_statistics(images, chunk=7)
+    for name in whole:
+        assert np.allclose(whole[name], chunked[name])
+    pool = _Pool(digits)
+    everything = torch.cat([digits.train.images, digits.val.images, digits.test.images])
+    pooled, direct = pool.statistics(), image_statistics(everything)
+    assert all(np.allclose(pooled[k], direct[k]) for k in direct)
+    sample = pool.sample()  # digits is smaller than the sample size: every image, once
+    assert len(sample.images) == len(pool) == len(everything)
+    assert sorted(sample.labels.tolist()) == sorted(pool.labels.tolist())
+    assert torch.equal(sample.images.long().sum(0), everything.long().sum(0))

@@ -173,20 +173,15 @@ def test_three_workers_finish_exactly_twelve_trials_under_one_parent(databases, 
 
 
 def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_path):
-    slow = TINY_SPACE.replace("epochs: 2", "epochs: 20")
-    create_study("killed", 6, databases, server, tmp_path, slow, epochs=20)
+    slow = SLOW_SPACE.replace("epochs: 20", "epochs: 10")  # ~4 s a trial: killed mid-trial
+    create_study("killed", 6, databases, server, tmp_path, slow, epochs=10)
     fast = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "4"}
     victim = start_worker("killed", databases, server, tmp_path, **fast)
-    deadline = time.monotonic() + 180
-    running = []
-    while not running:
-        assert time.monotonic() < deadline, "the worker never started a trial"
-        time.sleep(0.5)
-        running = [t for t in load("killed", databases).trials if t.state == TrialState.RUNNING]
+    running = wait_for_an_epoch("killed", databases)  # mid-trial: configuration recorded
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     killed_at = time.monotonic()
-    dead = running[0].number
+    dead = running.number
     helpers = [start_worker("killed", databases, server, tmp_path, **fast) for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in helpers]
     (tmp_path / "helpers.log").write_text("\n\n".join(outputs))
@@ -207,13 +202,13 @@ def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_p
     print(f"\nthe killed trial was retried {retried_after:.1f} s after the kill")
 
 
-def wait_for_an_epoch(study: str, databases, seconds: float = 180) -> None:
-    """Until a running trial of ``study`` has reported an epoch (so it is mid-trial)."""
+def wait_for_an_epoch(study: str, databases, seconds: float = 180):
+    """The first running trial of ``study`` seen to have reported an epoch (mid-trial)."""
     deadline = time.monotonic() + seconds
-    while not any(
-        t.state == TrialState.RUNNING and t.intermediate_values
-        for t in load(study, databases).trials
-    ):
+    while True:
+        for trial in load(study, databases).trials:
+            if trial.state == TrialState.RUNNING and trial.intermediate_values:
+                return trial
         assert time.monotonic() < deadline, "the worker never reported an epoch"
         time.sleep(0.2)
 

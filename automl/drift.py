@@ -31,6 +31,7 @@ KS_STATISTIC = 0.10  # and p < KS_P: a real and large enough change of an image 
 KS_P = 0.01
 CONFIDENCE_DROP = 0.05  # mean top-1 probability
 ACCURACY_DROP = 0.03
+IMAGE_STATISTICS = ("brightness", "contrast", "sharpness")
 SAMPLE = 5000  # images each side the model predicts (statistics use every image)
 
 
@@ -87,7 +88,7 @@ def image_statistics(images: torch.Tensor, chunk: int | None = None) -> dict[str
     more than a chunk."""
     if chunk is None:
         chunk = max(1, (1 << 24) // max(1, images[0].numel() if len(images) else 1))
-    out: dict[str, list[np.ndarray]] = {"brightness": [], "contrast": [], "sharpness": []}
+    out: dict[str, list[np.ndarray]] = {name: [] for name in IMAGE_STATISTICS}
     for start in range(0, images.shape[0], chunk):
         x = images[start : start + chunk].float().div_(255).mean(dim=1)  # gray, (n, h, w)
         out["brightness"].append(x.mean(dim=(1, 2)).numpy())
@@ -110,16 +111,11 @@ class _Pool:
 
     def statistics(self) -> dict[str, np.ndarray]:
         parts = [image_statistics(s.images) for s in self.splits if len(s)]
-        names = ("brightness", "contrast", "sharpness")
-        return {k: np.concatenate([p[k] for p in parts] or [np.zeros(0)]) for k in names}
+        return {k: np.concatenate([p[k] for p in parts] or [np.zeros(0)]) for k in IMAGE_STATISTICS}
 
     def sample(self, seed: int = 0) -> Split:
         """Up to ``SAMPLE`` images drawn from all splits."""
-        if len(self) <= SAMPLE:
-            index = torch.arange(len(self))
-        else:
-            generator = torch.Generator().manual_seed(seed)
-            index = torch.randperm(len(self), generator=generator)[:SAMPLE]
+        index = _pick(len(self), seed)
         images, labels, low = [], [], 0
         for split in self.splits:
             high = low + len(split)
@@ -130,10 +126,17 @@ class _Pool:
         return Split(torch.cat(images), torch.cat(labels))
 
 
+def _pick(count: int, seed: int) -> torch.Tensor:
+    """Indices of up to ``SAMPLE`` of ``count`` images, seeded."""
+    if count <= SAMPLE:
+        return torch.arange(count)
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:SAMPLE]
+
+
 def _sample(split: Split, seed: int = 0) -> Split:
     if len(split) <= SAMPLE:
         return split
-    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:SAMPLE]
+    index = _pick(len(split), seed)
     return Split(split.images[index], split.labels[index])
 
 

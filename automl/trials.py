@@ -53,6 +53,12 @@ def waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
+def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
+    """Seconds between heartbeats, or None for storages without them."""
+    interval: int | None = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    return interval
+
+
 def claim(study: optuna.Study) -> optuna.Trial | None:
     """Take one waiting ticket, or None when the queue is empty.
 
@@ -65,7 +71,7 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
         return None
     # At once: Optuna never counts a running trial without any heartbeat as stale, so a
     # worker dying right here would otherwise leave it running for good.
-    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
+    if heartbeat_interval(study._storage):
         study._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
     return optuna.Trial(study, trial_id)
 
@@ -74,7 +80,7 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record a heartbeat every interval while the trial runs (storages that support it)."""
     storage = study._storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    interval = heartbeat_interval(storage)
     if not interval:
         yield
         return
@@ -118,7 +124,7 @@ def fail_stale(
     Several workers may find the same dead trial: the storage lets only one fail it.
     """
     storage = study._storage
-    if not getattr(storage, "get_heartbeat_interval", lambda: None)():
+    if not heartbeat_interval(storage):
         return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,6 +59,21 @@ def tiny_space_file(tmp_path: Path) -> Path:
     return path
 
 
+def search_settings(tmp_path: Path, space_text: str = TINY_SPACE, **values):
+    """Settings for a small CPU search with both stores and the space in ``tmp_path``;
+    ``values`` add to or override them (``trials`` and ``study_name`` at least)."""
+    from automl.config import SearchSettings
+
+    space = tmp_path / "space.yaml"
+    space.write_text(space_text)
+    defaults = {
+        "space": space, "storage": f"sqlite:///{tmp_path / 'automl.db'}",
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "max_epochs": 2, "device": "cpu", "evaluate": False,
+    }  # fmt: skip
+    return SearchSettings(**{**defaults, **values})
+
+
 @pytest.fixture
 def stores(tmp_path: Path) -> dict[str, str]:
     """A fresh Optuna storage and MLflow tracking store in a temporary folder."""
@@ -93,3 +114,66 @@ def mlflow_client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(uri, registry_uri=uri)
+
+
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bin_env(**extra: str) -> dict[str, str]:
+    """The environment with this interpreter's scripts (automl, mlflow) first on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+def pg_admin(sql: str) -> None:
+    """One statement on the local PostgreSQL server (trust authentication)."""
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@contextmanager
+def scratch_database(suffix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database named for this test process, dropped afterwards; the
+    test is skipped when PostgreSQL is not reachable. Yields its name."""
+    name = f"automl_test_{os.getpid()}_{suffix}"
+    try:
+        pg_admin(f"drop database if exists {name}")
+        pg_admin(f"create database {name}")
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    try:
+        yield name
+    finally:
+        pg_admin(f"drop database if exists {name} with (force)")
+
+
+def wait_for_http(
+    url: str,
+    *,
+    limit: float = 180,
+    process: subprocess.Popen | None = None,
+    output: Callable[[], str] = lambda: "",
+    expect: bytes | None = None,
+) -> None:
+    """Until ``url`` answers (with the body ``expect``, when given); fails at once, with
+    ``output()``, when the server ``process`` exits first."""
+    deadline = time.monotonic() + limit
+    while True:
+        if process is not None:
+            assert process.poll() is None, output()
+        try:
+            body = urllib.request.urlopen(url, timeout=2).read()
+            if expect is None or body == expect:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer within {limit:.0f} s"
+        time.sleep(0.3)

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -14,7 +13,7 @@ from base64 import b64encode
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, bin_env, free_port, scratch_database, wait_for_http
 
 COMPOSE = REPO / "docker-compose.yml"
 
@@ -78,49 +77,30 @@ def test_docker_compose_validates_the_file():
 @pytest.fixture
 def auth_server(tmp_path):
     """The entrypoint for real: basic auth on, the store URI and password from files."""
-    import psycopg
-
-    from tests.test_distributed import _admin, bin_env, free_port
-
-    try:
-        _admin("select 1")
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL is not reachable: {exc}")
-    database = f"automl_test_{os.getpid()}_auth"
-    _admin(f"drop database if exists {database}")
-    _admin(f"create database {database}")
-    password = "a-long-admin-password-42"
-    (tmp_path / "uri").write_text(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
-    (tmp_path / "password").write_text(password)
-    port = free_port()
-    env = bin_env(
-        MLFLOW_BACKEND_STORE_URI_FILE=str(tmp_path / "uri"),
-        MLFLOW_ADMIN_PASSWORD_FILE=str(tmp_path / "password"),
-        MLFLOW_ADMIN_USERNAME="admin", MLFLOW_AUTH="basic",
-        MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "artifacts"),
-        MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=str(port),
-    )  # fmt: skip
-    log = tmp_path / "server.log"
-    server = subprocess.Popen(
-        ["sh", str(REPO / "mlflow" / "entrypoint.sh")], env=env, stdout=log.open("w"),
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.5)
-        yield url, password, log
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        _admin(f"drop database if exists {database} with (force)")
+    with scratch_database("auth") as database:
+        password = "a-long-admin-password-42"
+        (tmp_path / "uri").write_text(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
+        (tmp_path / "password").write_text(password)
+        port = free_port()
+        env = bin_env(
+            MLFLOW_BACKEND_STORE_URI_FILE=str(tmp_path / "uri"),
+            MLFLOW_ADMIN_PASSWORD_FILE=str(tmp_path / "password"),
+            MLFLOW_ADMIN_USERNAME="admin", MLFLOW_AUTH="basic",
+            MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "artifacts"),
+            MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=str(port),
+        )  # fmt: skip
+        log = tmp_path / "server.log"
+        server = subprocess.Popen(
+            ["sh", str(REPO / "mlflow" / "entrypoint.sh")], env=env, stdout=log.open("w"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(f"{url}/health", process=server, output=lambda: log.read_text()[-3000:])
+            yield url, password, log
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 @pytest.mark.slow

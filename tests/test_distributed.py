@@ -4,54 +4,34 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import ARTIFACTS, TINY_SPACE, chromium, mlflow_client
+from tests.conftest import (
+    ARTIFACTS,
+    PG,
+    TINY_SPACE,
+    bin_env,
+    chromium,
+    free_port,
+    mlflow_client,
+    scratch_database,
+    wait_for_http,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 @pytest.fixture(scope="module")
 def databases():
-    """Scratch databases for this test session, dropped at the end."""
-    try:
-        _admin("select 1")
-    except Exception as exc:  # pragma: no cover - CI starts PostgreSQL
-        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
-    names = {kind: f"automl_test_{os.getpid()}_{kind}" for kind in ("optuna", "mlflow")}
-    for name in names.values():
-        _admin(f"drop database if exists {name}")
-        _admin(f"create database {name}")
-    yield {kind: f"{PG}/{name}" for kind, name in names.items()}
-    for name in names.values():
-        _admin(f"drop database if exists {name} with (force)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def bin_env(**extra: str) -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **extra}
+    """Scratch databases for this test module, dropped at the end."""
+    with scratch_database("optuna") as optuna_db, scratch_database("mlflow") as mlflow_db:
+        yield {"optuna": f"{PG}/{optuna_db}", "mlflow": f"{PG}/{mlflow_db}"}
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +48,10 @@ def server(databases, tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        assert process.poll() is None, Path(log.name).read_text()[-3000:]
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the MLflow server did not start"
-        time.sleep(0.5)
+    wait_for_http(
+        f"{url}/health", process=process, output=lambda: Path(log.name).read_text()[-3000:],
+        expect=b"OK",
+    )  # fmt: skip
     yield url
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)

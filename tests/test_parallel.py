@@ -13,21 +13,13 @@ from automl.errors import ConfigError
 from automl.jobs import assign_gpus
 from automl.runner import run_search
 from automl.space import load_space, parse_space
-from tests.conftest import DEFAULT_SPACE, TINY_SPACE, mlflow_client
+from tests.conftest import DEFAULT_SPACE, TINY_SPACE, mlflow_client, search_settings
 
 pytestmark = pytest.mark.slow
 
 
 def settings(tmp_path: Path, space_text: str, **overrides) -> SearchSettings:
-    space = tmp_path / "space.yaml"
-    space.write_text(space_text)
-    values = {
-        "trials": 4, "space": space, "study_name": "par",
-        "storage": f"sqlite:///{tmp_path / 'automl.db'}",
-        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "max_epochs": 2, "device": "cpu", "evaluate": False,
-    }  # fmt: skip
-    return SearchSettings(**{**values, **overrides})
+    return search_settings(tmp_path, space_text, **{"trials": 4, "study_name": "par", **overrides})
 
 
 def test_two_jobs_finish_exactly_the_trials_asked_for(tmp_path):

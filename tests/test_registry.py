@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from automl.cli import main
 from automl.config import SearchSettings
 from automl.runner import run_search
 from automl.tracking import Registry, load_image_model
-from tests.conftest import TINY_SPACE, mlflow_client
+from tests.conftest import TINY_SPACE, free_port, mlflow_client, wait_for_http
 
 pytestmark = pytest.mark.slow
 NAME = "reg"
@@ -266,12 +264,6 @@ def test_onnx_export_predicts_like_the_model(registry_dir, digits):
     assert np.array_equal(logits.argmax(1), expected)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def post(port: int, payload: dict) -> list[dict]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations",
@@ -297,15 +289,10 @@ def test_mlflow_models_serve_answers_like_predict(cli, registry_dir, image_files
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.communicate()[1][-2000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.5)
+        wait_for_http(
+            f"http://127.0.0.1:{port}/ping", limit=120, process=server,
+            output=lambda: server.communicate()[1][-2000:],
+        )  # fmt: skip
         holder = champion(registry_dir)
         code, out, _ = cli("predict", f"models:/reg/{holder}", *map(str, paths), "--json")
         assert code == 0

@@ -25,23 +25,22 @@ from automl.config import SearchSettings
 from automl.errors import ConfigError
 from automl.runner import run_search
 from automl.space import parse_space
-from tests.conftest import TINY_SPACE, mlflow_client
+from tests.conftest import (
+    TINY_SPACE,
+    bin_env,
+    free_port,
+    mlflow_client,
+    scratch_database,
+    search_settings,
+    wait_for_http,
+)
 from tests.test_cli import automl_command, wait_for_running_trial
-from tests.test_distributed import _admin, bin_env, free_port
 
 FAST_HEARTBEAT = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "3"}
 
 
 def tiny(tmp_path: Path, text: str = TINY_SPACE, **overrides) -> SearchSettings:
-    space = tmp_path / "space.yaml"
-    space.write_text(text)
-    values = {
-        "trials": 3, "space": space, "study_name": "faults",
-        "storage": f"sqlite:///{tmp_path / 'automl.db'}",
-        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "max_epochs": 2, "device": "cpu", "evaluate": False,
-    }  # fmt: skip
-    return SearchSettings(**{**values, **overrides})
+    return search_settings(tmp_path, text, **{"trials": 3, "study_name": "faults", **overrides})
 
 
 def load(storage: str, name: str):
@@ -110,16 +109,7 @@ def start_mlflow(port: int, backend: str, artifacts: Path, log: Path) -> subproc
 
 
 def wait_healthy(port: int, limit: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the MLflow server did not start"
-            time.sleep(0.3)
+    wait_for_http(f"http://127.0.0.1:{port}/health", limit=limit)
 
 
 @pytest.mark.slow
@@ -224,12 +214,11 @@ class Proxy:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_database_away_mid_study_is_ridden_out(tmp_path):
-    database = f"automl_test_{os.getpid()}_proxy"
-    try:
-        _admin(f"drop database if exists {database}")
-        _admin(f"create database {database}")
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    with scratch_database("proxy") as database:
+        _ride_out_a_database_away(tmp_path, database)
+
+
+def _ride_out_a_database_away(tmp_path: Path, database: str) -> None:
     proxy = Proxy(free_port(), ("127.0.0.1", 5432))
     proxy.start()
     storage = f"postgresql+psycopg2://postgres@127.0.0.1:{proxy.port}/{database}"
@@ -259,7 +248,6 @@ def test_database_away_mid_study_is_ridden_out(tmp_path):
     finally:
         search.kill()
         proxy.cut()
-        _admin(f"drop database if exists {database} with (force)")
 
 
 def test_unreachable_stores_at_start_are_one_line(tmp_path, capsys, monkeypatch, tiny_space_file):
@@ -456,38 +444,34 @@ def test_images_too_large_and_links_outside_are_dropped(tmp_path):
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_passwords_never_reach_logs_params_tags_or_the_terminal(tmp_path):
-    database = f"automl_test_{os.getpid()}_secret"
-    try:
-        _admin(f"drop database if exists {database}")
-        _admin(f"create database {database}")
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    with scratch_database("secret") as database:
+        _search_with_a_password(tmp_path, database)
+
+
+def _search_with_a_password(tmp_path: Path, database: str) -> None:
     password = "hunter2-very-secret"  # trust authentication accepts it and ignores it
     storage = f"postgresql+psycopg2://postgres:{password}@127.0.0.1:5432/{database}"
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
-    try:
-        result = subprocess.run(
-            automl_command("search", "--trials", "2", "--space", str(space), "--max-epochs", "1",
-                           "--device", "cpu", "--storage", storage, "--study-name", "secret"),
-            cwd=tmp_path, env=bin_env(), capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert password not in result.stdout + result.stderr
-        client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
-        experiment = client.get_experiment_by_name("secret")
-        for run in client.search_runs([experiment.experiment_id]):
-            assert password not in json.dumps([run.data.params, run.data.tags])
-        (parent,) = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")
-        assert "***" in parent.data.params["storage"]
-        config = Path(
-            client.download_artifacts(parent.info.run_id, "resolved_config.json", str(tmp_path))
-        )
-        assert password not in config.read_text()
-        study = load(storage, "secret")
-        assert password not in json.dumps(study.user_attrs)
-    finally:
-        _admin(f"drop database if exists {database} with (force)")
+    result = subprocess.run(
+        automl_command("search", "--trials", "2", "--space", str(space), "--max-epochs", "1",
+                       "--device", "cpu", "--storage", storage, "--study-name", "secret"),
+        cwd=tmp_path, env=bin_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert password not in result.stdout + result.stderr
+    client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("secret")
+    for run in client.search_runs([experiment.experiment_id]):
+        assert password not in json.dumps([run.data.params, run.data.tags])
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.kind = 'study'")
+    assert "***" in parent.data.params["storage"]
+    config = Path(
+        client.download_artifacts(parent.info.run_id, "resolved_config.json", str(tmp_path))
+    )
+    assert password not in config.read_text()
+    study = load(storage, "secret")
+    assert password not in json.dumps(study.user_attrs)
 
 
 # ---------------------------------------------------------------------------- reproducibility

@@ -42,6 +42,27 @@ def first_line(exc: BaseException) -> str:
 T = TypeVar("T")
 
 
+@contextmanager
+def store_errors_in(
+    tracking_uri: str, also: tuple[type[BaseException], ...] = ()
+) -> Iterator[None]:
+    """A tracking-store failure inside the block (unreachable server, refused credentials,
+    ...) becomes one line naming the store instead of a traceback; ``also``: more error
+    types that mean the store here. The search has its own retries instead."""
+    errors: tuple[type[BaseException], ...] = (
+        MlflowException,
+        RequestException,
+        SQLAlchemyError,
+        *also,
+    )
+    try:
+        yield
+    except AutomlError:
+        raise
+    except errors as exc:
+        raise StoreError(f"--tracking-uri {mask_url(tracking_uri)}: {first_line(exc)}") from None
+
+
 def store_errors(cls: type[T]) -> type[T]:
     """Class decorator: an MLflow store failure in any public method becomes one line
     naming the store (unreachable server, refused credentials, ...) instead of a traceback."""
@@ -50,27 +71,9 @@ def store_errors(cls: type[T]) -> type[T]:
             continue
 
         def wrapped(self: Any, *args: Any, __method: Any = method, **kwargs: Any) -> Any:
-            try:
+            with store_errors_in(self.tracking_uri, also=(OSError,)):  # artifact downloads
                 return __method(self, *args, **kwargs)
-            except AutomlError:
-                raise
-            except (MlflowException, OSError, RequestException) as exc:
-                raise StoreError(
-                    f"--tracking-uri {mask_url(self.tracking_uri)}: {first_line(exc)}"
-                ) from None
 
         functools.update_wrapper(wrapped, method)
         setattr(cls, name, wrapped)
     return cls
-
-
-@contextmanager
-def store_errors_in(tracking_uri: str) -> Iterator[None]:
-    """A tracking-store failure inside the block becomes one line naming the store (for
-    commands that call the tracker directly; the search has its own retries)."""
-    try:
-        yield
-    except AutomlError:
-        raise
-    except (MlflowException, RequestException, SQLAlchemyError) as exc:
-        raise StoreError(f"--tracking-uri {mask_url(tracking_uri)}: {first_line(exc)}") from None

@@ -138,6 +138,10 @@ class _Plan:
         return Normalizer(self.data.mean, self.data.std)
 
     @property
+    def new_head(self) -> bool:
+        return self.data.classes != tuple(self.parent.classes)
+
+    @property
     def lineage(self) -> dict[str, str]:
         return {
             "parent_model": self.source.name,
@@ -145,7 +149,7 @@ class _Plan:
             "parent_dataset": self.source.tags.get("dataset", "unknown"),
             "dataset": self.data.spec or self.data.name,
             "retrain.start": "weights" if self.from_weights else "scratch",
-            "retrain.new_head": str(self.data.classes != tuple(self.parent.classes)).lower(),
+            "retrain.new_head": str(self.new_head).lower(),
         }
 
 
@@ -237,8 +241,7 @@ def _train(
 
     config = job.config
     # Fine-tuning trained weights: no frozen warm-up, unless the head is new.
-    new_head = job.lineage["retrain.new_head"] == "true"
-    freeze = config.train.freeze_epochs if not job.from_weights or new_head else 0
+    freeze = config.train.freeze_epochs if not job.from_weights or job.new_head else 0
     return fit(
         job.model, job.data.train, job.data.val,
         optim=config.optim.model_copy(update={"lr": config.optim.lr * job.lr_scale}),

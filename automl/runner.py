@@ -28,7 +28,7 @@ from automl.jobs import job_devices, spawn_jobs, stop_jobs
 from automl.pruning import epochs_run
 from automl.session import Session, prepare
 from automl.tracking import Tracker
-from automl.trials import add_tickets, fail_stale, waiting, work
+from automl.trials import add_tickets, fail_stale, running_trials, waiting, work
 
 POLL_SECONDS = 1.0
 
@@ -207,11 +207,6 @@ def _retries_of(study: optuna.Study, tickets: set[int]) -> set[int]:
     }
 
 
-def running_elsewhere(study: optuna.Study) -> int:
-    """Trials some worker is running now (called between trials, so none is ours)."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-
 def wait_for_running(
     study: optuna.Study,
     tickets: set[int],
@@ -302,7 +297,7 @@ def run_worker(
 
     while True:
         work(session.study, session.objective, on_trial_end=report, on_stale=session.close_stale)
-        running = running_elsewhere(session.study) if stay else 0
+        running = running_trials(session.study) if stay else 0  # between trials: not ours
         if not running:
             break
         session.hooks.on_stage(

@@ -53,6 +53,10 @@ def waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
+def running_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
     """Seconds between heartbeats, or None for storages without them."""
     interval: int | None = getattr(storage, "get_heartbeat_interval", lambda: None)()

@@ -27,7 +27,14 @@ class StoreError(ConfigError):
 
 
 class TrialError(AutomlError):
-    """A problem inside one trial; ``reason`` is a short machine-readable word."""
+    """A problem inside one trial; ``reason`` is a short machine-readable word.
+
+    The trial ends in ``state``: PRUNED for a configuration that cannot be trained as it is
+    (out of memory, diverged, too large), so the sampler learns from it; FAIL for a fault
+    of the surroundings (unwritable artifacts, unreachable tracking).
+    """
+
+    state = "PRUNED"
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -42,6 +49,24 @@ class TrainingDiverged(TrialError):
 class OutOfMemory(TrialError):
     def __init__(self, message: str) -> None:
         super().__init__("oom", message)
+
+
+class ArtifactWriteFailed(TrialError):
+    """An artifact could not be written (disk full, say): the trial fails, not the study."""
+
+    state = "FAIL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__("artifacts", message)
+
+
+class TrackingUnreachable(TrialError):
+    """The tracking store stayed away through every retry before the trial could start."""
+
+    state = "FAIL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__("tracking", message)
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:

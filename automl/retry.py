@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
-from automl.config import mask_url
+from automl.stores import mask_url
 
 T = TypeVar("T")
 log = logging.getLogger("automl")

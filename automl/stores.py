@@ -1,28 +1,78 @@
-"""Opening the Optuna storage, and making every SQLite store this process opens fast.
+"""Store URLs and the Optuna storage: checking a URL before anything is written, masking
+its password wherever it is shown or recorded, and opening the storage fast and safely.
 
 SQLite's defaults (rollback journal, a full fsync per commit) cost several milliseconds a
 write; a search writes thousands of times. Write-ahead logging with ``synchronous=NORMAL``
 keeps each commit safe from a crash of the process (only a power cut can lose the last
 commits) and lets the MLflow UI read while a search writes.
+
+Optuna and SQLAlchemy are imported when a store is opened, not when this module is: the
+tracking layer and the CLI use the URL helpers without paying for them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from automl.errors import ConfigError, StoreError
 
-from automl.config import mask_url
-from automl.errors import StoreError
+if TYPE_CHECKING:
+    import optuna
 
+DEFAULT_STORAGE = "sqlite:///automl.db"
+DEFAULT_TRACKING = "sqlite:///mlflow.db"
 HEARTBEAT_SECONDS = int(os.environ.get("AUTOML_HEARTBEAT_SECONDS", "30"))
 GRACE_SECONDS = int(os.environ.get("AUTOML_GRACE_SECONDS", "90"))  # silence before a trial is dead
 _tuned = False
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a ``scheme://user:password@host`` URL."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_storage_url(url: str, option: str) -> None:
+    """A URL SQLAlchemy understands; a SQLite file must be creatable where it points."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{option}: '{mask_url(url)}' is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(parsed.database, option)
+
+
+def check_tracking_uri(uri: str) -> None:
+    if uri.startswith(("http://", "https://", "databricks")):
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        raise ConfigError(
+            f"--tracking-uri: '{uri}' is a file store, which MLflow 3 refuses; "
+            "use sqlite:///mlflow.db or http://HOST:PORT"
+        )
+    check_storage_url(uri, "--tracking-uri")
+
+
+def _check_sqlite_path(database: str | None, option: str) -> None:
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(f"{option}: the file {path} is not writable")
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"{option}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option}: the folder {folder} is not writable")
 
 
 def _sqlite_pragmas(connection: Any, record: Any) -> None:
@@ -37,12 +87,17 @@ def tune_sqlite() -> None:
     """Apply the pragmas to every SQLite connection opened from now on (idempotent)."""
     global _tuned  # noqa: PLW0603
     if not _tuned:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
         event.listen(Engine, "connect", _sqlite_pragmas)
         _tuned = True
 
 
 def open_storage(url: str, option: str = "--storage") -> optuna.storages.RDBStorage:
     """The Optuna RDB storage with heartbeats, so a crashed worker's trial is failed later."""
+    import optuna
+
     tune_sqlite()
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):

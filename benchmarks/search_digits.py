@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from automl.config import SearchSettings
-from automl.runner import run_search
+from automl.search.runner import run_search
+from automl.search.settings import SearchSettings
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from automl.config import SearchSettings
-from automl.runner import run_search
+from automl.search.runner import run_search
+from automl.search.settings import SearchSettings
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {

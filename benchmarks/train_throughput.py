@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from automl.augment import Augment
 from automl.data import Split, load_dataset
-from automl.models import build_model
-from automl.params import ArchConfig, AugConfig, OptimConfig, StageConfig, TrainConfig
-from automl.train import Normalizer, fit, make_optimizer
+from automl.training.augment import Augment
+from automl.training.config import ArchConfig, AugConfig, OptimConfig, StageConfig, TrainConfig
+from automl.training.loop import Normalizer, fit, make_optimizer
+from automl.training.networks import build_model
 
 AIRBENCH = ArchConfig(
     stages=(

@@ -78,20 +78,24 @@ def create(
 
 def trivial_worker(name: str, storage: str, tracking: str, ready, go) -> None:
     """Claims tickets like a worker, but its objective only samples and tracks."""
-    from automl.session import join
-    from automl.trials import work
+    from optuna.trial import TrialState
 
-    session = join(name, storage=storage, tracking_uri=tracking, device="cpu")
-    objective = session.objective
+    from automl.search.objective import TrialResult
+    from automl.search.queue import work
+    from automl.search.session import join
+    from automl.search.settings import SearchSettings
+
+    local = SearchSettings(study_name=name, storage=storage, tracking_uri=tracking, device="cpu")
+    session = join(local)
 
     def trivial(trial):
-        params = objective.space.sample(trial)
-        run = objective.tracker.start_trial_run(objective.parent_run_id, name, trial.number, params)
+        params = session.space.sample(trial)
+        run = session.tracker.start_trial_run(session.parent_run_id, name, trial.number, params)
         trial.set_user_attr("mlflow_run_id", run.run_id)
         trial.report(0.5, 1)
         run.log_epoch(1, {"val_acc": 0.5})
         run.finish("COMPLETE")
-        return 0.5
+        return TrialResult(TrialState.COMPLETE, (0.5,))
 
     ready.set()
     go.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,7 @@ def tiny_space_file(tmp_path: Path) -> Path:
 def search_settings(tmp_path: Path, space_text: str = TINY_SPACE, **values):
     """Settings for a small CPU search with both stores and the space in ``tmp_path``;
     ``values`` add to or override them (``trials`` and ``study_name`` at least)."""
-    from automl.config import SearchSettings
+    from automl.search.settings import SearchSettings
 
     space = tmp_path / "space.yaml"
     space.write_text(space_text)
@@ -177,3 +178,25 @@ def wait_for_http(
             pass
         assert time.monotonic() < deadline, f"{url} did not answer within {limit:.0f} s"
         time.sleep(0.3)
+
+
+def automl_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "automl", *args]
+
+
+def wait_for_running_trial(db: Path, process: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    rows = conn.execute(
+                        "select count(*) from trials where state = 'RUNNING'"
+                    ).fetchone()
+                if rows and rows[0]:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started")

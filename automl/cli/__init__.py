@@ -11,10 +11,10 @@ import importlib
 import os
 import signal
 import sys
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -22,6 +22,7 @@ from rich.console import Console
 
 from automl import __version__
 from automl.errors import AutomlError, Terminated
+from automl.search.settings import Option, SearchSettings, option_of
 
 app = typer.Typer(
     help="Search CNN architectures, augmentations and training settings with Optuna; "
@@ -59,15 +60,29 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 errors = Console(stderr=True, width=_width(), soft_wrap=True)
 
-TrackingOption = Annotated[
-    str, typer.Option(help="MLflow tracking URI.", envvar="AUTOML_TRACKING_URI")
-]
-StorageOption = Annotated[
-    str, typer.Option(help="Optuna storage URL (shared by all workers).", envvar="AUTOML_STORAGE")
-]
-DataDirOption = Annotated[
-    Path | None, typer.Option(help="Where data sets are stored. [default: ~/.cache/automl/data]")
-]
+
+def typer_option(spec: Option) -> Any:
+    """The typer option a search setting is given with on the command line."""
+    return typer.Option(
+        *spec.flags,
+        help=spec.help,
+        envvar=spec.envvar,
+        metavar=spec.metavar,
+        show_default=spec.show_default,
+    )
+
+
+def setting_option(name: str) -> Any:
+    """A search setting's option for other commands (``--storage`` of ``worker``): the
+    same flag, help and environment variable as ``automl search`` gives it."""
+    return Annotated[typing.get_type_hints(SearchSettings)[name], typer_option(option_of(name))]
+
+
+TrackingOption = setting_option("tracking_uri")
+StorageOption = setting_option("storage")
+DataDirOption = setting_option("data_dir")
+DeviceOption = setting_option("device")
+WeightsDirOption = setting_option("weights_dir")
 
 
 @app.callback(invoke_without_command=True)

@@ -11,11 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from automl.cli import DataDirOption, TrackingOption, app, console
-from automl.config import DEFAULT_TRACKING
+from automl.stores import DEFAULT_TRACKING
 
 if TYPE_CHECKING:
-    from automl.drift import DriftReport
-    from automl.retrain import RetrainOutcome
+    from automl.release.drift import DriftReport
+    from automl.release.retrain import RetrainOutcome
 
 ModelArgument = Annotated[str, typer.Argument(help="models:/NAME@ALIAS or models:/NAME/V.")]
 DatasetOption = Annotated[
@@ -59,8 +59,8 @@ def retrain(
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """Train a registered model's exact configuration on new data; register it as a candidate."""
-    from automl.retrain import RetrainOptions
-    from automl.retrain import retrain as run_retrain
+    from automl.release.retrain import RetrainOptions
+    from automl.release.retrain import retrain as run_retrain
     from automl.tracking import store_errors_in
 
     options = RetrainOptions(
@@ -132,7 +132,7 @@ def drift(
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """Compare new data with a model's training data; say whether a retrain is advised."""
-    from automl.drift import check_drift
+    from automl.release.drift import check_drift
     from automl.tracking import store_errors_in
 
     with console.status("checking drift…") as status, store_errors_in(tracking_uri):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,21 +10,23 @@ from rich.table import Table
 
 from automl.cli import (
     DataDirOption,
+    DeviceOption,
     StorageOption,
     TrackingOption,
+    WeightsDirOption,
     app,
     console,
     sigterm_as_interrupt,
 )
-from automl.cli.search import create
-from automl.config import DEFAULT_STORAGE, DEFAULT_TRACKING
+from automl.cli.search import create_command
 from automl.errors import Terminated
+from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
 
 study_app = typer.Typer(
     help="Create, inspect and finish studies run by workers.", no_args_is_help=True
 )
 app.add_typer(study_app, name="study")
-study_app.command("create")(create)
+study_app.command("create")(create_command)
 
 StudyOption = Annotated[
     str, typer.Option("--study", help="The study to work on.", envvar="AUTOML_STUDY")
@@ -37,9 +38,9 @@ def worker(
     study: StudyOption,
     storage: StorageOption = DEFAULT_STORAGE,
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
-    device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N")] = "auto",
+    device: DeviceOption = "auto",
     data_dir: DataDirOption = None,
-    weights_dir: Annotated[Path | None, typer.Option(help="Pretrained backbone weights.")] = None,
+    weights_dir: WeightsDirOption = None,
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the study and its queued trials to appear.")
     ] = 0.0,
@@ -54,19 +55,21 @@ def worker(
     """Join a study and run its queued trials until none is left (and none runs elsewhere)."""
     import time
 
-    from automl.console import SearchDisplay
+    from automl.cli.display import SearchDisplay
     from automl.errors import ConfigError
-    from automl.runner import run_worker
-    from automl.session import join
+    from automl.search.runner import run_worker
+    from automl.search.session import join
+    from automl.search.settings import SearchSettings
 
+    local = SearchSettings(
+        study_name=study, storage=storage, tracking_uri=tracking_uri, device=device,
+        data_dir=data_dir, weights_dir=weights_dir,
+    )  # fmt: skip
     deadline = time.monotonic() + wait
     while True:
         try:
             with console.status(f"joining study {study}…"):
-                session = join(
-                    study, storage=storage, tracking_uri=tracking_uri, device=device,
-                    data_dir=data_dir, weights_dir=weights_dir,
-                )  # fmt: skip
+                session = join(local)
             break
         except ConfigError as exc:
             if "no study named" not in str(exc) or time.monotonic() >= deadline:
@@ -76,8 +79,11 @@ def worker(
     console.print(f"worker on study [bold]{study}[/] ({session.device}): {queued} trials queued")
     try:
         with sigterm_as_interrupt(), SearchDisplay(console, max(queued, 1)) as display:
-            session.hooks = session.objective.hooks = display.hooks
-            outcome = run_worker(session, wait=max(0.0, deadline - time.monotonic()), stay=stay)
+            outcome = run_worker(
+                session.with_hooks(display.hooks),
+                wait=max(0.0, deadline - time.monotonic()),
+                stay=stay,
+            )
     except KeyboardInterrupt as stop:
         console.print("[yellow]interrupted[/]: the running trial was failed and queued again")
         raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
@@ -94,7 +100,7 @@ def status(
     """Trials by state, who runs what, the best so far."""
     import optuna
 
-    from automl.console import accuracy
+    from automl.cli.display import accuracy
     from automl.errors import ConfigError
     from automl.stores import open_storage
 
@@ -128,14 +134,16 @@ def finish_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Once the workers are done: register the best model, evaluate it, close the study's run."""
-    from automl.console import SearchDisplay, print_summary
-    from automl.runner import finish
-    from automl.session import join
+    from automl.cli.display import SearchDisplay, print_summary
+    from automl.search.runner import finish
+    from automl.search.session import join
+    from automl.search.settings import SearchSettings
 
     with SearchDisplay(console, 1) as display:
-        session = join(
-            name, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
-            hooks=display.hooks, device="cpu",
+        local = SearchSettings(
+            study_name=name, storage=storage, tracking_uri=tracking_uri, data_dir=data_dir,
+            device="cpu",
         )  # fmt: skip
+        session = join(local, hooks=display.hooks)
         outcome = finish(session)
     print_summary(console, outcome)

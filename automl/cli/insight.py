@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from automl.cli import DataDirOption, StorageOption, TrackingOption, app, console
-from automl.config import DEFAULT_STORAGE, DEFAULT_TRACKING
 from automl.errors import ConfigError
+from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
 
 
 @app.command()
@@ -98,6 +98,7 @@ def report(
 
     from automl.insight.report import SECTIONS, build_report
     from automl.insight.study_plots import study_plots
+    from automl.search.pruning import epochs_run
     from automl.stores import open_storage
     from automl.tracking import Tracker
 
@@ -124,6 +125,7 @@ def report(
             plots=folder / "plots" if plots else None,
             plots_skipped=skipped,
             evaluation=evaluation,
+            epochs_of=epochs_run,
         )
     output.write_text(html)
     images = html.count("<img ")

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from automl.cli import DataDirOption, TrackingOption, app, console, errors
-from automl.config import DEFAULT_TRACKING
+from automl.stores import DEFAULT_TRACKING
 
 
 def _fmt(value: float | None) -> str:
@@ -88,8 +88,8 @@ def promote(
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """Move ALIAS to a version only if it is at least as accurate on the same test split."""
-    from automl.promote import PromotionRefused
-    from automl.promote import promote as run_promote
+    from automl.release.promote import PromotionRefused
+    from automl.release.promote import promote as run_promote
     from automl.tracking import Registry
 
     where = f"the {dataset} test split" if dataset else "the recorded test split"
@@ -147,7 +147,7 @@ def rollback(
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """Give ALIAS back to the version that held it before."""
-    from automl.promote import rollback as run_rollback
+    from automl.release.promote import rollback as run_rollback
     from automl.tracking import Registry
 
     result = run_rollback(Registry(tracking_uri), name, alias)
@@ -169,7 +169,7 @@ def predict(
 ) -> None:
     """Predict the classes of images with a registered model."""
     from automl.errors import ConfigError
-    from automl.predict import collect_files, predict_files
+    from automl.release.predict import collect_files, predict_files
     from automl.tracking import load_image_model
 
     if top_k < 1:
@@ -210,7 +210,7 @@ def export(
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """Export a model's network, checked against the registered one on sample inputs."""
-    from automl.export import export_model
+    from automl.release.export import export_model
     from automl.tracking import load_image_model
 
     model = load_image_model(model_uri, tracking_uri)

@@ -6,6 +6,7 @@ data it was not trained on; the data must then look like what the model takes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from automl.data import FOLDER_PREFIX, SPLITS, ImageData, channel_stats, load_dataset
+from automl.data.core import SPLITS, ImageData, channel_stats
+from automl.data.load import FOLDER_PREFIX, load_dataset
 from automl.errors import ConfigError
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what PIL's convert("L") uses
@@ -83,3 +85,22 @@ def class_change(data: ImageData, classes: Sequence[str]) -> str | None:
     if new:
         parts.append(f"new {', '.join(new[:10])}" + (" ..." if len(new) > 10 else ""))
     return "; ".join(parts)
+
+
+def load_recorded(tags: dict[str, str], data_dir: Path | None = None) -> ImageData:
+    """The data a registered version was trained on, from its ``dataset`` and
+    ``dataset_options`` tags, loaded the same way (same size, group level, channels and
+    class order)."""
+    options = json.loads(tags.get("dataset_options") or "{}")
+    data = load_dataset(
+        tags["dataset"],
+        data_dir,
+        image_size=options.get("image_size"),
+        group_level=bool(options.get("group_level", False)),
+    )
+    if options.get("channels"):  # a retrain adapted the data to its parent model
+        data = with_channels(data, int(options["channels"]))
+    classes = options.get("classes")
+    if classes and sorted(classes) == sorted(data.classes):
+        data = in_class_order(data, classes)
+    return data

@@ -18,25 +18,13 @@ import torch
 from automl.data import Split
 from automl.insight.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from automl.insight.metrics import ClassReport, classification_report
-from automl.insight.saliency import integrated_gradients
+from automl.insight.saliency import SaliencyExample, integrated_gradients
 from automl.serving.automl_serving import to_tensor
 from automl.tracking import ImageModel
 
 MAX_ROBUSTNESS_IMAGES = 2000
 SALIENCY_CLASSES = 10
 SALIENCY_PER_KIND = 2  # correct and misclassified examples per class
-
-
-@dataclass
-class SaliencyExample:
-    image: np.ndarray  # uint8 (H, W, C)
-    heat: np.ndarray  # float (H, W) in [0, 1]
-    true: str
-    predicted: str
-
-    @property
-    def correct(self) -> bool:
-        return self.true == self.predicted
 
 
 @dataclass

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from automl.insight.evaluate import SaliencyExample
 from automl.insight.metrics import ClassReport
+from automl.insight.saliency import SaliencyExample
 
 DPI = 110
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
-
-from automl.pruning import epochs_run
+from optuna.trial import FrozenTrial, TrialState
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -105,7 +104,9 @@ def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
     return html
 
 
-def _leaderboard(study: optuna.Study, rows: int = 15) -> str:
+def _leaderboard(
+    study: optuna.Study, epochs_of: Callable[[FrozenTrial], int], rows: int = 15
+) -> str:
     complete = [
         t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values
     ]
@@ -123,7 +124,7 @@ def _leaderboard(study: optuna.Study, rows: int = 15) -> str:
                 rank,
                 t.number,
                 _m(t.values[0]),
-                epochs_run(t),
+                epochs_of(t),
                 round(seconds, 1),
                 short,
             ]
@@ -223,10 +224,13 @@ def build_report(
     plots: Path | None,
     plots_skipped: dict[str, str],
     evaluation: Path | None,
+    epochs_of: Callable[[FrozenTrial], int],
 ) -> str:
+    """The page; ``epochs_of`` says how many epochs a trial trained (the search knows how
+    it recorded them)."""
     sections = {
         "summary": ("Summary", _summary(study, parent)),
-        "leaderboard": ("Leaderboard", _leaderboard(study)),
+        "leaderboard": ("Leaderboard", _leaderboard(study, epochs_of)),
         "data": ("Data", _data(data_report)),
         "study-plots": ("Study plots", _plots(plots, plots_skipped)),
         "evaluation": ("Evaluation of the registered model", _evaluation(evaluation)),

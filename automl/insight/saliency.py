@@ -8,11 +8,27 @@ from the baseline (the training-mean image, zero after normalisation) to the inp
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 STEPS = 32
+
+
+@dataclass
+class SaliencyExample:
+    """One test image, its attribution map, and what the model said of it."""
+
+    image: np.ndarray  # uint8 (H, W, C)
+    heat: np.ndarray  # float (H, W) in [0, 1]
+    true: str
+    predicted: str
+
+    @property
+    def correct(self) -> bool:
+        return self.true == self.predicted
 
 
 def integrated_gradients(

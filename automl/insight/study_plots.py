@@ -35,7 +35,7 @@ def _important_params(study: optuna.Study) -> list[str] | None:
 def _plots(study: optuna.Study, backend: Any) -> dict[str, Callable[[], Any]]:
     params = _important_params(study)
     plots: dict[str, Callable[[], Any]] = {}
-    if study._is_multi_objective():
+    if len(study.directions) > 1:
         names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
         plots["pareto_front"] = lambda: backend.plot_pareto_front(study, target_names=names)
         target = {"target": lambda t: t.values[0], "target_name": names[0]}

@@ -19,9 +19,8 @@ from mlflow.tracking import MlflowClient
 from requests.exceptions import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
-from automl.config import mask_url
 from automl.errors import AutomlError, StoreError
-from automl.stores import tune_sqlite
+from automl.stores import mask_url, tune_sqlite
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 

@@ -26,9 +26,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from requests.exceptions import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
-from automl.config import mask_url
 from automl.errors import AutomlError, StoreError
 from automl.retry import retrying
+from automl.stores import mask_url
 from automl.tracking.common import client_for, first_line
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}

@@ -1,0 +1,316 @@
+"""What a person sees: live progress during a search and the summary after it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from automl import retry
+from automl.data import DataReport
+from automl.insight.evaluate import summary_rows
+from automl.search.hooks import Hooks
+from automl.search.pruning import epochs_run
+from automl.search.runner import SearchOutcome
+from automl.training.loop import EpochResult
+
+STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
+LEADERBOARD_ROWS = 10
+
+
+class SearchDisplay:
+    """A progress bar over trials (best so far, elapsed, ETA) and a line for the running trial.
+
+    On a terminal it redraws in place; in a log (no terminal) it prints one line per trial.
+    """
+
+    def __init__(self, console: Console, trials: int) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.trials = trials
+        self.done = 0
+        self.best: tuple[float, int] | None = None
+        self.trial_start = time.perf_counter()
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+        self.current: TaskID | None = None
+
+    def __enter__(self) -> SearchDisplay:
+        retry.LISTENERS.append(self.note)  # a store that is away is said, not silent
+        if self.live:
+            self.progress.start()
+            self.task = self.progress.add_task("trials", total=self.trials)
+            self.current = self.progress.add_task("starting", total=None)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.note in retry.LISTENERS:
+            retry.LISTENERS.remove(self.note)
+        if self.live and self.current is not None:
+            self.progress.remove_task(self.current)
+        if self.live:
+            self.progress.stop()
+
+    @property
+    def hooks(self) -> Hooks:
+        return Hooks(
+            on_stage=self.stage,
+            on_note=self.note,
+            on_progress=self.work,
+            on_data=self.data,
+            on_trial_begin=self.trial_begin,
+            on_epoch_end=self.epoch_end,
+            on_trial_end=self.trial_end,
+        )
+
+    def stage(self, message: str) -> None:
+        if self.live and self.current is not None:
+            self.progress.update(self.current, description=f"[dim]{message}")
+        else:
+            self.console.print(f"[dim]{message}…")
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[yellow]note[/]: {message}")
+
+    def work(self, stage: str, done: int, total: int) -> None:
+        """Long set-up work (inspecting and decoding images): a bar, or a line per tenth."""
+        if self.live and self.current is not None:
+            self.progress.update(self.current, description=f"{stage} {done:,}/{total:,}")
+        elif done == total or done % max(1, total // 10) < 200:
+            self.console.print(f"[dim]{stage}: {done:,}/{total:,}")
+
+    def data(self, report: DataReport) -> None:
+        print_data_report(self.console, report)
+
+    def trial_begin(self, number: int, params: dict[str, Any]) -> None:
+        self.trial_start = time.perf_counter()
+        if self.live and self.current is not None:
+            self.progress.update(self.current, description=f"trial {number}: building")
+
+    def epoch_end(self, number: int, result: EpochResult, total: int) -> None:
+        if self.live and self.current is not None:
+            self.progress.update(
+                self.current,
+                description=(
+                    f"trial {number}: epoch {result.epoch}/{total} "
+                    f"val_acc {result.val_acc:.4f} ({result.images_per_second:,.0f} img/s)"
+                ),
+            )
+
+    def trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.done += 1
+        value = accuracy(trial) if trial.state == TrialState.COMPLETE else None
+        if value is not None and (self.best is None or value > self.best[0]):
+            self.best = (value, trial.number)
+        best = f"best {self.best[0]:.4f} (#{self.best[1]})" if self.best else "no result yet"
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        if self.live and self.task is not None:
+            self.progress.update(self.task, completed=self.done, description=f"trials · {best}")
+            if trial.state == TrialState.FAIL:
+                reason = trial.user_attrs.get("message") or trial.user_attrs.get("reason", "")
+                self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
+            return
+        state = trial.state.name
+        shown = f"val_acc {accuracy(trial):.4f}" if accuracy(trial) is not None else ""
+        detail = trial.user_attrs.get("message", "") if state == "FAIL" else ""
+        self.console.print(
+            f"[{STATE_STYLE.get(state, 'white')}]trial {trial.number:>4} {state:<8}[/] "
+            f"{shown:<15} epochs {epochs_run(trial):>3} {seconds:5.1f}s "
+            f"{self.done}/{self.trials} {best} {detail}".rstrip(),
+            soft_wrap=True,
+        )
+
+
+def print_data_report(console: Console, report: DataReport, max_classes: int = 20) -> None:
+    """What the data holds and what cleaning dropped, before any trial starts."""
+    dropped = sum(len(v) for v in report.dropped.values())
+    (height, width), channels = report.image_size, report.channels
+    console.print(
+        f"[bold]{report.source}[/]: {report.files_found:,} files, {report.kept:,} kept, "
+        f"{dropped:,} dropped; {len(report.classes)} classes; {height}x{width}x{channels} "
+        f"({report.size_rule}); largest/smallest class {report.imbalance:.2f}"
+    )
+    if report.dropped:
+        table = Table(title="Dropped", title_justify="left")
+        table.add_column("reason")
+        table.add_column("files", justify="right")
+        table.add_column("examples", overflow="fold")
+        for reason, files in sorted(report.dropped.items()):
+            table.add_row(
+                reason, str(len(files)), "; ".join(files[:3]) + (" …" if len(files) > 3 else "")
+            )
+        console.print(table)
+    if (len(report.classes) <= max_classes and report.files_found != report.kept) or report.dropped:
+        table = Table(title="Images per class and split", title_justify="left")
+        table.add_column("class")
+        for split in report.counts:
+            table.add_column(split, justify="right")
+        for name in report.classes:
+            table.add_row(name, *(str(report.counts[s].get(name, 0)) for s in report.counts))
+        console.print(table)
+    if report.small_images:
+        console.print(
+            f"[yellow]{len(report.small_images)} images are far smaller than {height}x{width}[/] "
+            f"(e.g. {report.small_images[0]}); they are upscaled"
+        )
+    if report.imbalance >= 3:
+        console.print(
+            "[yellow]the classes are imbalanced[/]: consider searching "
+            "training.balance: [none, weighted_loss, balanced_sampling]"
+        )
+    if report.cache:
+        state = f"built now, {report.decoded:,} images decoded" if report.decoded else "reused"
+        console.print(f"[dim]image cache {report.cache} ({state})")
+
+
+def _objective_value(name: str, value: float) -> str:
+    if name == "params":
+        return f"{value:,.0f}"
+    if name == "latency":
+        return f"{value:.3f} ms"
+    return f"{value:.4f}"
+
+
+def accuracy(trial: FrozenTrial) -> float | None:
+    """The first objective (validation accuracy), for one or several objectives."""
+    return trial.values[0] if trial.values else None
+
+
+def _key_params(params: dict[str, Any]) -> str:
+    widths = [str(v) for k, v in sorted(params.items()) if k.endswith(".width")]
+    parts = [str(params["arch.backbone"])] if params.get("arch.backbone", "none") != "none" else []
+    if widths:
+        parts.append("widths " + "/".join(widths))
+    for name, label in (
+        ("optim.name", ""),
+        ("optim.lr", "lr "),
+        ("train.batch_size", "bs "),
+        ("aug.strength", "aug "),
+    ):
+        if name in params:
+            value = params[name]
+            parts.append(f"{label}{value:.3g}" if isinstance(value, float) else f"{label}{value}")
+    return ", ".join(parts)
+
+
+def leaderboard(
+    trials: Iterable[FrozenTrial],
+    rows: int = LEADERBOARD_ROWS,
+    objectives: list[str] | None = None,
+    title: str = "Leaderboard",
+) -> Table:
+    """Completed trials by accuracy; with several objectives, a column for each."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    complete.sort(key=lambda t: (-t.values[0], t.number))
+    names = ["val_acc", *(objectives or [])[1:]]
+    table = Table(title=title, title_justify="left")
+    for column in ("rank", "trial", *names, "epochs", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_column("key params")
+    for rank, trial in enumerate(complete[:rows], 1):
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        params = trial.user_attrs.get("params", trial.params)
+        table.add_row(
+            str(rank),
+            str(trial.number),
+            *(_objective_value(name, v) for name, v in zip(names, trial.values, strict=True)),
+            str(epochs_run(trial)),
+            f"{seconds:.1f}",
+            _key_params(params),
+        )
+    return table
+
+
+def ui_command(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    if tracking_uri == "sqlite:///mlflow.db":
+        return "mlflow ui"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def print_summary(console: Console, outcome: SearchOutcome) -> None:
+    study = outcome.study
+    trials = study.get_trials(deepcopy=False)
+    states = outcome.states
+    console.print()
+    objectives = list(outcome.settings.objectives)
+    console.print(leaderboard(trials, objectives=objectives))
+    if len(objectives) > 1:
+        front = outcome.study.best_trials
+        console.print(
+            leaderboard(front, rows=len(front), objectives=objectives, title="Pareto front")
+        )
+    counts = ", ".join(
+        f"[{STATE_STYLE.get(s, 'white')}]{states[s]} {s.lower()}[/]"
+        for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
+        if states.get(s)
+    )
+    ran = len(outcome.trials_run)
+    console.print(
+        f"study [bold]{study.study_name}[/]: {len(trials)} trials ({counts}); this run: {ran} "
+        f"trials, {outcome.epochs_run} epochs in {outcome.wall_seconds:.1f} s"
+    )
+    reg = outcome.registration
+    if reg is not None:
+        how = "already registered as" if reg.reused else "registered as"
+        console.print(
+            f"best trial {reg.trial_number}: val_acc {reg.val_acc:.4f}, test_acc "
+            f"[bold]{reg.test_acc:.4f}[/]; {how} [bold]{reg.uri}[/] (version {reg.version})"
+        )
+        if reg.note:
+            console.print(f"[yellow]note[/]: {reg.note}")
+        if reg.reloaded_test_acc is not None and abs(reg.reloaded_test_acc - reg.test_acc) > 1e-6:
+            console.print(
+                f"[red]warning[/]: the reloaded model scores {reg.reloaded_test_acc:.4f} on test"
+            )
+        for other in outcome.pareto[1:]:
+            console.print(
+                f"Pareto front: trial {other.trial_number} (val_acc {other.val_acc:.4f}, test_acc "
+                f"{other.test_acc:.4f}) registered as {other.uri}"
+            )
+    elif not outcome.interrupted:
+        console.print("[yellow]no trial completed: nothing was registered[/]")
+    if outcome.evaluation is not None:
+        table = Table(title="Evaluation of the registered model (test split)", title_justify="left")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for name, value in summary_rows(outcome.evaluation):
+            table.add_row(name, value)
+        console.print(table)
+    for note in outcome.notes:
+        console.print(f"[yellow]note[/]: {note}")
+    if outcome.interrupted:
+        console.print(
+            "[yellow]interrupted[/]: the running trials were failed and queued again; "
+            "run the same command again to finish the search"
+        )
+    console.print(f"see every run: [bold]{ui_command(outcome.settings.tracking_uri)}[/]")

@@ -1,0 +1,58 @@
+"""Publishing a trained network: logged as a self-contained model under a run, registered
+as a new version, reloaded once to check it scores as it did before logging.
+
+The search's conclusion and ``automl retrain`` both publish through here; the flat params
+travel with every version so its configuration can be rebuilt without the study.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from automl.data import ImageData, split_digest
+from automl.tracking import Registry, load_image_model, log_image_model
+
+
+def preprocessing(data: ImageData) -> dict[str, Any]:
+    """What travels with a registered model so prediction repeats training's preprocessing."""
+    return {
+        "image_size": list(data.image_size),
+        "channels": data.channels,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "classes": list(data.classes),
+        "dataset": data.spec or data.name,
+        "data_digest": data.digest(),
+        "test_digest": split_digest(data.test),
+        "input": "uint8 images (N, H, W, C); resized and converted to the training shape",
+    }
+
+
+def publish(
+    model: torch.nn.Module,
+    data: ImageData,
+    params: dict[str, Any],
+    *,
+    registry: Registry,
+    run_id: str,
+    model_name: str,
+    tags: dict[str, str],
+    preprocess: dict[str, Any] | None = None,
+) -> tuple[int, float]:
+    """Log ``model`` under ``run_id`` as a self-contained model and register it as a new
+    version of ``model_name``; returns the version and the reloaded model's test accuracy.
+
+    The flat params travel with the version (tag and model metadata), so the exact
+    configuration can be rebuilt later (retraining) without the study that found it.
+    """
+    preprocess = {**(preprocess or preprocessing(data)), "params": params}
+    tags = {**tags, "params": json.dumps(params, sort_keys=True)}
+    model_uri = log_image_model(run_id, model, preprocess, example=data.test.hwc()[:4])
+    version = registry.register(model_name, model_uri, tags)
+    reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(
+        data.test.hwc(), data.test.labels.numpy()
+    )
+    return version, reloaded

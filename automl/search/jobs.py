@@ -1,0 +1,88 @@
+"""The ``--jobs`` processes of one search: which device each takes, starting and stopping
+them. Each joins the study like any worker and runs its queued trials."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+
+import torch
+
+from automl.errors import AutomlError
+from automl.search.queue import work
+from automl.search.session import join
+from automl.search.settings import SearchSettings
+from automl.training.device import resolve_device
+
+
+def job_devices(device: str, jobs: int, per_gpu: int) -> list[str]:
+    """A device per job: GPUs in turn, ``per_gpu`` jobs sharing each; else the CPU."""
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        return ["cpu"] * jobs
+    if device.startswith("cuda:"):
+        gpus = [resolved.index or 0]
+    else:
+        gpus = list(range(torch.cuda.device_count()))
+    return assign_gpus(gpus, jobs, per_gpu)
+
+
+def assign_gpus(gpus: list[int], jobs: int, per_gpu: int) -> list[str]:
+    """Jobs 0..per_gpu-1 on the first GPU, the next ``per_gpu`` on the second, and around."""
+    return [f"cuda:{gpus[(job // per_gpu) % len(gpus)]}" for job in range(jobs)]
+
+
+def _job_main(settings: SearchSettings, *, threads: int, job: int, deadline: float | None) -> None:
+    """A worker process of ``--jobs``: join the study and run tickets until none is left."""
+    torch.set_num_threads(threads)
+    try:
+        session = join(settings, job=job)
+        work(session.study, session.objective(), deadline=deadline, on_stale=session.close_stale)
+    except KeyboardInterrupt:
+        os._exit(130)
+    except AutomlError as exc:  # one line, as the command itself would say it
+        print(f"automl job {job}: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+def spawn_jobs(
+    settings: SearchSettings, devices: list[str], threads: int, deadline: float | None
+) -> list[multiprocessing.process.BaseProcess]:
+    """Start a process for every device but the first, which the caller's own process
+    takes. Each receives the settings whole, with its own device."""
+    if len(devices) < 2:
+        return []
+    context = multiprocessing.get_context("spawn")
+    processes: list[multiprocessing.process.BaseProcess] = []
+    for job, device in enumerate(devices[1:], start=1):
+        process = context.Process(
+            target=_job_main,
+            args=(settings.but(device=device),),
+            kwargs={"threads": threads, "job": job, "deadline": deadline},
+            name=f"automl-job-{job}",
+        )
+        process.start()
+        processes.append(process)
+    return processes
+
+
+def stop_jobs(processes: list[multiprocessing.process.BaseProcess], *, signal_them: bool) -> None:
+    """Stop the job processes, each closing its trial (failed, queued again) and its run.
+
+    Ctrl-C at a terminal reaches every process of the group by itself, and a second SIGINT
+    could cut a job's own clean-up short: then they are only given time. SIGTERM or an
+    error reaches only us (``signal_them``), and so does a SIGINT sent with ``kill``: a job
+    still running after a few seconds is sent SIGINT.
+    """
+    import signal
+
+    for process in processes:
+        if not signal_them:
+            process.join(timeout=5)
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.terminate()

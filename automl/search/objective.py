@@ -1,0 +1,214 @@
+"""The objective: one Optuna trial becomes a sampled configuration, a network, a check of
+its size, a training run and its measured objectives.
+
+How a trial ends is decided in one place, ``ending_of``: pruned by the pruner, stopped by
+a problem of its own (``TrialError``: out of memory, diverged, too large, unwritable
+artifacts), failed by any other exception; the study goes on. Only an interrupt or a
+fatal ``AutomlError`` escapes, after the trial's record is closed. Storage calls are timed
+and retried by the study's storage (``optuna_compat.StudyStorage``); the trial's MLflow run
+is owned by a ``TrialRecorder``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from automl.data import ImageData
+from automl.errors import AutomlError, TrialError
+from automl.search import pruning
+from automl.search.hooks import Hooks
+from automl.search.measures import OBJECTIVES, Measurements, dominates
+from automl.search.optuna_compat import OptunaClock
+from automl.search.queue import TrialResult
+from automl.search.settings import SearchSettings
+from automl.search.space import SearchSpace
+from automl.tracking import Tracker, TrialRecorder
+from automl.training.config import TrialConfig
+from automl.training.loop import EpochResult
+from automl.training.recipe import fit_config, seeded_network, trial_seed
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How an exception ends a trial: its state, reason and message; ``fatal`` ones stop
+    the search as well, ``status`` overrides the run's (an interrupt is KILLED)."""
+
+    state: TrialState
+    reason: str
+    message: str = ""
+    fatal: bool = False
+    status: str | None = None
+
+
+class ConstraintViolated(TrialError):
+    def __init__(self, message: str) -> None:
+        super().__init__("constraint", message)
+
+
+def ending_of(exc: BaseException) -> Ending:
+    """The one translation from what went wrong to how the trial ends."""
+    if isinstance(exc, optuna.TrialPruned):
+        return Ending(TrialState.PRUNED, "pruned", str(exc))
+    if isinstance(exc, TrialError):
+        return Ending(TrialState[exc.state], exc.reason, str(exc))
+    if isinstance(exc, KeyboardInterrupt):  # the user stopped the search: the run was killed
+        return Ending(TrialState.FAIL, "interrupted", fatal=True, status="KILLED")
+    if isinstance(exc, AutomlError):  # fatal for the whole study
+        return Ending(TrialState.FAIL, "error", str(exc), fatal=True)
+    if isinstance(exc, Exception):
+        return Ending(TrialState.FAIL, "error", f"{type(exc).__name__}: {exc}")
+    return Ending(TrialState.FAIL, "error", type(exc).__name__, fatal=True)
+
+
+@dataclass
+class Objective:
+    """Runs one trial; holds nothing between trials but what it was built with."""
+
+    settings: SearchSettings
+    space: SearchSpace
+    data: ImageData
+    tracker: Tracker
+    parent_run_id: str
+    device: torch.device
+    clock: OptunaClock
+    hooks: Hooks
+
+    @property
+    def multi(self) -> bool:
+        return len(self.settings.objectives) > 1
+
+    def __call__(self, trial: optuna.Trial) -> TrialResult:
+        record: TrialRecorder | None = None
+        try:
+            params = self._sample(trial)
+            record = self._record(trial, params)
+            return TrialResult(TrialState.COMPLETE, self._run(trial, params, record))
+        except BaseException as exc:
+            ending = ending_of(exc)
+            self._close(trial, record, ending)
+            if ending.fatal:
+                raise
+            return TrialResult(ending.state)
+
+    def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        with self.clock():
+            return self.space.sample(trial, caps={"train.epochs": self.settings.max_epochs})
+
+    def _record(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialRecorder:
+        record = TrialRecorder(
+            self.tracker, parent_run_id=self.parent_run_id, study=self.settings.study,
+            number=trial.number, params=params, on_lost=lambda text: self._lost(trial, text),
+        )  # fmt: skip
+        for key, value in (("mlflow_run_id", record.run_id), ("params", params),
+                           ("seed", self.settings.seed), ("worker", WORKER)):  # fmt: skip
+            trial.set_user_attr(key, value)
+        origin = trial.user_attrs.get("origin")
+        if origin:  # a warm-start or baseline configuration: say where it came from
+            record.set_tags({"origin": str(origin)})
+        return record
+
+    def _run(
+        self, trial: optuna.Trial, params: dict[str, Any], record: TrialRecorder
+    ) -> tuple[float, ...]:
+        self.hooks.on_trial_begin(trial.number, params)
+        config = TrialConfig.from_params(params)
+        seed = trial_seed(self.settings.seed, trial.number)
+        model = seeded_network(config, self.data, seed, self.settings.weights_dir)
+        try:
+            measured = Measurements(model, self.data, self.device)
+            self._check_size(trial, record, measured)
+            source = getattr(model, "weights_source", None)
+            if source is not None:  # a backbone: say which weights it started from
+                record.set_tags({"weights": source})
+                trial.set_user_attr("weights", source)
+            history = fit_config(
+                model, config, self.data, device=self.device, seed=seed,
+                on_epoch=lambda result: self._on_epoch(trial, record, result, config.train.epochs),
+                compile=self.settings.compile,
+            )  # fmt: skip
+            measured.accuracy = history[-1].val_acc
+            objectives = self.settings.objectives
+            values = tuple(OBJECTIVES[name].measure(measured) for name in objectives)
+            record.log_epoch(len(history), dict(zip(objectives, values, strict=True)))
+            if self._beats_best(trial, values):
+                record.save_weights(model)
+            record.finish("COMPLETE", epochs=str(len(history)))
+            return values
+        finally:
+            del model  # a full gc.collect() here costs ~0.3 s a trial; refcounting frees it
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _check_size(
+        self, trial: optuna.Trial, record: TrialRecorder, measured: Measurements
+    ) -> None:
+        """Parameters and latency of the untrained network; oversized ones stop here."""
+        max_params, max_latency = self.settings.max_params, self.settings.max_latency_ms
+        sizes = {"n_params": measured.params}
+        if "latency" in self.settings.objectives or max_latency is not None:
+            sizes["latency_ms"] = measured.latency
+        record.log_epoch(0, sizes)
+        problems, limits = [], {}
+        if max_params is not None:
+            limits["params"] = measured.params - max_params
+            if measured.params > max_params:
+                problems.append(f"{measured.params:,.0f} parameters > --max-params {max_params:,}")
+        if max_latency is not None:
+            limits["latency_ms"] = measured.latency - max_latency
+            if measured.latency > max_latency:
+                problems.append(f"{measured.latency:.2f} ms > --max-latency-ms {max_latency}")
+        if not problems:
+            return
+        for name, excess in limits.items():  # so samplers learn to avoid the region
+            trial.set_constraint(name, excess)
+        raise ConstraintViolated("; ".join(problems))
+
+    def _on_epoch(
+        self, trial: optuna.Trial, record: TrialRecorder, result: EpochResult, total: int
+    ) -> None:
+        record.log_epoch(result.epoch, result.metrics())
+        self.hooks.on_epoch_end(trial.number, result, total)
+        with self.clock():
+            if self.multi:  # Optuna's pruners serve one objective: prune on the accuracy curve
+                pruning.record(trial, result.epoch, result.val_acc)
+                prune = pruning.should_prune(trial, result.epoch, result.val_acc)
+            else:
+                trial.report(result.val_acc, result.epoch)
+                prune = trial.should_prune()
+        if prune:
+            raise optuna.TrialPruned(
+                f"val_acc {result.val_acc:.4f} at epoch {result.epoch} fell behind"
+            )
+
+    def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
+        """Better than every earlier trial (one objective) or on the Pareto front (several)."""
+        study = trial.study
+        if not self.multi:
+            try:
+                return values[0] > float(study.best_value)
+            except ValueError:  # no completed trial yet
+                return True
+        directions = [d.name.lower() for d in study.directions]
+        return not any(dominates(t.values, values, directions) for t in study.best_trials)
+
+    def _close(self, trial: optuna.Trial, record: TrialRecorder | None, ending: Ending) -> None:
+        """Record why the trial ended, on the Optuna trial and on its run."""
+        trial.set_user_attr("reason", ending.reason)
+        if ending.message:
+            trial.set_user_attr("message", ending.message[:2000])
+        if record is not None:
+            extra = {"message": ending.message[:5000]} if ending.message else {}
+            record.finish(ending.state.name, reason=ending.reason, status=ending.status, **extra)
+
+    def _lost(self, trial: optuna.Trial, message: str) -> None:
+        trial.set_user_attr("tracking_error", message[:2000])
+        self.hooks.on_note(f"trial {trial.number}: {message}")

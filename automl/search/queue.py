@@ -1,0 +1,198 @@
+"""Running trials from a queue of tickets, so any number of processes on any number of
+machines finish exactly the trials that were asked for, none twice.
+
+A search asks for N trials by enqueueing N tickets (waiting trials, optionally with fixed
+params such as a baseline). Every worker, local or remote, claims a ticket atomically
+through the storage, runs the objective on it and tells the result; it stops when no
+ticket is left. A trial that dies with its worker (no heartbeat) is failed by the next
+worker, its MLflow run closed, and its configuration queued again as a new ticket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.retry import retrying
+from automl.search import optuna_compat as compat
+
+TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
+MAX_RETRY = 2
+STORE = "the Optuna storage"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """How a trial ended, as the objective says it: a state, and values when complete."""
+
+    state: TrialState
+    values: tuple[float, ...] | None = None
+
+
+def add_tickets(
+    study: optuna.Study,
+    count: int,
+    fixed: list[dict[str, Any]] | None = None,
+    origins: list[str] | None = None,
+) -> int:
+    """Queue ``count`` trials; the first ones take ``fixed`` params (a baseline, an earlier
+    study's best), each recorded with where it came from (``origins``)."""
+    fixed = list(fixed or [])[:count]
+    origins = list(origins or [])
+    for index, params in enumerate(fixed):
+        attrs = {TICKET: "fixed"}
+        if index < len(origins):
+            attrs["origin"] = origins[index]
+        study.enqueue_trial(params, user_attrs=attrs)
+    for _ in range(count - len(fixed)):
+        study.enqueue_trial({}, user_attrs={TICKET: "new"})
+    return count
+
+
+def count(study: optuna.Study, state: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def waiting(study: optuna.Study) -> int:
+    return count(study, TrialState.WAITING)
+
+
+def running_trials(study: optuna.Study) -> int:
+    return count(study, TrialState.RUNNING)
+
+
+def claim(study: optuna.Study) -> optuna.Trial | None:
+    """Take one waiting ticket, or None when the queue is empty."""
+    trial = compat.pop_waiting(study)
+    # At once: Optuna never counts a running trial without any heartbeat as stale, so a
+    # worker dying right here would otherwise leave it running for good.
+    if trial is not None and compat.heartbeat_interval(compat.storage_of(study)):
+        compat.record_heartbeat(study, trial)
+    return trial
+
+
+@contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record a heartbeat every interval while the trial runs (storages that support it)."""
+    interval = compat.heartbeat_interval(compat.storage_of(study))
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is retried at the next one
+                compat.record_heartbeat(study, trial)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Queue an interrupted trial's configuration again so a rerun finishes the request."""
+    study.enqueue_trial(
+        trial.params, user_attrs={TICKET: "retry", "retry_of": trial.number, "retry_reason": reason}
+    )
+
+
+def fail_stale(
+    study: optuna.Study, on_stale: Callable[[FrozenTrial], None] | None = None
+) -> list[FrozenTrial]:
+    """Fail the trials of dead workers (no heartbeat for the grace period) and queue their
+    configuration again; ``on_stale`` closes what else they left open (their MLflow run).
+
+    Several workers may find the same dead trial: the storage lets only one fail it.
+    """
+    storage = compat.storage_of(study)
+    if not compat.heartbeat_interval(storage):
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    failed = []
+    for trial_id in compat.stale_trial_ids(study):
+        try:  # the reason first: a finished trial's attributes can no longer change
+            storage.set_trial_user_attr(trial_id, "reason", "crashed")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first
+        if not compat.transition(study, trial_id, TrialState.RUNNING, TrialState.FAIL):
+            continue  # another worker failed it first
+        trial = storage.get_trial(trial_id)
+        retry(study, trial)
+        for queued in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if queued.system_attrs.get("failed_trial") == trial.number:
+                storage.set_trial_user_attr(compat.trial_id(queued), TICKET, "retry")
+        if on_stale is not None:
+            on_stale(trial)
+        failed.append(trial)
+    return failed
+
+
+def _tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    values: tuple[float, ...] | None = None,
+    state: TrialState | None = None,
+) -> FrozenTrial:
+    """Tell the result, retrying while the database is away: a finished result is not lost.
+    A retry after a commit whose reply was lost finds the trial finished and skips."""
+    told = list(values) if values is not None else None
+    with compat.timed(study):
+        return retrying(
+            lambda: study.tell(trial, told, state=state, skip_if_finished=True), what=STORE
+        )
+
+
+def work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], TrialResult],
+    *,
+    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] = lambda s, t: None,
+    deadline: float | None = None,
+    on_stale: Callable[[FrozenTrial], None] | None = None,
+) -> int:
+    """Claim and run tickets until none is left (or ``deadline``); returns how many ran.
+
+    The objective says how each trial ended. On Ctrl-C the running trial is failed, its
+    ticket queued again, and the interrupt raised; any other escape fails it and is raised.
+    """
+    ran = 0
+    while deadline is None or time.monotonic() < deadline:
+        # A dead worker's trial is failed and queued again before we claim.
+        retrying(lambda: fail_stale(study, on_stale), what=STORE)
+        trial = retrying(lambda: claim(study), what=STORE)
+        if trial is None:
+            break
+        with heartbeat(study, trial):
+            try:
+                result = objective(trial)
+            except KeyboardInterrupt:
+                _tell(study, trial, state=TrialState.FAIL)
+                requeue(study, trial, "interrupted")
+                raise
+            except BaseException:
+                _tell(study, trial, state=TrialState.FAIL)
+                raise
+            values = result.values if result.state == TrialState.COMPLETE else None
+            frozen = _tell(study, trial, values, state=result.state)
+        ran += 1
+        on_trial_end(study, frozen)
+    return ran

@@ -1,0 +1,385 @@
+"""The study runner: queue the trials, run them in one or several processes, conclude.
+
+Data flows one way: settings and space in (``session.prepare``), an Optuna study driving
+the objective, and a ``SearchOutcome`` out. Everything that can be wrong with the
+settings, the space, the data or a store fails in ``prepare``, before any trial.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.data import ImageData
+from automl.errors import Terminated
+from automl.search.conclude import (
+    Registration,
+    evaluate_and_record,
+    record_study_plots,
+    register_best,
+)
+from automl.search.hooks import Hooks
+from automl.search.jobs import job_devices, spawn_jobs, stop_jobs
+from automl.search.objective import Objective
+from automl.search.pruning import epochs_run
+from automl.search.queue import add_tickets, fail_stale, running_trials, waiting, work
+from automl.search.session import Session, prepare
+from automl.search.settings import SearchSettings
+from automl.tracking import Tracker
+
+POLL_SECONDS = 1.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the study; args: the outcome so far and the original signal."""
+
+
+@dataclass
+class SearchOutcome:
+    settings: SearchSettings
+    study: optuna.Study
+    data: ImageData
+    parent_run_id: str
+    tracker: Tracker
+    wall_seconds: float
+    optimize_seconds: float  # from the first claim to the last trial's end
+    optuna_seconds: float  # inside Optuna: storage, sampling, pruning, telling
+    trials_run: list[FrozenTrial]
+    registration: Registration | None = None
+    pareto: list[Registration] = field(default_factory=list)
+    registration_seconds: float = 0.0
+    evaluation: Any = None  # automl.insight.evaluate.Evaluation
+    insight_seconds: float = 0.0
+    interrupted: bool = False
+    tracking_seconds_search: float = 0.0  # MLflow calls up to the end of the last trial
+    notes: list[str] = field(default_factory=list)  # said after the trials (failed workers)
+
+    @property
+    def states(self) -> Counter[str]:
+        return Counter(t.state.name for t in self.study.get_trials(deepcopy=False))
+
+    @property
+    def epochs_run(self) -> int:
+        return sum(epochs_run(t) for t in self.trials_run)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def queue_trials(session: Session) -> list[str]:
+    """Tickets for this search: an interrupted search's leftovers, else ``--trials`` new ones.
+    A new study runs the warm-start configurations first, then the space's baseline.
+    Returns notes for the user."""
+    study, settings, warm = session.study, session.settings, session.warm
+    left = waiting(study)
+    if left:
+        return [f"resuming: {left} queued trials left by an interrupted search run first"]
+    if study.get_trials(deepcopy=False):
+        add_tickets(study, settings.trials)
+        return ["--warm-start ignored: the study already has trials"] if warm else []
+    fixed: list[tuple[dict[str, Any], str]] = []
+    if warm:
+        fixed = [(dict(p), o) for p, o in zip(warm.configurations, warm.origins, strict=True)]
+    baseline = session.space.baseline
+    if baseline and all(params != baseline for params, _ in fixed):
+        fixed.append((dict(baseline), "baseline"))
+    fixed = fixed[: settings.trials]
+    for params, _ in fixed:  # --max-epochs bounds the fixed configurations too
+        if "train.epochs" in params:
+            params["train.epochs"] = min(int(params["train.epochs"]), settings.max_epochs)
+    add_tickets(study, settings.trials, [p for p, _ in fixed], [o for _, o in fixed])
+    notes = list(warm.skipped) if warm else []
+    for number, (_, origin) in enumerate(fixed):
+        what = "the space's baseline" if origin == "baseline" else f"warm start from {origin}"
+        notes.append(f"trial {number} is {what}")
+    return notes
+
+
+class _Reporter:
+    """Reports every finished ticket once to the hooks, whichever process ran it."""
+
+    def __init__(self, session: Session, tickets: set[int]) -> None:
+        self.session, self.tickets = session, tickets
+        self.seen: dict[int, FrozenTrial] = {}
+        self.lock = threading.Lock()
+
+    def report(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        with self.lock:
+            if trial.number in self.seen:
+                return
+            self.seen[trial.number] = trial
+        self.session.hooks.on_trial_end(study, trial)
+
+    def poll(self) -> None:
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        for trial in self.session.study.get_trials(deepcopy=False, states=finished):
+            if trial.number in self.tickets:
+                self.report(self.session.study, trial)
+
+
+def run_trials(session: Session) -> SearchOutcome:
+    """Run this search's tickets in ``--jobs`` processes; an interrupt closes the runs and
+    raises ``Interrupted`` once every process has stopped."""
+    study, settings = session.study, session.settings
+    notes = queue_trials(session)
+    for note in notes:
+        session.hooks.on_note(note)
+    # This search's trials: the queued ones, and those still running from a stopped search
+    # (their worker may be alive elsewhere, or dead: then they are failed and retried).
+    queued = (TrialState.WAITING, TrialState.RUNNING)
+    tickets = {t.number for t in study.get_trials(deepcopy=False, states=queued)}
+    reporter = _Reporter(session, tickets)
+    deadline = time.monotonic() + settings.timeout if settings.timeout else None
+    devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
+    threads = max(1, (os.cpu_count() or 1) // settings.jobs)
+    previous_threads = torch.get_num_threads()
+    processes = spawn_jobs(settings, devices, threads, deadline)
+    # This process takes the first device; alone, the one the settings resolved to.
+    objective = session.objective(torch.device(devices[0]) if processes else None)
+    stop_polling = threading.Event()
+    poller = threading.Thread(target=_poll, args=(reporter, stop_polling), daemon=True)
+    poller.start()
+    start = time.perf_counter()
+    interrupted: KeyboardInterrupt | None = None
+    failed_jobs = 0
+    try:
+        if processes:
+            torch.set_num_threads(threads)
+        failed_jobs = _drain(
+            session, objective, processes, tickets, reporter=reporter, deadline=deadline
+        )
+    except KeyboardInterrupt as stop:
+        interrupted = stop
+        stop_jobs(processes, signal_them=isinstance(stop, Terminated))
+    except BaseException:  # an error here: the jobs must not run on behind it
+        stop_jobs(processes, signal_them=True)
+        raise
+    finally:
+        torch.set_num_threads(previous_threads)
+        stop_polling.set()
+        poller.join()
+    reporter.poll()
+    outcome = SearchOutcome(
+        settings=settings,
+        study=study,
+        data=session.data,
+        parent_run_id=session.parent_run_id,
+        tracker=session.tracker,
+        wall_seconds=0.0,
+        optimize_seconds=time.perf_counter() - start,
+        optuna_seconds=session.clock.seconds,
+        trials_run=sorted(reporter.seen.values(), key=lambda t: t.number),
+        interrupted=interrupted is not None,
+        tracking_seconds_search=session.tracker.seconds,
+    )
+    if failed_jobs and interrupted is None:
+        outcome.notes.append(f"{failed_jobs} worker process(es) ended with an error")
+    if interrupted is not None:
+        _finish(session, outcome, "KILLED")
+        raise Interrupted(outcome, interrupted)
+    return outcome
+
+
+def _drain(
+    session: Session,
+    objective: Objective,
+    processes: list[multiprocessing.process.BaseProcess],
+    tickets: set[int],
+    *,
+    reporter: _Reporter,
+    deadline: float | None,
+) -> int:
+    """Run tickets here until none is left, wait for the job processes and for trials
+    running elsewhere, then run the retries of dead workers' trials; returns how many job
+    processes ended with an error."""
+    failed_jobs = 0
+    while True:
+        work(
+            session.study, objective, on_trial_end=reporter.report, deadline=deadline,
+            on_stale=session.close_stale,
+        )  # fmt: skip
+        for process in processes:
+            process.join()
+        failed_jobs += sum(p.exitcode not in (0, None) for p in processes)
+        wait_for_running(session.study, tickets, session.close_stale)
+        retries = _retries_of(session.study, tickets)  # dead workers' trials, queued again
+        if not retries or (deadline is not None and time.monotonic() >= deadline):
+            return failed_jobs
+        tickets |= retries
+        processes = []
+
+
+def _retries_of(study: optuna.Study, tickets: set[int]) -> set[int]:
+    return {
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if t.system_attrs.get("failed_trial") in tickets or t.user_attrs.get("retry_of") in tickets
+    }
+
+
+def wait_for_running(
+    study: optuna.Study,
+    tickets: set[int],
+    on_stale: Callable[[FrozenTrial], None] | None = None,
+    poll: float = 2.0,
+) -> None:
+    """Wait until no ticket is running on another worker (dead ones are failed on the way;
+    their retries are queued, not run here)."""
+    running = (TrialState.RUNNING,)
+    while any(t.number in tickets for t in study.get_trials(deepcopy=False, states=running)):
+        fail_stale(study, on_stale)
+        time.sleep(poll)
+
+
+def _poll(reporter: _Reporter, stop: threading.Event) -> None:
+    while not stop.wait(POLL_SECONDS):
+        try:
+            reporter.poll()
+        except Exception:  # a busy store: the next poll catches up
+            continue
+
+
+# ---------------------------------------------------------------------------- concluding
+
+
+def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
+    """Register the best model (the Pareto front's with several objectives), evaluate it,
+    draw the study plots, close the parent run."""
+    hooks, tracker, parent = session.hooks, session.tracker, session.parent_run_id
+    trials = session.study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        hooks.on_stage("evaluating the best trial on the test split and registering it")
+        start = time.perf_counter()
+        registrations = register_best(
+            session.study,
+            session.data,
+            tracker=tracker,
+            parent_run_id=parent,
+            model_name=session.settings.registered_model,
+            device=session.device,
+            dataset_options={
+                "image_size": session.settings.image_size,
+                "group_level": session.settings.group_level,
+            },
+        )
+        outcome.registration, outcome.pareto = registrations[0], registrations
+        outcome.registration_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    if session.settings.evaluate and outcome.registration is not None:
+        hooks.on_stage("evaluating the registered model (metrics, robustness, saliency)")
+        outcome.evaluation = evaluate_and_record(
+            outcome.registration, session.data, tracker=tracker, parent_run_id=parent,
+            on_stage=hooks.on_stage,
+        )  # fmt: skip
+    if session.settings.evaluate:
+        hooks.on_stage("drawing the study plots")
+        for plot, why in record_study_plots(session.study, tracker, parent).items():
+            hooks.on_note(f"study plot '{plot}' skipped: {why}")
+    outcome.insight_seconds = time.perf_counter() - start
+    _finish(session, outcome, "FINISHED")
+    return outcome
+
+
+@dataclass
+class WorkerOutcome:
+    study: optuna.Study
+    ran: list[FrozenTrial]
+    seconds: float
+
+
+def run_worker(
+    session: Session, *, wait: float = 0.0, poll: float = 5.0, stay: bool = True
+) -> WorkerOutcome:
+    """Run the study's queued trials until none is left; with ``wait``, first wait up to
+    that many seconds for some to be queued (workers started before the study). With
+    ``stay``, keep watching while other workers' trials run: if one of those workers dies,
+    its trial's retry is run here instead of being left queued with no worker."""
+    start = time.perf_counter()
+    deadline = time.monotonic() + wait
+    while not waiting(session.study) and time.monotonic() < deadline:
+        session.hooks.on_stage("waiting for queued trials")
+        time.sleep(poll)
+    ran: list[FrozenTrial] = []
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        ran.append(trial)
+        session.hooks.on_trial_end(study, trial)
+
+    objective = session.objective()
+    while True:
+        work(session.study, objective, on_trial_end=report, on_stale=session.close_stale)
+        running = running_trials(session.study) if stay else 0  # between trials: not ours
+        if not running:
+            break
+        session.hooks.on_stage(
+            f"{running} trial(s) running on other workers; standing by to retry them"
+        )
+        time.sleep(poll)
+    return WorkerOutcome(session.study, ran, time.perf_counter() - start)
+
+
+def finish(session: Session) -> SearchOutcome:
+    """Conclude a study whose trials workers ran: wait for the running ones, then register,
+    evaluate, plot and close its parent run."""
+    study = session.study
+    numbers = {t.number for t in study.get_trials(deepcopy=False)}
+    wait_for_running(study, numbers, session.close_stale)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    outcome = SearchOutcome(
+        settings=session.settings,
+        study=study,
+        data=session.data,
+        parent_run_id=session.parent_run_id,
+        tracker=session.tracker,
+        wall_seconds=0.0,
+        optimize_seconds=0.0,
+        optuna_seconds=0.0,
+        trials_run=study.get_trials(deepcopy=False, states=finished),
+    )
+    left = waiting(study)
+    if left:
+        outcome.notes.append(f"{left} queued trials were not run; they stay queued")
+    return conclude(session, outcome)
+
+
+def run_search(
+    settings: SearchSettings,
+    *,
+    hooks: Hooks | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> SearchOutcome:
+    """Run ``settings.trials`` new trials, then register, evaluate and plot the best model.
+
+    ``pruner`` replaces the one ``settings`` names (tests use one with a fixed answer).
+    """
+    session = prepare(settings, hooks or Hooks(), pruner)
+    return conclude(session, run_trials(session))
+
+
+def _finish(session: Session, outcome: SearchOutcome, status: str) -> None:
+    states = outcome.states
+    metrics: dict[str, float] = {
+        "trials_complete": states.get("COMPLETE", 0),
+        "trials_pruned": states.get("PRUNED", 0),
+        "trials_failed": states.get("FAIL", 0),
+        "epochs_run": outcome.epochs_run,
+    }
+    tags = {"state": "INTERRUPTED" if outcome.interrupted else "DONE"}
+    if outcome.registration is not None:
+        metrics["best_val_acc"] = outcome.registration.val_acc
+        metrics["test_acc"] = outcome.registration.test_acc
+        tags["best_trial"] = str(outcome.registration.trial_number)
+        tags["registered_model"] = outcome.registration.uri
+    outcome.wall_seconds = time.perf_counter() - session.started
+    metrics["wall_seconds"] = outcome.wall_seconds
+    outcome.tracker.finish_study_run(outcome.parent_run_id, status, metrics, tags)

@@ -1,0 +1,89 @@
+"""Building Optuna studies: samplers and pruners by name, with their seeds and limits."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from automl.errors import ConfigError
+from automl.search.settings import SearchSettings
+
+
+def make_sampler(name: str, seed: int, *, parallel: bool = True) -> optuna.samplers.BaseSampler:
+    """``parallel``: other processes may run trials at the same time. TPE then treats their
+    running trials as bad (the constant liar) so that workers spread out; that reads every
+    unfinished trial, queued tickets included, at each suggestion, which a lone process
+    need not pay."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "cmaes":  # CMA-ES handles numbers; categorical choices go to TPE
+            return optuna.samplers.CmaEsSampler(
+                seed=seed,
+                independent_sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=parallel),
+                warn_independent_sampling=False,
+            )
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        # Conditional parameters (per-stage widths, SGD momentum) need the group option.
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=parallel
+        )
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        )
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(
+    settings: SearchSettings,
+    storage: optuna.storages.BaseStorage,
+    pruner: optuna.pruners.BasePruner | None = None,
+    *,
+    seed_offset: int = 0,
+    parallel: bool = True,
+) -> optuna.Study:
+    """Create the study, or load it to resume; its objectives must be the ones asked for.
+
+    ``seed_offset`` gives each parallel worker its own sampler stream, so two workers never
+    draw the same configuration from the same seed.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            study = optuna.create_study(
+                study_name=settings.study,
+                storage=storage,
+                sampler=make_sampler(
+                    settings.sampler, settings.seed + seed_offset, parallel=parallel
+                ),
+                pruner=pruner or make_pruner(settings.pruner, settings.max_epochs),
+                directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
+                load_if_exists=True,
+            )
+        except ValueError as exc:  # an existing study with other directions
+            raise ConfigError(f"--study-name {settings.study}: {exc}") from None
+    have = [d.name.lower() for d in study.directions]
+    if have != settings.directions:
+        names = study.metric_names or [f"objective {i}" for i in range(len(have))]
+        raise ConfigError(
+            f"--objective: study '{settings.study}' optimizes {', '.join(names)} "
+            f"({', '.join(have)}); use the same objectives to resume it, or another --study-name"
+        )
+    if study.metric_names != list(settings.objectives):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(settings.objectives))
+    return study

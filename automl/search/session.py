@@ -1,0 +1,256 @@
+"""A search session: everything checked, the data loaded, the stores open, the parent run.
+
+``prepare`` starts a new search (or resumes one); ``join`` rebuilds a session from a
+study's recipe, so a worker process or another machine runs its trials exactly as the
+search that created it would.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field, replace
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from automl import provenance
+from automl.data import ImageData, load_dataset
+from automl.errors import ConfigError
+from automl.search.hooks import Hooks
+from automl.search.objective import Objective
+from automl.search.optuna_compat import OptunaClock, study_storage
+from automl.search.queue import fail_stale
+from automl.search.samplers import open_study
+from automl.search.settings import SearchSettings
+from automl.search.space import SearchSpace, load_space, parse_space
+from automl.search.warmstart import WarmStart, warm_start
+from automl.stores import open_storage
+from automl.tracking import Tracker
+from automl.training.device import make_deterministic, resolve_device
+
+RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
+
+
+@dataclass
+class Session:
+    """What a prepared search holds: the study, its data, its tracker, its stores."""
+
+    settings: SearchSettings
+    space: SearchSpace
+    data: ImageData
+    device: torch.device
+    tracker: Tracker
+    study: optuna.Study
+    parent_run_id: str
+    hooks: Hooks
+    clock: OptunaClock
+    started: float = field(default_factory=time.perf_counter)
+    warm: WarmStart | None = None  # configurations of an earlier study to run first
+
+    def objective(self, device: torch.device | None = None) -> Objective:
+        """The objective that runs this study's trials on ``device`` (the session's own)."""
+        return Objective(
+            self.settings, self.space, self.data, self.tracker, self.parent_run_id,
+            device or self.device, self.clock, self.hooks,
+        )  # fmt: skip
+
+    def with_hooks(self, hooks: Hooks) -> Session:
+        return replace(self, hooks=hooks)
+
+    def close_stale(self, trial: FrozenTrial) -> None:
+        """Close the MLflow run a dead worker left open (status FAILED)."""
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            self.tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
+
+
+def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
+    hooks.on_stage(f"loading data set {settings.dataset}")
+    return load_dataset(
+        settings.dataset,
+        settings.data_dir,
+        image_size=settings.image_size,
+        progress=hooks.on_progress,
+        group_level=settings.group_level,
+    )
+
+
+def _open(
+    settings: SearchSettings,
+    store: optuna.storages.RDBStorage,
+    pruner: optuna.pruners.BasePruner | None = None,
+    *,
+    seed_offset: int = 0,
+    parallel: bool = True,
+) -> tuple[optuna.Study, OptunaClock]:
+    """The study on a timed, retried storage that reads queued trials once."""
+    clock = OptunaClock()
+    storage = study_storage(store, clock)
+    study = open_study(settings, storage, pruner, seed_offset=seed_offset, parallel=parallel)
+    return study, clock
+
+
+def prepare(
+    settings: SearchSettings,
+    hooks: Hooks,
+    pruner: optuna.pruners.BasePruner | None = None,
+    *,
+    mode: str = "search",
+) -> Session:
+    """Check everything, load the data, open the stores, create the parent run.
+
+    ``mode`` "workers": the study is created for ``automl worker`` processes, whose trials
+    nest under this parent run until ``automl study finish`` closes it.
+    """
+    started = time.perf_counter()
+    settings.check()
+    if settings.deterministic:
+        make_deterministic()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = load_space(settings.space)
+    warm = None
+    if settings.warm_start:
+        hooks.on_stage(f"reading the warm-start study {settings.warm_start}")
+        warm = warm_start(
+            settings.warm_start, settings.warm_start_storage or settings.storage, space
+        )
+    device = resolve_device(settings.device)
+    data = _load_data(settings, hooks)
+    if data.report is not None:
+        hooks.on_data(data.report)
+    hooks.on_stage("opening the Optuna storage and the MLflow tracking store")
+    store = open_storage(settings.storage)  # first: a bad URL fails before MLflow is touched
+    tracker = Tracker(settings.tracking_uri, settings.experiment_name)
+    # A database server means workers elsewhere; SQLite with one job means this process alone.
+    alone = settings.jobs == 1 and settings.storage.startswith("sqlite")
+    study, clock = _open(settings, store, pruner, parallel=not alone)
+    abandoned = _close_abandoned(study, tracker)
+    if abandoned:
+        hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")
+    parent = _start_parent_run(settings, data, device, tracker, mode)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    recipe = replace(settings, dataset=data.spec or settings.dataset).to_recipe()
+    recipe.update(data_digest=data.digest(), parent_run_id=parent)
+    study.set_user_attr(RECIPE, recipe)
+    for backbone in space.choices("arch.backbone"):
+        if backbone == "none":
+            continue
+        from automl.training.backbones import describe_weights  # torchvision: only when needed
+
+        source = describe_weights(str(backbone), settings.weights_dir)
+        if source.startswith("random"):
+            detail = source.removeprefix("random").strip(" ()")
+            hooks.on_note(f"{backbone} starts from random weights ({detail})")
+    return Session(
+        settings, space, data, device, tracker, study, parent, hooks, clock, started, warm
+    )
+
+
+def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> Session:
+    """A worker's session on the existing study ``local.study_name``, its settings rebuilt
+    from the study's recipe with this process's stores, device and folders (``local``).
+
+    Its parent run is the study's; its data must be the data the study was created on
+    (same digest), else the worker refuses to run.
+    """
+    hooks = hooks or Hooks()
+    name = local.study
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    store = open_storage(local.storage)
+    try:
+        existing = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(store)) or "none"
+        raise ConfigError(f"--study: no study named '{name}' (studies: {names})") from None
+    recipe = existing.user_attrs.get(RECIPE)
+    if not recipe:
+        raise ConfigError(f"--study: '{name}' was not created by automl (it has no recipe)")
+    settings = SearchSettings.from_recipe(recipe, local)
+    if settings.deterministic:
+        make_deterministic()
+    space = parse_space(recipe["space_yaml"], f"study {name}")
+    device = resolve_device(settings.device)
+    data = _load_data(settings, hooks)
+    if data.digest() != recipe["data_digest"]:
+        raise ConfigError(
+            f"--data-dir: the {settings.dataset} data here (digest {data.digest()}) is not the "
+            f"data study '{name}' was created on ({recipe['data_digest']})"
+        )
+    tracker = Tracker(settings.tracking_uri, recipe["experiment"])
+    study, clock = _open(settings, store, seed_offset=1000 * job)
+    parent = recipe["parent_run_id"]
+    return Session(settings, space, data, device, tracker, study, parent, hooks, clock)
+
+
+def _close_abandoned(study: optuna.Study, tracker: Tracker) -> str | None:
+    """A killed search leaves its parent run RUNNING: close it as FAILED when nothing runs
+    under it any more (its dead trials are failed and queued again first)."""
+    previous = study.user_attrs.get("mlflow_parent_run_id")
+    if not previous:
+        return None
+
+    def close(trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
+
+    fail_stale(study, close)
+    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        return None
+    try:
+        info = tracker.run_info(previous)
+    except Exception:  # deleted, or in another store: nothing to close
+        return None
+    if info["status"] != "RUNNING" or info["tags"].get("mode", "search") != "search":
+        return None
+    tracker.close_run(previous, "FAILED", {"state": "ABANDONED"})
+    return str(previous)
+
+
+def _start_parent_run(
+    settings: SearchSettings, data: ImageData, device: torch.device, tracker: Tracker, mode: str
+) -> str:
+    parent = tracker.start_study_run(
+        settings.study,
+        params={**settings.public(), "data": data.describe(), "device_resolved": str(device)},
+        tags={
+            "dataset": data.spec or settings.dataset,
+            "data_digest": data.digest(),
+            "kind": "study",
+            "mode": mode,
+        },
+    )
+    tracker.log_study_artifacts(parent, {"search_space.yaml": settings.space})
+    versions, commit = provenance.versions(), provenance.git_commit()
+    resolved = {
+        **settings.public(),
+        "data": data.describe(),
+        "data_digest": data.digest(),
+        "device_resolved": str(device),
+        "versions": versions,
+        "git_commit": commit,
+        "platform": platform.platform(),
+    }
+    tracker.log_study_text(parent, "resolved_config.json", json.dumps(resolved, indent=2))
+    tags = {f"version.{name}": version for name, version in versions.items()}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    tracker.set_run_tags(
+        parent, {**tags, "mlflow.source.name": "automl", "seed": str(settings.seed)}
+    )
+    if data.report is not None:
+        tracker.log_study_text(parent, "data_report.json", data.report.to_json())
+    profile = {
+        "classes": data.num_classes,
+        "shape": [data.channels, *data.image_size],
+        "train": len(data.train),
+        "val": len(data.val),
+        "test": len(data.test),
+    }
+    tracker.log_dataset(
+        parent, name=data.name, digest=data.digest(), source=data.source, profile=profile
+    )
+    return parent

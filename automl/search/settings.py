@@ -1,0 +1,362 @@
+"""The settings of one search, declared once.
+
+Every field of ``SearchSettings`` carries what the rest of the program needs to know of
+it: its command-line option and help, its check, and its scope.
+
+- ``study``: the study's recipe. Whoever runs the study's trials (a ``--jobs`` process, an
+  ``automl worker`` on another machine) uses the value the study was created with.
+- ``local``: where this process finds things (stores, device, folders); never recorded.
+- ``run``: this invocation only (how many trials, for how long, what to do afterwards).
+
+The options of ``automl search`` and ``automl study create`` are generated from these
+fields, ``to_recipe`` / ``from_recipe`` write and read the recipe, and the objective and
+the job processes receive the settings whole: a new option is one field here (plus its
+README line), checked before any store is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from automl.errors import ConfigError, unknown_name
+from automl.stores import (
+    DEFAULT_STORAGE,
+    DEFAULT_TRACKING,
+    check_storage_url,
+    check_tracking_uri,
+    mask_url,
+)
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
+PRUNERS = ("hyperband", "median", "asha", "none")
+DEFAULT_SPACE = Path("search_spaces") / "default.yaml"
+BUNDLED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+Scope = Literal["study", "local", "run"]
+Check = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one setting appears on the command line and where it belongs."""
+
+    help: str
+    scope: Scope
+    flags: tuple[str, ...] = ()  # default: --field-name
+    name: str | None = None  # the command's parameter when it differs from the field
+    typed: type | None = None  # what the command line takes when it differs from the field
+    parse: Callable[[Any], Any] | None = None  # command-line value -> field value
+    check: Check | None = None  # a problem with the value, or None
+    metavar: str | None = None
+    envvar: str | None = None
+    show_default: bool | str = True
+    secret: bool = False  # a URL that may hold a password: masked wherever it is shown
+
+    def flag(self, field_name: str) -> str:
+        return self.flags[0] if self.flags else "--" + field_name.replace("_", "-")
+
+
+def option(default: Any, help: str, scope: Scope, **details: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"option": Option(help, scope, **details)})
+
+
+def at_least(low: int) -> Check:
+    return lambda value: f"must be at least {low}, got {value}" if value < low else None
+
+
+def positive(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return None if math.isfinite(value) and value > 0 else f"must be positive, got {value}"
+
+
+def within(low: int, high: int) -> Check:
+    def check(value: int | None) -> str | None:
+        if value is None or low <= value <= high:
+            return None
+        return f"must lie in [{low}, {high}], got {value}"
+
+    return check
+
+
+def one_of(kind: str, known: tuple[str, ...]) -> Check:
+    return lambda value: None if value in known else unknown_name(kind, value, known)
+
+
+def resolve_space(path: Path) -> Path:
+    """A space file as given; else a bundled space by name (``images``) or the bundled default.
+
+    So ``automl search`` works from any folder, not only from a checkout of the project.
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    bundled = BUNDLED_SPACES / (path.name if path.suffix else f"{path.name}.yaml")
+    if (path == DEFAULT_SPACE or len(path.parts) == 1) and bundled.exists():
+        return bundled
+    return path
+
+
+def bundled_spaces() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_SPACES.glob("*.yaml"))
+
+
+def _objective_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """One search, resolved: the CLI, the recipe of a study and the tests build it."""
+
+    trials: int = option(
+        100, "New trials to run.", "run", flags=("--trials", "-n"), check=at_least(1)
+    )
+    timeout: float | None = option(
+        None, "Stop starting trials after this many seconds.", "run", check=positive
+    )
+    space: Path = option(
+        DEFAULT_SPACE,
+        "Search space YAML file, or a bundled one by name (default, images, cifar).",
+        "study",
+        parse=resolve_space,
+    )
+    dataset: str = option(
+        "digits",
+        "digits (built in), mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn, "
+        "or imagefolder:PATH.",
+        "study",
+    )
+    study_name: str | None = option(
+        None, "Optuna study; an existing one is resumed. [default: DATASET-SPACE]", "local"
+    )
+    storage: str = option(
+        DEFAULT_STORAGE,
+        "Optuna storage URL (shared by all workers).",
+        "local",
+        envvar="AUTOML_STORAGE",
+        secret=True,
+    )
+    tracking_uri: str = option(
+        DEFAULT_TRACKING, "MLflow tracking URI.", "local", envvar="AUTOML_TRACKING_URI", secret=True
+    )
+    experiment: str | None = option(None, "MLflow experiment. [default: the study name]", "study")
+    model_name: str | None = option(
+        None, "Registered model name. [default: the study name]", "study"
+    )
+    sampler: str = option(
+        "tpe",
+        "|".join(SAMPLERS) + " (nsga2: several objectives)",
+        "study",
+        check=one_of("sampler", SAMPLERS),
+    )
+    pruner: str = option("hyperband", "|".join(PRUNERS), "study", check=one_of("pruner", PRUNERS))
+    max_epochs: int = option(20, "Upper bound on any trial's epochs.", "study", check=at_least(1))
+    device: str = option("auto", "auto|cpu|cuda|cuda:N", "local")
+    seed: int = option(0, "Seed of the sampler and of every trial.", "study")
+    data_dir: Path | None = option(
+        None, "Where data sets are stored. [default: ~/.cache/automl/data]", "local"
+    )
+    image_size: int | None = option(
+        None,
+        "Side images are resized to (image folders). [default: median, <=128]",
+        "study",
+        check=within(4, 1024),
+    )
+    weights_dir: Path | None = option(
+        None, "Pretrained backbone weights (.pth); then torch's hub cache.", "local"
+    )
+    group_level: bool = option(
+        False, "Image folder laid out as GROUP/CLASS/...: fairness per group.", "study"
+    )
+    evaluate: bool = option(True, "Evaluate the registered model and draw the study plots.", "run")
+    objectives: tuple[str, ...] = option(
+        ("accuracy",),
+        "accuracy, or accuracy plus any of latency, params, robust_accuracy "
+        "(comma-separated): a multi-objective search registers its Pareto front.",
+        "study",
+        flags=("--objective",),
+        name="objective",
+        typed=str,
+        parse=_objective_list,
+        show_default="accuracy",
+    )
+    max_params: int | None = option(
+        None, "Reject networks with more parameters, before training.", "study", check=at_least(1)
+    )
+    max_latency_ms: float | None = option(
+        None,
+        "Reject networks slower than this per image, before training.",
+        "study",
+        check=positive,
+    )
+    jobs: int = option(1, "Trials run in parallel, one process each.", "run", check=at_least(1))
+    trials_per_gpu: int = option(
+        1, "Parallel trials packed on one GPU (with --jobs).", "run", check=at_least(1)
+    )
+    compile: bool = option(
+        False, "torch.compile each trial's network (pays off on long trials).", "study"
+    )
+    deterministic: bool = option(
+        False, "Deterministic kernels: same seed, same metrics (slower on GPU).", "study"
+    )
+    warm_start: str | None = option(
+        None,
+        "Run the K best configurations (default 5) of an earlier study first.",
+        "study",
+        metavar="STUDY[:K]",
+    )
+    warm_start_storage: str | None = option(
+        None,
+        "The Optuna storage of the --warm-start study [default: --storage].",
+        "local",
+        secret=True,
+    )
+
+    # ------------------------------------------------------------------ derived names
+
+    @property
+    def directions(self) -> list[str]:
+        from automl.search.measures import OBJECTIVES
+
+        return [OBJECTIVES[name].direction for name in self.objectives]
+
+    @property
+    def study(self) -> str:
+        dataset = self.dataset
+        if dataset.startswith("imagefolder:"):
+            dataset = Path(dataset.split(":", 1)[1]).expanduser().resolve().name or "images"
+        return self.study_name or re.sub(r"[^\w.\-]+", "-", f"{dataset}-{Path(self.space).stem}")
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.study
+
+    @property
+    def registered_model(self) -> str:
+        return self.model_name or self.study
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> SearchSettings:
+        """Settings from command-line values, keyed by each option's parameter name."""
+        given: dict[str, Any] = {}
+        for item in fields(cls):
+            spec = _option(item)
+            key = spec.name or item.name
+            if key in values:
+                value = values[key]
+                given[item.name] = spec.parse(value) if spec.parse and value is not None else value
+        return cls(**given)
+
+    def to_recipe(self) -> dict[str, Any]:
+        """The study-scoped settings as plain values, with the space file's text, so any
+        process anywhere runs the study's trials as its creator would."""
+        recipe = {
+            item.name: _plain(getattr(self, item.name))
+            for item in fields(self)
+            if _option(item).scope == "study"
+        }
+        recipe.update(
+            space=Path(self.space).name,
+            space_yaml=Path(self.space).read_text(),
+            experiment=self.experiment_name,
+            model_name=self.registered_model,
+        )
+        return recipe
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], local: SearchSettings) -> SearchSettings:
+        """A study's settings: its recipe, with this process's ``local`` and ``run`` values."""
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            if _option(item).scope != "study":
+                values[item.name] = getattr(local, item.name)
+            elif item.name in recipe:
+                values[item.name] = recipe[item.name]
+        values["space"] = Path(recipe.get("space") or recipe["space_name"])  # older recipes
+        values["objectives"] = tuple(values.get("objectives", ("accuracy",)))
+        return cls(**values)
+
+    # ------------------------------------------------------------------ checking
+
+    def check(self) -> SearchSettings:
+        """Raise ``ConfigError`` for the first bad option: one line, before any work."""
+        for item in fields(self):
+            spec = _option(item)
+            value = getattr(self, item.name)
+            problem = spec.check(value) if spec.check and value is not None else None
+            if problem:
+                raise ConfigError(f"{spec.flag(item.name)}: {problem}")
+        self._check_objectives()
+        if not re.fullmatch(r"[\w.\-]{1,128}", self.study):
+            raise ConfigError(
+                f"--study-name: '{self.study}' may use letters, digits, '.', '_' and '-' only"
+            )
+        if not Path(self.space).exists():
+            bundled = ", ".join(bundled_spaces())
+            raise ConfigError(f"--space: {self.space}: no such file (bundled spaces: {bundled})")
+        from automl.data import check_dataset_name
+        from automl.training.device import resolve_device
+
+        check_dataset_name(self.dataset)
+        resolve_device(self.device)
+        check_storage_url(self.storage, "--storage")
+        if self.warm_start_storage is not None:
+            check_storage_url(self.warm_start_storage, "--warm-start-storage")
+        check_tracking_uri(self.tracking_uri)
+        return self
+
+    def _check_objectives(self) -> None:
+        from automl.search.measures import OBJECTIVES
+
+        for name in self.objectives:
+            if name not in OBJECTIVES:
+                raise ConfigError(f"--objective: {unknown_name('objective', name, OBJECTIVES)}")
+        if self.objectives[0] != "accuracy" or len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(
+                "--objective: list accuracy first, then other objectives once each "
+                f"(e.g. accuracy,latency), got {','.join(self.objectives)}"
+            )
+        if len(self.objectives) > 1 and self.sampler == "cmaes":
+            raise ConfigError("--sampler: cmaes optimizes one objective; use tpe, nsga2 or random")
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to print and log: passwords masked, paths as text."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        for item in fields(self):
+            if _option(item).secret and values[item.name]:
+                values[item.name] = mask_url(values[item.name])
+        values["study_name"] = self.study
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+    def but(self, **changes: Any) -> SearchSettings:
+        """A copy with some values changed (a job's own device, say)."""
+        return replace(self, **changes)
+
+
+def option_of(name: str) -> Option:
+    """The option of field ``name`` (other commands reuse the same flags and help)."""
+    for item in fields(SearchSettings):
+        if item.name == name:
+            return _option(item)
+    raise KeyError(name)
+
+
+def _option(item: dataclasses.Field[Any]) -> Option:
+    spec: Option = item.metadata["option"]
+    return spec
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value

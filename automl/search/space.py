@@ -1,0 +1,405 @@
+"""Search spaces: YAML files validated when loaded, sampled through an Optuna trial.
+
+This module is the only caller of ``trial.suggest_*``. A file has the sections
+``architecture``, ``augmentation``, ``optimizer`` and ``training``; each key is one
+parameter of the matching model in :mod:`automl.training.config`, given as
+
+- a scalar (fixed value) or a list (categorical choices), or
+- a mapping with ``type: int | float | categorical | fixed`` and its bounds, plus an
+  optional ``when: {other_param: value-or-list}`` that makes it conditional.
+
+``architecture.stages`` sets the number of conv stages and ``architecture.per_stage``
+holds the parameters drawn once per stage (``arch.stage1.width``, ``arch.stage2.width``...).
+Every value a spec can produce is checked against the parameter's type when the file is
+loaded, so mistakes surface as one line naming the file, the key path and the problem.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from automl.errors import ConfigError, unknown_name
+from automl.training.config import MAX_STAGES, SECTION_MODELS, SECTIONS, StageConfig, TrialConfig
+
+Scalar = bool | int | float | str
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    when: dict[str, Scalar | list[Scalar]] | None = None
+
+
+class IntSpec(_Spec):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IntSpec:
+        if self.low > self.high:
+            raise ValueError(f"low <= high must hold, got low={self.low}, high={self.high}")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("a log-scale int needs low >= 1 and step 1")
+        return self
+
+    def values(self) -> list[Scalar]:
+        return [self.low, self.high]
+
+
+class FloatSpec(_Spec):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FloatSpec:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite numbers")
+        if self.low > self.high:
+            raise ValueError(f"low <= high must hold, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale float needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("step and log cannot be used together")
+        return self
+
+    def values(self) -> list[Scalar]:
+        return [self.low, self.high]
+
+
+class CategoricalSpec(_Spec):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> CategoricalSpec:
+        if len({(type(c), c) for c in self.choices}) != len(self.choices):
+            raise ValueError(f"choices must be distinct, got {self.choices}")
+        return self
+
+    def values(self) -> list[Scalar]:
+        return list(self.choices)
+
+
+class FixedSpec(_Spec):
+    type: Literal["fixed"]
+    value: Scalar
+
+    def values(self) -> list[Scalar]:
+        return [self.value]
+
+
+Spec = IntSpec | FloatSpec | CategoricalSpec | FixedSpec
+_SPEC = TypeAdapter(Annotated[Spec, Field(discriminator="type")])
+_SPEC_TYPES = ("int", "float", "categorical", "fixed")
+
+
+@dataclass(frozen=True)
+class ParamDef:
+    """One parameter: its flat name, how it is drawn and when it exists."""
+
+    name: str
+    spec: Spec
+    when: tuple[tuple[str, tuple[Scalar, ...]], ...] = ()
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        return all(ref in values and values[ref] in allowed for ref, allowed in self.when)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated space; ``stage_params`` are drawn once per stage after ``arch.stages``."""
+
+    source: str
+    params: tuple[ParamDef, ...]
+    stage_params: tuple[ParamDef, ...] = ()
+    baseline: dict[str, Any] = field(default_factory=dict)  # flat params of a known-good trial
+
+    def sample(self, trial: Any, *, caps: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """Draw one configuration as flat params; ``caps`` bound int parameters from above.
+
+        ``trial`` is an Optuna ``Trial`` or ``FixedTrial``: a ``FixedTrial`` holding a
+        trial's params rebuilds exactly its configuration.
+        """
+        caps = caps or {}
+        values: dict[str, Any] = {}
+        last_arch = max(
+            (i for i, p in enumerate(self.params) if p.name.startswith("arch.")), default=-1
+        )
+        for position, param in enumerate(self.params):
+            if param.active(values):
+                values[param.name] = _draw(trial, param.name, param.spec, caps.get(param.name))
+            if position == last_arch:
+                self._sample_stages(trial, values)
+        return values
+
+    def _sample_stages(self, trial: Any, values: dict[str, Any]) -> None:
+        count = values.get("arch.stages")
+        if count is None:  # the stage count's own condition is false: no stages at all
+            return
+        for index in range(1, int(count) + 1):
+            for param in self.stage_params:
+                name = param.name.format(index)
+                when = [(ref.format(index), allowed) for ref, allowed in param.when]
+                if all(ref in values and values[ref] in allowed for ref, allowed in when):
+                    values[name] = _draw(trial, name, param.spec, None)
+
+    def config(self, trial: Any, *, caps: Mapping[str, int] | None = None) -> TrialConfig:
+        return TrialConfig.from_params(self.sample(trial, caps=caps))
+
+    def choices(self, name: str) -> list[Scalar]:
+        """The values a categorical or fixed parameter can take ([] when it is not in the space)."""
+        for param in self.params:
+            if param.name == name and isinstance(param.spec, CategoricalSpec | FixedSpec):
+                return param.spec.values()
+        return []
+
+    @property
+    def names(self) -> list[str]:
+        stage_names = [p.name.format("N") for p in self.stage_params]
+        return [p.name for p in self.params] + stage_names
+
+
+def _draw(trial: Any, name: str, spec: Spec, cap: int | None) -> Any:
+    if isinstance(spec, FixedSpec):
+        if cap is not None and isinstance(spec.value, int) and not isinstance(spec.value, bool):
+            return min(spec.value, cap)
+        return spec.value
+    if isinstance(spec, CategoricalSpec):
+        return trial.suggest_categorical(name, spec.choices)
+    if isinstance(spec, IntSpec):
+        high = spec.high if cap is None else max(min(spec.high, cap), 1)
+        low = min(spec.low, high)
+        return trial.suggest_int(name, low, high, step=spec.step, log=spec.log)
+    return trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a space file; every problem is a ``ConfigError`` naming the file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: search space file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read search space file: {exc}") from None
+    return parse_space(text, source)
+
+
+def parse_space(text: str, source: str = "<space>") -> SearchSpace:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML: {problem}{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
+    return _build(data, source)
+
+
+def _build(data: Any, source: str) -> SearchSpace:
+    def fail(path: str, problem: str) -> ConfigError:
+        path, problem = _printable(path), _printable(problem)
+        return ConfigError(f"{source}: {path}: {problem}" if path else f"{source}: {problem}")
+
+    if data is None:
+        raise fail("", "the file is empty; expected the sections " + ", ".join(SECTIONS))
+    if not isinstance(data, dict):
+        raise fail("", f"expected a mapping of sections, got {_kind(data)}")
+    params: list[ParamDef] = []
+    stage_params: list[ParamDef] = []
+    for section in data:
+        if section not in SECTIONS and section != "baseline":
+            allowed = [*SECTIONS, "baseline"]
+            raise fail(str(section), unknown_name("section", str(section), allowed))
+    for section, prefix in SECTIONS.items():
+        entries = data.get(section)
+        if entries is None:
+            continue
+        if not isinstance(entries, dict):
+            raise fail(section, f"expected a mapping of parameters, got {_kind(entries)}")
+        model = SECTION_MODELS[prefix]
+        known = set(model.model_fields) | ({"per_stage"} if prefix == "arch" else set())
+        for key, raw in entries.items():
+            path = f"{section}.{key}"
+            if key not in known:
+                raise fail(path, unknown_name("parameter", str(key), known))
+            if key == "per_stage":
+                continue
+            spec = _parse_spec(raw, path, fail)
+            if key == "stages":
+                _check_values(spec, path, fail, count=True)
+            else:
+                _check_values(spec, path, fail, model=model, key=key)
+            when = _resolve_when(spec, path, prefix, params, fail)
+            params.append(ParamDef(f"{prefix}.{key}", spec, when))
+        if prefix == "arch" and "per_stage" in entries:
+            stage_params = _stage_block(entries["per_stage"], f"{section}.per_stage", params, fail)
+    if stage_params and not any(p.name == "arch.stages" for p in params):
+        params.insert(0, ParamDef("arch.stages", FixedSpec(type="fixed", value=1)))
+    space = SearchSpace(source, tuple(params), tuple(stage_params))
+    if "baseline" in data:
+        space = SearchSpace(
+            source, space.params, space.stage_params, _baseline(space, data["baseline"], fail)
+        )
+    return space
+
+
+def _baseline(space: SearchSpace, raw: Any, fail: Any) -> dict[str, Any]:
+    """A complete, in-range configuration of the space (its sampled params only)."""
+    from optuna.trial import FixedTrial
+
+    if not isinstance(raw, dict):
+        raise fail("baseline", f"expected a mapping of flat parameter names, got {_kind(raw)}")
+    specs = {p.name: p.spec for p in space.params}
+    specs.update({p.name.format(i): p.spec for p in space.stage_params for i in range(1, 9)})
+    for name, value in raw.items():
+        spec = specs.get(str(name))
+        if spec is None:
+            raise fail(f"baseline.{name}", unknown_name("parameter", str(name), space.names))
+        if isinstance(spec, CategoricalSpec) and value not in spec.choices:
+            raise fail(f"baseline.{name}", f"{value!r} is not one of {spec.choices}")
+        if isinstance(spec, IntSpec | FloatSpec) and not spec.low <= value <= spec.high:
+            raise fail(f"baseline.{name}", f"{value!r} is outside [{spec.low}, {spec.high}]")
+    try:
+        sampled = space.sample(FixedTrial(dict(raw)))
+    except (ValueError, KeyError) as exc:
+        raise fail("baseline", f"incomplete: {exc}") from None
+    fixed = {p.name for p in space.params if isinstance(p.spec, FixedSpec)}
+    return {k: v for k, v in sampled.items() if k not in fixed}
+
+
+def _stage_block(raw: Any, path: str, params: list[ParamDef], fail: Any) -> list[ParamDef]:
+    if not isinstance(raw, dict):
+        raise fail(path, f"expected a mapping of per-stage parameters, got {_kind(raw)}")
+    block: list[ParamDef] = []
+    for key, value in raw.items():
+        key_path = f"{path}.{key}"
+        if key not in StageConfig.model_fields:
+            raise fail(
+                key_path, unknown_name("per-stage parameter", str(key), StageConfig.model_fields)
+            )
+        spec = _parse_spec(value, key_path, fail)
+        _check_values(spec, key_path, fail, model=StageConfig, key=key)
+        when = _resolve_when(spec, key_path, "arch", [*params, *block], fail, stage=True)
+        block.append(ParamDef(f"arch.stage{{}}.{key}", spec, when))
+    return block
+
+
+def _parse_spec(raw: Any, path: str, fail: Any) -> Spec:
+    if isinstance(raw, list):
+        raw = {"type": "categorical", "choices": raw}
+    elif isinstance(raw, bool | int | float | str):
+        raw = {"type": "fixed", "value": raw}
+    elif not isinstance(raw, dict):
+        raise fail(path, f"expected a value, a list of choices or a mapping, got {_kind(raw)}")
+    elif "type" not in raw:
+        raise fail(path, "a parameter mapping needs 'type' (" + ", ".join(_SPEC_TYPES) + ")")
+    elif raw["type"] not in _SPEC_TYPES:
+        raise fail(f"{path}.type", unknown_name("type", str(raw["type"]), _SPEC_TYPES))
+    try:
+        spec: Spec = _SPEC.validate_python(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [str(p) for p in error["loc"][1:]]
+        where = ".".join([path, *loc])
+        messages = {"missing": "missing required key", "extra_forbidden": "unknown key"}
+        message = messages.get(error["type"], error["msg"].removeprefix("Value error, "))
+        raise fail(where, message) from None
+    return spec
+
+
+def _check_values(
+    spec: Spec,
+    path: str,
+    fail: Any,
+    *,
+    model: type[BaseModel] | None = None,
+    key: str = "",
+    count: bool = False,
+) -> None:
+    """Check every value the spec can yield is one the consumer accepts."""
+    if count:
+        if isinstance(spec, FloatSpec):
+            raise fail(path, "the stage count is an integer: use type int")
+        for value in spec.values():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise fail(path, f"the stage count must be an integer, got {value!r}")
+            if not 1 <= value <= MAX_STAGES:
+                raise fail(path, f"the stage count must lie in [1, {MAX_STAGES}], got {value}")
+        return
+    assert model is not None
+    if isinstance(spec, FloatSpec) and model.model_fields[key].annotation is int:
+        raise fail(path, f"'{key}' is an integer parameter: use type int")
+    if isinstance(spec, IntSpec | FloatSpec) and model.model_fields[key].annotation is bool:
+        raise fail(path, f"'{key}' is a true/false parameter: use a list [true, false]")
+    for value in spec.values():
+        try:
+            model.model_validate({key: value})
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise fail(path, f"value {value!r} is not allowed: {message}") from None
+
+
+def _resolve_when(
+    spec: Spec,
+    path: str,
+    prefix: str,
+    known: list[ParamDef],
+    fail: Any,
+    *,
+    stage: bool = False,
+) -> tuple[tuple[str, tuple[Scalar, ...]], ...]:
+    """Turn ``when`` keys into flat names of parameters drawn earlier."""
+    if not spec.when:
+        return ()
+    specs = {p.name: p.spec for p in known}
+    defined = set(specs)
+    prefixes = {**SECTIONS, **{p: p for p in SECTIONS.values()}}
+    resolved = []
+    for ref, allowed in spec.when.items():
+        head, dot, rest = ref.partition(".")
+        if dot and head in prefixes:
+            name = f"{prefixes[head]}.{rest}"
+        elif stage and f"arch.stage{{}}.{ref}" in defined:
+            name = f"arch.stage{{}}.{ref}"
+        else:
+            name = f"{prefix}.{ref}"
+        if name not in defined:
+            raise fail(f"{path}.when.{ref}", "refers to no parameter defined before this one")
+        options = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        possible = specs[name].values() if name in specs else None
+        if isinstance(specs.get(name), CategoricalSpec | FixedSpec) and possible is not None:
+            for option in options:
+                if option not in possible:
+                    raise fail(f"{path}.when.{ref}", f"{option!r} is not one of {possible}")
+        resolved.append((name, options))
+    return tuple(resolved)
+
+
+def _printable(text: str) -> str:
+    """Keys come from the file: escape control characters so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _kind(value: Any) -> str:
+    for kind, name in ((list, "a list"), (dict, "a mapping"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__

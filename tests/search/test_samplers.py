@@ -1,0 +1,67 @@
+"""Samplers and pruners by name, each driving the real space on a cheap objective."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+
+from automl.search.samplers import make_pruner, make_sampler
+from automl.search.settings import PRUNERS, SAMPLERS
+from automl.search.space import load_space
+from tests.conftest import DEFAULT_SPACE
+
+
+def objective(space):
+    def run(trial):
+        params = space.sample(trial, caps={"train.epochs": 6})
+        rng = random.Random(trial.number)
+        for epoch in range(1, params["train.epochs"] + 1):
+            trial.report(0.5 + 0.05 * epoch + rng.random() * 0.1, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return rng.random()
+
+    return run
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_samples_the_conditional_default_space(sampler):
+    space = load_space(DEFAULT_SPACE)
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(sampler, 0), pruner=make_pruner("none", 6)
+    )
+    study.optimize(objective(space), n_trials=12)
+    assert len(study.trials) == 12
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # conditional params appear only where their condition holds, whatever the sampler
+    for trial in study.trials:
+        assert ("optim.momentum" in trial.params) == (trial.params["optim.name"] == "sgd")
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_same_seed_same_sequence_of_params(sampler):
+    space = load_space(DEFAULT_SPACE)
+    runs = []
+    for _ in range(2):
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, 7))
+        study.optimize(objective(space), n_trials=15)
+        runs.append([t.params for t in study.trials])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("pruner", PRUNERS)
+def test_every_pruner_runs_and_only_none_never_prunes(pruner):
+    space = load_space(DEFAULT_SPACE)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=make_sampler("random", 0),
+        pruner=make_pruner(pruner, 6),
+    )
+    study.optimize(objective(space), n_trials=30)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    if pruner == "none":
+        assert not pruned
+    else:
+        assert pruned

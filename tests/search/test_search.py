@@ -1,0 +1,232 @@
+"""A real search end to end: Optuna on SQLite, real training, MLflow on SQLite, the registry."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from automl.search.hooks import Hooks
+from automl.search.runner import run_search
+from automl.search.settings import SearchSettings
+
+pytestmark = pytest.mark.slow
+
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+class PruneEveryThird(optuna.pruners.BasePruner):
+    """Prunes trials 1, 4, 7... after their first epoch: a pruner with a fixed answer."""
+
+    def prune(self, study, trial):
+        return trial.number % 3 == 1
+
+
+def fail_trial(number: int) -> Hooks:
+    def begin(trial_number, params):
+        if trial_number == number:
+            raise RuntimeError("injected fault")
+
+    return Hooks(on_trial_begin=begin)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """Six trials: two pruned, one failed, three complete; then a resumed run of two more."""
+    folder: Path = tmp_path_factory.mktemp("search")
+    space = folder / "tiny.yaml"
+    from tests.conftest import TINY_SPACE, mlflow_client
+
+    space.write_text(TINY_SPACE)
+    settings = SearchSettings(
+        trials=6,
+        space=space,
+        study_name="e2e",
+        storage=f"sqlite:///{folder / 'automl.db'}",
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+        max_epochs=2,
+        seed=1,
+        device="cpu",
+    )
+    first = run_search(settings, pruner=PruneEveryThird(), hooks=fail_trial(2))
+    client = mlflow_client(settings.tracking_uri)
+    return settings, first, client
+
+
+def test_study_has_the_expected_states(searched):
+    _, outcome, _ = searched
+    states = [t.state for t in outcome.study.trials]
+    assert len(states) == 6
+    assert states.count(TrialState.PRUNED) == 2
+    assert states.count(TrialState.FAIL) == 1
+    assert states.count(TrialState.COMPLETE) == 3
+    failed = outcome.study.trials[2]
+    assert failed.user_attrs["reason"] == "error"
+    assert "injected fault" in failed.user_attrs["message"]
+    pruned = outcome.study.trials[1]
+    assert pruned.user_attrs["reason"] == "pruned"
+
+
+def test_one_parent_run_with_one_nested_run_per_trial(searched):
+    _, outcome, client = searched
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("kind") == "study"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_id == outcome.parent_run_id
+    assert parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == [f"trial-{i:04d}" for i in range(6)]
+    assert len(runs) == 7
+
+
+def test_run_status_params_metrics_and_tags_match_each_trial(searched):
+    _, outcome, client = searched
+    for trial in outcome.study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == STATUS[trial.state.name]
+        assert run.data.tags["state"] == trial.state.name
+        assert run.data.tags["trial_number"] == str(trial.number)
+        assert run.data.tags["study"] == "e2e"
+        params = trial.user_attrs["params"]
+        assert run.data.params == {k: str(v) for k, v in params.items()}
+        assert {k.split(".")[0] for k in params} == {"arch", "aug", "optim", "train"}
+        if trial.state == TrialState.FAIL:
+            assert "injected fault" in run.data.tags["message"]
+            continue
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        assert [m.step for m in history] == sorted(trial.intermediate_values)
+        assert [m.value for m in history] == pytest.approx(
+            [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]
+        )
+        for name in ("train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"):
+            assert len(client.get_metric_history(run.info.run_id, name)) == len(history)
+        if trial.state == TrialState.PRUNED:
+            assert run.data.tags["reason"] == "pruned"
+            assert len(history) == 1  # the curve up to the pruning point is kept
+
+
+def test_best_model_registered_with_alias_tags_and_reproducible_accuracy(searched, digits):
+    settings, outcome, client = searched
+    reg = outcome.registration
+    assert reg is not None and not reg.reused
+    best = outcome.study.best_trial
+    assert reg.trial_number == best.number
+    version = client.get_model_version_by_alias("e2e", "candidate")
+    assert int(version.version) == reg.version
+    assert version.tags["study"] == "e2e"
+    assert version.tags["trial_number"] == str(best.number)
+    assert version.tags["dataset"] == "digits"
+    assert float(version.tags["val_acc"]) == pytest.approx(best.value)
+    test_acc = float(version.tags["test_acc"])
+    assert test_acc == pytest.approx(reg.test_acc, abs=1e-6)
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/e2e@candidate")
+    images = digits.test.images.permute(0, 2, 3, 1).numpy()
+    predicted = model.predict(images)
+    accuracy = float((predicted["class_index"].to_numpy() == digits.test.labels.numpy()).mean())
+    assert accuracy == pytest.approx(test_acc, abs=1e-6)
+    assert set(predicted["label"]) <= set("0123456789")
+    assert np.allclose(np.stack(predicted["probabilities"]).sum(1), 1.0, atol=1e-5)
+    assert model.metadata.signature is not None
+
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.metrics["test_acc"] == pytest.approx(test_acc, abs=1e-6)
+    assert parent.data.metrics["trials_complete"] == 3
+    assert parent.data.tags["registered_model"] == "models:/e2e@candidate"
+
+
+def test_only_trials_that_beat_the_best_so_far_log_weights(searched):
+    _, outcome, client = searched
+    best_so_far = -1.0
+    for trial in outcome.study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        has = run.data.tags.get("has_weights") == "true"
+        if trial.state == TrialState.COMPLETE and trial.value > best_so_far:
+            assert has
+            best_so_far = trial.value
+        else:
+            assert not has
+
+
+def test_resume_runs_new_trials_in_the_same_study_under_a_new_parent(searched):
+    settings, first, client = searched
+    first_best = first.registration.trial_number
+    again = SearchSettings(**{**settings.__dict__, "trials": 2})
+    second = run_search(again)
+    numbers = [t.number for t in second.study.trials]
+    assert numbers == list(range(8))
+    assert [t.number for t in second.trials_run] == [6, 7]
+    assert second.parent_run_id != first.parent_run_id
+    runs = client.search_runs(
+        [client.get_experiment_by_name("e2e").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{second.parent_run_id}'",
+    )
+    assert sorted(r.info.run_name for r in runs) == ["trial-0006", "trial-0007"]
+    if second.study.best_trial.number == first_best:
+        assert second.registration.reused
+    else:
+        assert second.registration.version == first.registration.version + 1
+
+
+EVALUATION_FILES = {
+    "confusion_matrix.png", "confusion_matrix.csv", "reliability_diagram.png", "robustness.png",
+    "robustness.csv", "saliency.png", "per_class.csv", "evaluation.json",
+}  # fmt: skip
+STUDY_PLOTS = {
+    "optimization_history.png", "intermediate_values.png", "param_importances.png",
+    "parallel_coordinate.png", "slice.png", "study_plots.html",
+}  # fmt: skip
+
+
+def test_evaluation_and_study_plots_are_recorded(searched):
+    _, outcome, client = searched
+    names = {Path(f.path).name for f in client.list_artifacts(outcome.parent_run_id, "evaluation")}
+    assert names == EVALUATION_FILES
+    plots = {Path(f.path).name for f in client.list_artifacts(outcome.parent_run_id, "study_plots")}
+    assert plots == STUDY_PLOTS
+    metrics = client.get_run(outcome.parent_run_id).data.metrics
+    expected = [
+        "test_accuracy", "macro_f1", "worst_class_recall", "class_recall_gap", "ece",
+        "mean_corruption_acc", "corruption_acc.blur.3", "corruption_acc.jpeg.1",
+    ]  # fmt: skip
+    for key in expected:
+        assert key in metrics, key
+    assert metrics["test_accuracy"] == pytest.approx(outcome.registration.test_acc, abs=1e-6)
+    version = client.get_model_version("e2e", str(outcome.registration.version))
+    model_id = version.source.removeprefix("models:/")
+    on_model = {
+        Path(f.path).name for f in client.list_logged_model_artifacts(model_id, "evaluation")
+    }
+    assert on_model == EVALUATION_FILES
+    assert outcome.evaluation is not None
+    assert 0.0 <= outcome.evaluation.mean_corruption_accuracy <= 1.0
+
+
+@pytest.mark.browser
+def test_report_has_every_section_and_its_images_load(searched, tmp_path, capsys, monkeypatch):
+    from automl.cli import main
+    from tests.conftest import ARTIFACTS, chromium
+
+    settings, _, _ = searched
+    out = tmp_path / "report.html"
+    code = main(["report", "e2e", "-o", str(out), "--storage", settings.storage,
+                 "--tracking-uri", settings.tracking_uri])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    html = out.read_text()
+    for section in ("summary", "leaderboard", "data", "study-plots", "evaluation"):
+        assert f'<section id="{section}">' in html
+    assert "No study plots" not in html and "has not been evaluated" not in html
+    dom = chromium(out.as_uri(), screenshot=ARTIFACTS / "report.png")
+
+    total = int(re.search(r'data-images-total="(\d+)"', dom).group(1))
+    loaded = int(re.search(r'data-images-loaded="(\d+)"', dom).group(1))
+    assert total >= 9 and loaded == total
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000

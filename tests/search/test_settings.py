@@ -1,0 +1,111 @@
+"""Settings declared once: the CLI, the recipe and the checks all come from the fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import typer
+
+from automl.cli import app
+from automl.errors import ConfigError
+from automl.search.settings import SearchSettings, option_of
+from tests.conftest import DEFAULT_SPACE
+
+
+def _command(*path: str):
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return command
+
+
+@pytest.mark.parametrize("path", [("search",), ("study", "create")])
+def test_every_field_is_an_option_of_search_and_study_create(path):
+    command = _command(*path)
+    flags = {flag for param in command.params for flag in param.opts}
+    for item in dataclasses.fields(SearchSettings):
+        spec = option_of(item.name)
+        assert spec.flag(item.name) in flags, item.name
+        param = next(p for p in command.params if spec.flag(item.name) in p.opts)
+        assert param.help == spec.help
+
+
+def test_both_commands_take_the_same_options():
+    def options(command):
+        return sorted((tuple(p.opts), tuple(p.secondary_opts), p.default) for p in command.params)
+
+    assert options(_command("search")) == options(_command("study", "create"))
+
+
+def test_options_build_settings_and_parse_their_values(tmp_path):
+    settings = SearchSettings.from_options(
+        {"trials": 3, "objective": "accuracy, latency", "space": Path("images"), "seed": 4}
+    )
+    assert settings.objectives == ("accuracy", "latency")
+    assert settings.space.name == "images.yaml" and settings.space.exists()  # bundled
+    assert (settings.trials, settings.seed, settings.sampler) == (3, 4, "tpe")
+
+
+def test_the_recipe_round_trip_keeps_the_study_and_takes_the_local_values(tmp_path):
+    space = tmp_path / "mine.yaml"
+    space.write_text(DEFAULT_SPACE.read_text())
+    created = SearchSettings(
+        trials=7, space=space, seed=3, sampler="random", pruner="median", max_epochs=5,
+        objectives=("accuracy", "params"), max_params=10_000, compile=True,
+        storage="sqlite:///here.db", device="cpu", study_name="s",
+    )  # fmt: skip
+    recipe = created.to_recipe()
+    assert recipe["space_yaml"] == space.read_text()
+    assert "storage" not in recipe and "device" not in recipe and "trials" not in recipe
+    local = SearchSettings(study_name="s", storage="postgresql://w@db/x", device="cuda:1")
+    joined = SearchSettings.from_recipe(recipe, local)
+    for item in dataclasses.fields(SearchSettings):
+        scope = option_of(item.name).scope
+        source = created if scope == "study" else local
+        if item.name not in ("space", "experiment", "model_name"):
+            assert getattr(joined, item.name) == getattr(source, item.name), item.name
+    assert joined.space.name == "mine.yaml"
+    assert joined.experiment == "s" and joined.model_name == "s"  # resolved when recorded
+
+
+def test_a_recipe_of_an_earlier_version_still_joins():
+    old = {
+        "space_yaml": "", "space_name": "default.yaml", "dataset": "digits", "data_digest": "x",
+        "image_size": None, "group_level": False, "max_epochs": 20, "seed": 0,
+        "sampler": "tpe", "pruner": "hyperband", "objectives": ["accuracy"],
+        "max_params": None, "max_latency_ms": None, "compile": False, "warm_start": None,
+        "experiment": "e", "model_name": "m", "parent_run_id": "r",
+    }  # fmt: skip
+    joined = SearchSettings.from_recipe(old, SearchSettings(study_name="s"))
+    assert joined.space == Path("default.yaml") and joined.deterministic is False
+    assert joined.objectives == ("accuracy",)
+
+
+def test_public_masks_every_url_that_may_hold_a_password():
+    settings = SearchSettings(
+        storage="postgresql://u:pw1@h/db",
+        tracking_uri="http://u:pw2@h:5000",
+        warm_start_storage="postgresql://u:pw3@h/db",
+    )
+    text = str(settings.public())
+    assert "pw1" not in text and "pw2" not in text and "pw3" not in text
+    secret = {i.name for i in dataclasses.fields(SearchSettings) if option_of(i.name).secret}
+    assert secret == {"storage", "tracking_uri", "warm_start_storage"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"jobs": 0}, "--jobs: must be at least 1, got 0"),
+        ({"trials_per_gpu": 0}, "--trials-per-gpu: must be at least 1, got 0"),
+        ({"image_size": 2}, "--image-size: must lie in [4, 1024], got 2"),
+        ({"max_latency_ms": -1.0}, "--max-latency-ms: must be positive"),
+        ({"objectives": ("latency",)}, "--objective: list accuracy first"),
+        ({"objectives": ("accuracy", "speed")}, "--objective: unknown objective 'speed'"),
+    ],
+)
+def test_each_field_checks_its_own_value(values, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        SearchSettings(space=DEFAULT_SPACE, **values).check()

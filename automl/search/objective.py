@@ -25,7 +25,7 @@ from automl.errors import AutomlError, TrialError
 from automl.search import pruning
 from automl.search.hooks import Hooks
 from automl.search.measures import OBJECTIVES, Measurements, dominates
-from automl.search.optuna_compat import OptunaClock
+from automl.search.optuna_compat import OptunaClock, flush
 from automl.search.queue import TrialResult
 from automl.search.settings import SearchSettings
 from automl.search.space import SearchSpace
@@ -111,6 +111,7 @@ class Objective:
         for key, value in (("mlflow_run_id", record.run_id), ("params", params),
                            ("seed", self.settings.seed), ("worker", WORKER)):  # fmt: skip
             trial.set_user_attr(key, value)
+        flush(trial.study)  # a worker dying in its first epoch leaves its configuration behind
         origin = trial.user_attrs.get("origin")
         if origin:  # a warm-start or baseline configuration: say where it came from
             record.set_tags({"origin": str(origin)})

@@ -1,50 +1,60 @@
 """The one module that touches Optuna's internals, and the one door to its storage.
 
 Optuna's public API has no atomic "take a queued trial or nothing", no list of dead
-workers' trials, and a storage cache that reads every queued trial again at each sampling
-and pruning call. automl needs all three, so they live here, pinned to Optuna 5 by
-``pyproject.toml`` and by ``tests/search/test_optuna_compat.py``, which checks each
-behaviour relied on: an Optuna release that changes one fails there, not in a search.
+workers' trials, and a storage that reads every unfinished trial again (the queued tickets
+included) at each sampling and pruning call and writes each parameter in a transaction of
+its own. automl needs the first two and cannot afford the rest, so they live here, pinned
+to Optuna 5 by ``pyproject.toml`` and by ``tests/search/test_optuna_compat.py``, which
+checks each behaviour relied on: an Optuna release that changes one fails there.
 
 ``StudyStorage`` is the storage every study of a search is opened on. Around Optuna's own
-cached storage it adds three things:
+cached RDB storage it
 
-- every call is timed (``OptunaClock``, nested calls counted once), so a search can say
-  what share of its time Optuna takes;
-- reads and idempotent writes are retried while the database is away (``automl.retry``);
-  creating a trial and changing a trial's state are not, since a retry after a lost reply
-  could do them twice (the queue retries those with their own guards);
-- queued (WAITING) trials are read once, not at every call: a cheap query of the ids
-  still waiting tells which tickets were claimed since, and only those are read again.
-  A study with 100 tickets queued thus costs what a study with none costs.
+- times every call (``OptunaClock``; a call made inside a timed call counts once), so a
+  search can say what share of its time Optuna takes;
+- retries reads and idempotent writes while the database is away (``automl.retry``);
+  creating a trial and changing a trial's state are not retried here, since a retry after
+  a lost reply could do them twice (the queue retries those with their own guards);
+- reads cheaply: one light query of ids and states tells which trials changed since the
+  last look, and only those are read again (a finished trial never changes, a queued one
+  only by being claimed, and another worker's running one matters only to a caller that
+  asks for running trials);
+- keeps the trials this process runs itself: only this process changes them, so their
+  writes (parameters, attributes, reports) are applied to a copy here and sent in one
+  transaction at the next read, state change or ``flush``, and reading them back costs
+  nothing.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna import distributions
 from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from automl.retry import retrying
 
-T = TypeVar("T")
 STORE = "the Optuna storage"
+LOOK_SECONDS = 0.5  # how stale other workers' changes may be in a read
+UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
 
 
 class OptunaClock:
-    """Seconds spent inside Optuna, from any thread; a call made inside a timed call (a
-    storage read during sampling) is not counted twice."""
+    """Seconds spent inside Optuna, from any thread; nested calls are counted once."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -79,60 +89,287 @@ RETRIED = (
 ONCE = ("create_new_study", "delete_study", "create_new_trial", "set_trial_state_values")
 
 
+def _transition(backend: RDBStorage, trial_id: int, before: TrialState, after: TrialState) -> bool:
+    """One conditional UPDATE, atomic on every database (see ``transition``)."""
+    now = datetime.now(UTC).replace(tzinfo=None)  # Optuna stores naive UTC
+    changes: dict[Any, Any] = {models.TrialModel.state: after}
+    if after == TrialState.RUNNING:
+        changes[models.TrialModel._datetime_start_utc] = now
+    if after.is_finished():
+        changes[models.TrialModel._datetime_complete_utc] = now
+    with _create_scoped_session(backend.scoped_session) as session:
+        result = session.execute(
+            sqlalchemy.update(models.TrialModel)
+            .where(models.TrialModel.trial_id == trial_id)
+            .where(models.TrialModel.state == before)
+            .values(changes)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+class _Batch:
+    """Writes of own trials waiting to be sent: the last value of each key, then one
+    DELETE and one INSERT a table (idempotent, so a retry after a lost reply is safe)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Any, dict[tuple[int, Any], dict[str, Any]]] = {}
+        self.checked: list[tuple[Any, ...]] = []  # params of a name new to this process
+
+    def add(self, model: Any, trial_id: int, key: Any, row: dict[str, Any]) -> None:
+        self.rows.setdefault(model, {})[trial_id, key] = {"trial_id": trial_id, **row}
+
+    def write(self, backend: RDBStorage) -> None:
+        with _create_scoped_session(backend.scoped_session) as session:
+            for args in self.checked:  # Optuna's own write checks the name's distribution
+                backend._set_trial_param_without_commit(session, *args)
+            for model, rows in self.rows.items():
+                column = _KEYS[model]
+                for trial_id in {trial_id for trial_id, _ in rows}:
+                    keys = [key for owner, key in rows if owner == trial_id]
+                    session.execute(
+                        sqlalchemy.delete(model)
+                        .where(model.trial_id == trial_id)
+                        .where(getattr(model, column).in_(keys))
+                    )
+                session.execute(sqlalchemy.insert(model), list(rows.values()))
+
+
+_KEYS = {
+    models.TrialParamModel: "param_name",
+    models.TrialUserAttributeModel: "key",
+    models.TrialSystemAttributeModel: "key",
+    models.TrialIntermediateValueModel: "step",
+}
+
+
 class StudyStorage(_CachedStorage):
-    """Optuna's cached RDB storage, timed, retried, and reading queued trials once."""
+    """Optuna's cached RDB storage: timed, retried, light to read, batching its own writes."""
 
     def __init__(self, backend: RDBStorage, clock: OptunaClock | None = None) -> None:
         super().__init__(backend)
         self.clock = clock or OptunaClock()
-        self._queued: dict[int, set[int]] = {}  # study id -> ids read as WAITING
         self._highest: dict[int, int] = {}  # study id -> the highest trial id read
+        self._names: dict[str, int] = {}  # study name -> id (Hyperband asks at every step)
+        self._looked: dict[int, tuple[float, bool]] = {}  # study id -> (when, running too)
+        self._own: dict[int, FrozenTrial] = {}  # trial id -> a trial this process runs
+        self._batch = _Batch()
+        self._batch_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # batches reach the database in order
 
     @property
     def backend(self) -> RDBStorage:
         return self._backend
 
-    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+    def get_study_id_from_name(self, study_name: str) -> int:
+        if study_name not in self._names:
+            self._names[study_name] = super().get_study_id_from_name(study_name)
+        return self._names[study_name]
+
+    def delete_study(self, study_id: int) -> None:
+        self._names = {name: i for name, i in self._names.items() if i != study_id}
+        super().delete_study(study_id)
+
+    # ------------------------------------------------------------ trials this process runs
+
+    def take(self, study_id: int, trial_id: int) -> bool:
+        """Claim a queued trial (WAITING to RUNNING, if nobody did first) and keep it."""
+        if not _transition(self._backend, trial_id, TrialState.WAITING, TrialState.RUNNING):
+            return False
+        trial = self._backend.get_trial(trial_id)
         with self._lock:
-            study = self._studies.setdefault(study_id, _StudyInfo())
-            queued = self._queued.setdefault(study_id, set())
-            still = self._waiting_ids(study_id) if queued else set()
-            claimed = queued - still  # left the queue since we looked: read them again
-            queued &= still
-            highest = self._highest.get(study_id, -1)
-            trials = self._backend._get_trials(
-                study_id,
-                states=None,
-                included_trial_ids=(study.unfinished_trial_ids - queued) | claimed,
-                trial_id_greater_than=highest,
+            self._studies.setdefault(study_id, _StudyInfo())
+            self._add_trials_to_cache(study_id, [trial])
+            self._studies[study_id].unfinished_trial_ids.add(trial_id)
+            self._own[trial_id] = trial
+        return True
+
+    def release(self, trial_id: int) -> None:
+        """Send the trial's writes and stop keeping it: from now on it is read from the
+        database (telling its result must see whether another worker failed it)."""
+        self.flush()
+        with self._lock:
+            self._own.pop(trial_id, None)
+        self.changed()
+
+    def flush(self) -> None:
+        """Send every pending write of own trials, in one transaction."""
+        with self._flush_lock:
+            with self._batch_lock:
+                batch, self._batch = self._batch, _Batch()
+            if batch.rows or batch.checked:
+                with self.clock():
+                    retrying(lambda: batch.write(self._backend), what=STORE)
+
+    def _keep(self, trial_id: int, change: Callable[[FrozenTrial], None]) -> bool:
+        """Apply a write to an own trial here (the caller then adds it to the batch); False
+        for a trial that is not ours, which is written at once, as Optuna would."""
+        with self._lock:
+            own = self._own.get(trial_id)
+            if own is None:
+                return False
+            change(own)
+        return True
+
+    def set_trial_param(
+        self, trial_id: int, name: str, value: float, distribution: distributions.BaseDistribution
+    ) -> None:
+        with self._lock:
+            study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+            known = self._studies[study_id].param_distribution.get(name)
+        if known is not None:  # the same check Optuna makes, at the same moment
+            distributions.check_distribution_compatibility(known, distribution)
+
+        def change(trial: FrozenTrial) -> None:
+            trial.params[name] = distribution.to_external_repr(value)
+            trial.distributions[name] = distribution
+
+        if not self._keep(trial_id, change):
+            super().set_trial_param(trial_id, name, value, distribution)
+            return
+        with self._batch_lock:
+            if known is None:
+                self._batch.checked.append((trial_id, name, value, distribution, None))
+            else:
+                text = distributions.distribution_to_json(distribution)
+                row = {"param_name": name, "param_value": value, "distribution_json": text}
+                self._batch.add(models.TrialParamModel, trial_id, name, row)
+        with self._lock:
+            self._studies[study_id].param_distribution.setdefault(name, distribution)
+
+    def _attr(self, model: Any, trial_id: int, key: str, value: Any) -> bool:
+        attrs = "user_attrs" if model is models.TrialUserAttributeModel else "system_attrs"
+        if not self._keep(trial_id, lambda t: getattr(t, attrs).__setitem__(key, value)):
+            return False
+        with self._batch_lock:
+            self._batch.add(model, trial_id, key, {"key": key, "value_json": json.dumps(value)})
+        return True
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if not self._attr(models.TrialUserAttributeModel, trial_id, key, value):
+            super().set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if not self._attr(models.TrialSystemAttributeModel, trial_id, key, value):
+            super().set_trial_system_attr(trial_id, key, value)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
+        if not self._keep(trial_id, lambda t: t.intermediate_values.__setitem__(step, value)):
+            super().set_trial_intermediate_value(trial_id, step, value)
+            return
+        model = models.TrialIntermediateValueModel
+        stored, kind = model.intermediate_value_to_stored_repr(value)
+        row = {"step": step, "intermediate_value": stored, "intermediate_value_type": kind}
+        with self._batch_lock:
+            self._batch.add(model, trial_id, step, row)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        self.release(trial_id)
+        self.changed()
+        return super().set_trial_state_values(trial_id, state, values)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        self.changed()
+        return super().create_new_trial(study_id, template_trial)
+
+    def changed(self) -> None:
+        """This process changed the study: the next read looks for changes at once."""
+        self._looked.clear()
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._lock:
+            own = self._own.get(trial_id)
+            if own is not None:
+                return copy.deepcopy(own)
+        return super().get_trial(trial_id)
+
+    # ------------------------------------------------------------ reading others' trials
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        self.flush()
+        running = states is None or TrialState.RUNNING in states
+        self._refresh(study_id, running=running)
+        with self._lock:
+            found = self._studies[study_id].trials.values()
+            trials = sorted(
+                (t for t in found if states is None or t.state in states), key=lambda t: t.number
             )
-            if not trials:
+            # An own trial goes on changing here: callers get it as it is now, as a read
+            # from the database would give it (Optuna's pruners rely on that).
+            trials = [copy.deepcopy(t) if t._trial_id in self._own else t for t in trials]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        self.flush()
+        return super().get_best_trial(study_id)
+
+    def _refresh(self, study_id: int, *, running: bool) -> None:
+        """Read again the trials that changed since the last look (``running``: and other
+        workers' running trials, whose reports and attributes change as they run).
+
+        Only other workers change the study behind our back, and they are seen within
+        ``LOOK_SECONDS``: Hyperband asks for the trials several times a step.
+        """
+        with self._lock:
+            last, ran = self._looked.get(study_id, (-math.inf, False))
+            if time.monotonic() - last < LOOK_SECONDS and (ran or not running):
                 return
-            self._add_trials_to_cache(study_id, trials)
+            self._looked[study_id] = (time.monotonic(), running)
+            study = self._studies.setdefault(study_id, _StudyInfo())
+            highest = self._highest.get(study_id, -1)
+            now = self._states(study_id, highest)
+            stale = set()
+            for trial_id in study.unfinished_trial_ids:
+                if trial_id in self._own:
+                    continue
+                state = now.get(trial_id)  # None: it finished since
+                cached = self._cached_state(trial_id)
+                if state != cached or (running and state == TrialState.RUNNING):
+                    stale.add(trial_id)
+            if not stale and all(trial_id <= highest for trial_id in now):
+                trials = []  # nothing changed: no read at all
+            else:
+                trials = self._backend._get_trials(
+                    study_id, states=None, included_trial_ids=stale, trial_id_greater_than=highest
+                )
+                self._add_trials_to_cache(study_id, trials)
             for trial in trials:
                 trial_id = trial._trial_id
                 self._highest[study_id] = max(self._highest.get(study_id, -1), trial_id)
-                if trial.state == TrialState.WAITING:
-                    queued.add(trial_id)
                 if trial.state.is_finished():
                     study.unfinished_trial_ids.discard(trial_id)
                 else:
                     study.unfinished_trial_ids.add(trial_id)
+            for trial_id, own in self._own.items():  # ours are kept here, not read back
+                if self._trial_id_to_study_id_and_number[trial_id][0] == study_id:
+                    study.trials[own.number] = own
 
-    def _waiting_ids(self, study_id: int) -> set[int]:
-        """The ids of the study's queued trials: one light query, no attributes read."""
+    def _cached_state(self, trial_id: int) -> TrialState | None:
+        study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+        return self._studies[study_id].trials[number].state
+
+    def _states(self, study_id: int, highest: int) -> dict[int, TrialState]:
+        """Ids and states of the study's unfinished trials and of any trial newer than
+        ``highest``: one query, no attributes read."""
+        table = models.TrialModel
         with _create_scoped_session(self._backend.scoped_session) as session:
             rows = (
-                session.query(models.TrialModel.trial_id)
-                .filter(models.TrialModel.study_id == study_id)
-                .filter(models.TrialModel.state == TrialState.WAITING)
+                session.query(table.trial_id, table.state)
+                .filter(table.study_id == study_id)
+                .filter(sqlalchemy.or_(table.state.in_(UNFINISHED), table.trial_id > highest))
                 .all()
             )
-        return {int(row[0]) for row in rows}
+        return {int(trial_id): state for trial_id, state in rows}
 
 
 def _timed(name: str, *, retried: bool) -> Callable[..., Any]:
-    method = getattr(_CachedStorage, name)
+    method = getattr(StudyStorage, name)
 
     def call(self: StudyStorage, *args: Any, **kwargs: Any) -> Any:
         with self.clock():
@@ -151,20 +388,28 @@ for _name in ONCE:
     setattr(StudyStorage, _name, _timed(_name, retried=False))
 
 
-def study_storage(storage: RDBStorage, clock: OptunaClock | None = None) -> StudyStorage:
-    return StudyStorage(storage, clock)
-
-
-@contextmanager
-def timed(study: optuna.Study) -> Iterator[None]:
-    """Count the block as time in Optuna (sampling at a claim, the sampler's and pruner's
-    work at a tell) when the study is opened on a ``StudyStorage``."""
+def _storage(study: optuna.Study) -> StudyStorage:
     storage = study._storage
-    if isinstance(storage, StudyStorage):
-        with storage.clock():
-            yield
-    else:
-        yield
+    if not isinstance(storage, StudyStorage):
+        raise TypeError(f"a search's study runs on a StudyStorage, not {type(storage)}")
+    return storage
+
+
+def timed(study: optuna.Study) -> AbstractContextManager[None]:
+    """Count the block as time in Optuna (sampling at a claim, the sampler's and pruner's
+    work at a tell)."""
+    return _storage(study).clock()
+
+
+def flush(study: optuna.Study) -> None:
+    """Send the pending writes of the trials this process runs (after sampling, so a
+    worker that dies in its first epoch leaves its configuration and run id behind)."""
+    _storage(study).flush()
+
+
+def release(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Before telling a trial's result: send its writes and read it from the database."""
+    _storage(study).release(trial._trial_id)
 
 
 # ---------------------------------------------------------------------------- the queue
@@ -174,22 +419,8 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
-def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     return int(trial._trial_id)
-
-
-def forget_cached_trials(study: optuna.Study) -> None:
-    """Make the study's next read see every worker's latest trials (Optuna keeps a
-    per-thread list of trials between ``ask`` and ``tell``)."""
-    study._thread_local.cached_all_trials = None
-
-
-def _rdb(study: optuna.Study) -> RDBStorage:
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    if not isinstance(backend, RDBStorage):
-        raise TypeError(f"automl runs studies on Optuna's RDB storage, not {type(backend)}")
-    return backend
 
 
 def transition(study: optuna.Study, trial_id: int, before: TrialState, after: TrialState) -> bool:
@@ -201,20 +432,9 @@ def transition(study: optuna.Study, trial_id: int, before: TrialState, after: Tr
     the write, two workers can both see a ticket WAITING and both take it (seen in 20-ticket
     tests with three workers), or both fail one dead trial and queue it twice.
     """
-    now = datetime.now(UTC).replace(tzinfo=None)  # Optuna stores naive UTC
-    changes: dict[Any, Any] = {models.TrialModel.state: after}
-    if after == TrialState.RUNNING:
-        changes[models.TrialModel._datetime_start_utc] = now
-    if after.is_finished():
-        changes[models.TrialModel._datetime_complete_utc] = now
-    with _create_scoped_session(_rdb(study).scoped_session) as session:
-        result = session.execute(
-            sqlalchemy.update(models.TrialModel)
-            .where(models.TrialModel.trial_id == trial_id)
-            .where(models.TrialModel.state == before)
-            .values(changes)
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    storage = _storage(study)
+    storage.changed()
+    return _transition(storage.backend, trial_id, before, after)
 
 
 def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
@@ -223,10 +443,11 @@ def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
     Unlike ``ask``, an empty queue creates no trial; unlike Optuna's own pop, two workers
     never take the same ticket (``transition``).
     """
-    with timed(study):  # a new Trial samples its relative params (TPE's multivariate model)
-        forget_cached_trials(study)
+    storage = _storage(study)
+    with storage.clock():  # a new Trial samples its relative params (TPE's multivariate)
+        study._thread_local.cached_all_trials = None  # see every worker's latest trials
         for ticket in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if transition(study, ticket._trial_id, TrialState.WAITING, TrialState.RUNNING):
+            if storage.take(study._study_id, ticket._trial_id):
                 return optuna.Trial(study, ticket._trial_id)
         return None
 

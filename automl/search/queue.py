@@ -156,6 +156,7 @@ def _tell(
     A retry after a commit whose reply was lost finds the trial finished and skips."""
     told = list(values) if values is not None else None
     with compat.timed(study):
+        retrying(lambda: compat.release(study, trial), what=STORE)
         return retrying(
             lambda: study.tell(trial, told, state=state, skip_if_finished=True), what=STORE
         )

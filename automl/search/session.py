@@ -21,7 +21,7 @@ from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
 from automl.search.hooks import Hooks
 from automl.search.objective import Objective
-from automl.search.optuna_compat import OptunaClock, study_storage
+from automl.search.optuna_compat import OptunaClock, StudyStorage
 from automl.search.queue import fail_stale
 from automl.search.samplers import open_study
 from automl.search.settings import SearchSettings
@@ -88,7 +88,7 @@ def _open(
 ) -> tuple[optuna.Study, OptunaClock]:
     """The study on a timed, retried storage that reads queued trials once."""
     clock = OptunaClock()
-    storage = study_storage(store, clock)
+    storage = StudyStorage(store, clock)
     study = open_study(settings, storage, pruner, seed_offset=seed_offset, parallel=parallel)
     return study, clock
 

@@ -28,7 +28,7 @@ def _study(tmp_path: Path, name: str = "pin", heartbeat: bool = False) -> optuna
             store = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
     else:
         store = open_storage(url)
-    storage = compat.study_storage(store)
+    storage = compat.StudyStorage(store)
     return optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
 
 
@@ -73,13 +73,16 @@ def test_the_cached_view_sees_other_workers_claims_and_results(tmp_path):
     assert len(mine.get_trials(states=(TrialState.WAITING,))) == 3
     trial = compat.pop_waiting(theirs)
     assert trial is not None
+    time.sleep(compat.LOOK_SECONDS)  # another worker's changes are seen within this
     running = mine.get_trials(states=(TrialState.RUNNING,))
     assert [t.number for t in running] == [trial.number]
     theirs.tell(trial, 0.5)
+    time.sleep(compat.LOOK_SECONDS)
     complete = mine.get_trials(states=(TrialState.COMPLETE,))
     assert [(t.number, t.value) for t in complete] == [(trial.number, 0.5)]
     assert len(mine.get_trials(states=(TrialState.WAITING,))) == 2
     theirs.enqueue_trial({})  # a ticket another process queued
+    time.sleep(compat.LOOK_SECONDS)
     assert len(mine.get_trials(states=(TrialState.WAITING,))) == 3
 
 
@@ -99,14 +102,56 @@ def test_queued_trials_are_read_once_not_at_every_call(tmp_path, monkeypatch):
         return trials
 
     monkeypatch.setattr(storage.backend, "_get_trials", counting)
-    for _ in range(5):
+    for _ in range(3):
+        time.sleep(compat.LOOK_SECONDS)
         study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert sum(read) == 0  # nothing changed: no trial read again
     trial = compat.pop_waiting(study)
     assert trial is not None
     read.clear()
     study.get_trials()
-    assert sum(read) == 1  # only the claimed ticket
+    assert sum(read) == 0  # the ticket this process took is kept here, not read back
+    assert compat.pop_waiting(_study(tmp_path)) is not None  # another worker takes one
+    time.sleep(compat.LOOK_SECONDS)
+    study.get_trials(states=(TrialState.COMPLETE,))
+    assert sum(read) == 1  # only the ticket claimed elsewhere
+
+
+def test_own_trials_writes_are_batched_and_read_back_at_once(tmp_path):
+    study = _study(tmp_path)
+    study.enqueue_trial({})
+    trial = compat.pop_waiting(study)
+    assert trial is not None
+    x = trial.suggest_int("x", 0, 10)
+    y = trial.suggest_float("y", 0.0, 1.0)
+    trial.set_user_attr("run", "r1")
+    trial.report(0.25, 1)
+    assert trial.user_attrs["run"] == "r1"  # read back as written
+    other = _study(tmp_path)  # another process's view: nothing sent yet
+    assert other.trials[0].params == {} and other.trials[0].user_attrs == {}
+    compat.flush(study)  # one transaction sends them all
+    seen = _study(tmp_path).trials[0]
+    assert seen.params == {"x": x, "y": y} and seen.user_attrs == {"run": "r1"}
+    assert seen.intermediate_values == {1: 0.25}
+    trial.set_user_attr("reason", "done")
+    compat.release(study, trial)  # before telling: sent, and read from the database again
+    study.tell(trial, 0.5)
+    final = _study(tmp_path).trials[0]
+    assert final.state == TrialState.COMPLETE and final.user_attrs["reason"] == "done"
+
+
+def test_a_list_of_trials_does_not_change_when_an_own_trial_does(tmp_path):
+    """Optuna's successive halving lists the trials, then marks the current one's rung and
+    counts the rung values in its list: a list that changed under it would count the
+    current trial twice and prune differently."""
+    study = _study(tmp_path)
+    study.enqueue_trial({})
+    trial = compat.pop_waiting(study)
+    assert trial is not None
+    listed = study.get_trials(deepcopy=False)
+    compat.storage_of(study).set_trial_system_attr(compat.trial_id(trial), "rung", 0.5)
+    assert "rung" not in listed[0].system_attrs
+    assert study.get_trials(deepcopy=False)[0].system_attrs["rung"] == 0.5
 
 
 def test_stale_trials_are_running_trials_whose_heartbeat_stopped(tmp_path):

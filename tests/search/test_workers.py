@@ -85,12 +85,20 @@ def create_study(
     assert f"{trials} queued trials" in result.stdout
 
 
+STORES: dict[str, object] = {}
+
+
 def load(name: str, databases):
+    """The study as it is now; one storage (one connection pool) for the whole module, so
+    polling it does not exhaust the server's connections."""
     import optuna
 
     from automl.stores import open_storage
 
-    return optuna.load_study(study_name=name, storage=open_storage(databases["optuna"]))
+    url = databases["optuna"]
+    if url not in STORES:
+        STORES[url] = open_storage(url)
+    return optuna.load_study(study_name=name, storage=STORES[url])
 
 
 def child_runs(server: str, parent: str) -> list:
@@ -147,8 +155,8 @@ def test_three_workers_finish_exactly_twelve_trials_under_one_parent(databases, 
 
 
 def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_path):
-    slow = SLOW_SPACE.replace("epochs: 20", "epochs: 10")  # ~4 s a trial: killed mid-trial
-    create_study("killed", 6, databases, server, tmp_path, slow, epochs=10)
+    slow = SLOW_SPACE.replace("epochs: 20", "epochs: 6")  # seconds a trial: killed mid-trial
+    create_study("killed", 3, databases, server, tmp_path, slow, epochs=6)
     fast = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "4"}
     victim = start_worker("killed", databases, server, tmp_path, **fast)
     running = wait_for_an_epoch("killed", databases)  # mid-trial: configuration recorded
@@ -163,7 +171,7 @@ def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_p
     study = load("killed", databases)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(finished) == 6
+    assert len(finished) == 3
     assert [t.number for t in failed] == [dead]
     assert failed[0].user_attrs["reason"] == "crashed"
     retry = [t for t in finished if t.system_attrs.get("failed_trial") == dead]
@@ -198,7 +206,8 @@ def test_a_worker_with_an_empty_queue_stays_to_retry_a_trial_running_elsewhere(
 ):
     """The last trial's worker dies after every other worker found the queue empty: the
     idle worker must still be there to run the retry."""
-    create_study("last", 1, databases, server, tmp_path, SLOW_SPACE, epochs=20)
+    slow = SLOW_SPACE.replace("epochs: 20", "epochs: 8")
+    create_study("last", 1, databases, server, tmp_path, slow, epochs=8)
     timing = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "15"}
     victim = start_worker("last", databases, server, tmp_path, **timing)
     wait_for_an_epoch("last", databases)

@@ -20,9 +20,10 @@ cached RDB storage it
   only by being claimed, and another worker's running one matters only to a caller that
   asks for running trials);
 - keeps the trials this process runs itself: only this process changes them, so their
-  writes (parameters, attributes, reports) are applied to a copy here and sent in one
-  transaction at the next read, state change or ``flush``, and reading them back costs
-  nothing.
+  writes (parameters, attributes, reports) are applied to a copy here, reading them back
+  costs nothing, and they are sent in one transaction after sampling (``flush``), before
+  the result is told (``release``), and otherwise at most ``FLUSH_SECONDS`` late, which is
+  how long another worker may wait to see a running trial's latest report.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from automl.retry import retrying
 
 STORE = "the Optuna storage"
 LOOK_SECONDS = 0.5  # how stale other workers' changes may be in a read
+FLUSH_SECONDS = 2.0  # how long a write of an own running trial may wait to be sent
 UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
 
 
@@ -114,9 +116,11 @@ class _Batch:
     def __init__(self) -> None:
         self.rows: dict[Any, dict[tuple[int, Any], dict[str, Any]]] = {}
         self.checked: list[tuple[Any, ...]] = []  # params of a name new to this process
+        self.since = math.inf  # when the oldest write was made
 
     def add(self, model: Any, trial_id: int, key: Any, row: dict[str, Any]) -> None:
         self.rows.setdefault(model, {})[trial_id, key] = {"trial_id": trial_id, **row}
+        self.since = min(self.since, time.monotonic())
 
     def write(self, backend: RDBStorage) -> None:
         with _create_scoped_session(backend.scoped_session) as session:
@@ -191,10 +195,13 @@ class StudyStorage(_CachedStorage):
             self._own.pop(trial_id, None)
         self.changed()
 
-    def flush(self) -> None:
-        """Send every pending write of own trials, in one transaction."""
+    def flush(self, older_than: float = 0.0) -> None:
+        """Send every pending write of own trials, in one transaction (``older_than``:
+        only if the oldest has waited that many seconds)."""
         with self._flush_lock:
             with self._batch_lock:
+                if time.monotonic() - self._batch.since < older_than:
+                    return
                 batch, self._batch = self._batch, _Batch()
             if batch.rows or batch.checked:
                 with self.clock():
@@ -229,6 +236,7 @@ class StudyStorage(_CachedStorage):
         with self._batch_lock:
             if known is None:
                 self._batch.checked.append((trial_id, name, value, distribution, None))
+                self._batch.since = min(self._batch.since, time.monotonic())
             else:
                 text = distributions.distribution_to_json(distribution)
                 row = {"param_name": name, "param_value": value, "distribution_json": text}
@@ -267,7 +275,14 @@ class StudyStorage(_CachedStorage):
     ) -> bool:
         self.release(trial_id)
         self.changed()
-        return super().set_trial_state_values(trial_id, state, values)
+        moved = super().set_trial_state_values(trial_id, state, values)
+        if moved and state.is_finished():  # read once, as it is for good
+            trial = self._backend.get_trial(trial_id)
+            with self._lock:
+                study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+                self._add_trials_to_cache(study_id, [trial])
+                self._studies[study_id].unfinished_trial_ids.discard(trial_id)
+        return moved
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         self.changed()
@@ -292,7 +307,9 @@ class StudyStorage(_CachedStorage):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
-        self.flush()
+        # Our own trials are read from here, not from the database: their writes are sent
+        # only every few seconds, for other workers' pruners and samplers to see.
+        self.flush(older_than=FLUSH_SECONDS)
         running = states is None or TrialState.RUNNING in states
         self._refresh(study_id, running=running)
         with self._lock:
@@ -304,10 +321,6 @@ class StudyStorage(_CachedStorage):
             # from the database would give it (Optuna's pruners rely on that).
             trials = [copy.deepcopy(t) if t._trial_id in self._own else t for t in trials]
         return copy.deepcopy(trials) if deepcopy else trials
-
-    def get_best_trial(self, study_id: int) -> FrozenTrial:
-        self.flush()
-        return super().get_best_trial(study_id)
 
     def _refresh(self, study_id: int, *, running: bool) -> None:
         """Read again the trials that changed since the last look (``running``: and other

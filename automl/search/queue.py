@@ -122,8 +122,8 @@ def fail_stale(
     Several workers may find the same dead trial: the storage lets only one fail it.
     """
     storage = compat.storage_of(study)
-    if not compat.heartbeat_interval(storage):
-        return []
+    if not compat.heartbeat_interval(storage) or not running_trials(study):
+        return []  # no running trial, none can be dead (seen within LOOK_SECONDS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)

@@ -148,7 +148,8 @@ def run_trials(session: Session) -> SearchOutcome:
     objective = session.objective(torch.device(devices[0]) if processes else None)
     stop_polling = threading.Event()
     poller = threading.Thread(target=_poll, args=(reporter, stop_polling), daemon=True)
-    poller.start()
+    if not settings.alone:  # other processes' trials are reported as they end
+        poller.start()
     start = time.perf_counter()
     interrupted: KeyboardInterrupt | None = None
     failed_jobs = 0
@@ -167,7 +168,8 @@ def run_trials(session: Session) -> SearchOutcome:
     finally:
         torch.set_num_threads(previous_threads)
         stop_polling.set()
-        poller.join()
+        if poller.is_alive():
+            poller.join()
     reporter.poll()
     outcome = SearchOutcome(
         settings=settings,

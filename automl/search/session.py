@@ -124,9 +124,7 @@ def prepare(
     hooks.on_stage("opening the Optuna storage and the MLflow tracking store")
     store = open_storage(settings.storage)  # first: a bad URL fails before MLflow is touched
     tracker = Tracker(settings.tracking_uri, settings.experiment_name)
-    # A database server means workers elsewhere; SQLite with one job means this process alone.
-    alone = settings.jobs == 1 and settings.storage.startswith("sqlite")
-    study, clock = _open(settings, store, pruner, parallel=not alone)
+    study, clock = _open(settings, store, pruner, parallel=not settings.alone)
     abandoned = _close_abandoned(study, tracker)
     if abandoned:
         hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")

@@ -234,6 +234,12 @@ class SearchSettings:
         return self.study_name or re.sub(r"[^\w.\-]+", "-", f"{dataset}-{Path(self.space).stem}")
 
     @property
+    def alone(self) -> bool:
+        """A database server means workers elsewhere; SQLite with one job means this
+        process runs the study's trials alone."""
+        return self.jobs == 1 and self.storage.startswith("sqlite")
+
+    @property
     def experiment_name(self) -> str:
         return self.experiment or self.study
 

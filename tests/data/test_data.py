@@ -194,12 +194,12 @@ def test_symlink_loops_are_walked_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_folder_of_100k_tiny_files_fails_fast_and_clearly(tmp_path):
+def test_a_folder_of_20k_tiny_files_fails_fast_and_clearly(tmp_path):
     root = tmp_path / "tiny"
     for label in ("a", "b"):
         folder = root / label
         folder.mkdir(parents=True)
-        for i in range(50_000):
+        for i in range(10_000):
             (folder / f"{i}.png").write_bytes(b"\0")
     with pytest.raises(ConfigError, match="class folder 'a' has no readable image"):
         load_dataset(f"imagefolder:{root}", tmp_path / "cache")

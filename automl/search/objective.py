@@ -23,9 +23,10 @@ from optuna.trial import TrialState
 from automl.data import ImageData
 from automl.errors import AutomlError, TrialError
 from automl.search import pruning
+from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
 from automl.search.measures import OBJECTIVES, Measurements, dominates
-from automl.search.optuna_compat import OptunaClock, flush
+from automl.search.optuna_compat import flush
 from automl.search.queue import TrialResult
 from automl.search.settings import SearchSettings
 from automl.search.space import SearchSpace

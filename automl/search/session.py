@@ -19,9 +19,10 @@ from optuna.trial import FrozenTrial
 from automl import provenance
 from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
+from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
 from automl.search.objective import Objective
-from automl.search.optuna_compat import OptunaClock, StudyStorage
+from automl.search.optuna_compat import StudyStorage
 from automl.search.queue import fail_stale
 from automl.search.samplers import open_study
 from automl.search.settings import SearchSettings

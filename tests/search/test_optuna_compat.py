@@ -133,6 +133,9 @@ def test_own_trials_writes_are_batched_and_read_back_at_once(tmp_path):
     seen = _study(tmp_path).trials[0]
     assert seen.params == {"x": x, "y": y} and seen.user_attrs == {"run": "r1"}
     assert seen.intermediate_values == {1: 0.25}
+    trial.report(0.5, 2)  # with no read or flush, still sent within FLUSH_SECONDS
+    time.sleep(compat.FLUSH_SECONDS + 1)
+    assert _study(tmp_path).trials[0].intermediate_values == {1: 0.25, 2: 0.5}
     trial.set_user_attr("reason", "done")
     compat.release(study, trial)  # before telling: sent, and read from the database again
     study.tell(trial, 0.5)

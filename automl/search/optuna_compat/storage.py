@@ -1,44 +1,18 @@
-"""The one module that touches Optuna's internals, and the one door to its storage.
-
-Optuna's public API has no atomic "take a queued trial or nothing", no list of dead
-workers' trials, and a storage that reads every unfinished trial again (the queued tickets
-included) at each sampling and pruning call and writes each parameter in a transaction of
-its own. automl needs the first two and cannot afford the rest, so they live here, pinned
-to Optuna 5 by ``pyproject.toml`` and by ``tests/search/test_optuna_compat.py``, which
-checks each behaviour relied on: an Optuna release that changes one fails there.
-
-``StudyStorage`` is the storage every study of a search is opened on. Around Optuna's own
-cached RDB storage it
-
-- times every call (``OptunaClock``; a call made inside a timed call counts once), so a
-  search can say what share of its time Optuna takes;
-- retries reads and idempotent writes while the database is away (``automl.retry``);
-  creating a trial and changing a trial's state are not retried here, since a retry after
-  a lost reply could do them twice (the queue retries those with their own guards);
-- reads cheaply: one light query of ids and states tells which trials changed since the
-  last look, and only those are read again (a finished trial never changes, a queued one
-  only by being claimed, and another worker's running one matters only to a caller that
-  asks for running trials);
-- keeps the trials this process runs itself: only this process changes them, so their
-  writes (parameters, attributes, reports) are applied to a copy here, reading them back
-  costs nothing, and they are sent in one transaction after sampling (``flush``), before
-  the result is told (``release``), and otherwise at most ``FLUSH_SECONDS`` late, which is
-  how long another worker may wait to see a running trial's latest report.
-"""
+"""``StudyStorage``: Optuna's cached RDB storage, timed, retried, light to read, and
+batching the writes of the trials this process runs (see the package's docstring)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import threading
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Container, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import optuna
 import sqlalchemy
 from optuna import distributions
 from optuna.storages import RDBStorage
@@ -48,33 +22,12 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.retry import retrying
+from automl.search.clock import OptunaClock
 
 STORE = "the Optuna storage"
 LOOK_SECONDS = 0.5  # how stale other workers' changes may be in a read
 FLUSH_SECONDS = 2.0  # how long a write of an own running trial may wait to be sent
 UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
-
-
-class OptunaClock:
-    """Seconds spent inside Optuna, from any thread; nested calls are counted once."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._local = threading.local()
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        depth = getattr(self._local, "depth", 0)
-        self._local.depth = depth + 1
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            if depth == 0:
-                with self._lock:
-                    self.seconds += time.perf_counter() - start
 
 
 # Storage calls that are safe to repeat after an error whose reply may have been lost.
@@ -116,11 +69,16 @@ class _Batch:
     def __init__(self) -> None:
         self.rows: dict[Any, dict[tuple[int, Any], dict[str, Any]]] = {}
         self.checked: list[tuple[Any, ...]] = []  # params of a name new to this process
-        self.since = math.inf  # when the oldest write was made
 
     def add(self, model: Any, trial_id: int, key: Any, row: dict[str, Any]) -> None:
         self.rows.setdefault(model, {})[trial_id, key] = {"trial_id": trial_id, **row}
-        self.since = min(self.since, time.monotonic())
+
+    def before(self, newer: _Batch) -> _Batch:
+        """This batch (which could not be sent) followed by ``newer``: its later values win."""
+        for model, rows in newer.rows.items():
+            self.rows.setdefault(model, {}).update(rows)
+        self.checked += newer.checked
+        return self
 
     def write(self, backend: RDBStorage) -> None:
         with _create_scoped_session(backend.scoped_session) as session:
@@ -158,6 +116,7 @@ class StudyStorage(_CachedStorage):
         self._own: dict[int, FrozenTrial] = {}  # trial id -> a trial this process runs
         self._batch = _Batch()
         self._batch_lock = threading.Lock()
+        self._timer: threading.Timer | None = None  # sends the batch FLUSH_SECONDS after it starts
         self._flush_lock = threading.Lock()  # batches reach the database in order
 
     @property
@@ -195,17 +154,36 @@ class StudyStorage(_CachedStorage):
             self._own.pop(trial_id, None)
         self.changed()
 
-    def flush(self, older_than: float = 0.0) -> None:
-        """Send every pending write of own trials, in one transaction (``older_than``:
-        only if the oldest has waited that many seconds)."""
+    def flush(self) -> None:
+        """Send every pending write of own trials, in one transaction (kept on failure)."""
         with self._flush_lock:
             with self._batch_lock:
-                if time.monotonic() - self._batch.since < older_than:
-                    return
                 batch, self._batch = self._batch, _Batch()
-            if batch.rows or batch.checked:
+            if not (batch.rows or batch.checked):
+                return
+            try:
                 with self.clock():
                     retrying(lambda: batch.write(self._backend), what=STORE)
+            except BaseException:
+                with self._batch_lock:
+                    self._batch = batch.before(self._batch)
+                raise
+
+    def _pend(self, add: Callable[[_Batch], None]) -> None:
+        """Add a write to the batch; a timer sends it at most ``FLUSH_SECONDS`` later, so
+        other workers see a running trial's reports while it runs."""
+        with self._batch_lock:
+            add(self._batch)
+            if self._timer is None:
+                self._timer = threading.Timer(FLUSH_SECONDS, self._flush_later)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush_later(self) -> None:
+        with self._batch_lock:
+            self._timer = None
+        with contextlib.suppress(Exception):  # kept, and sent with the next flush
+            self.flush()
 
     def _keep(self, trial_id: int, change: Callable[[FrozenTrial], None]) -> bool:
         """Apply a write to an own trial here (the caller then adds it to the batch); False
@@ -233,14 +211,13 @@ class StudyStorage(_CachedStorage):
         if not self._keep(trial_id, change):
             super().set_trial_param(trial_id, name, value, distribution)
             return
-        with self._batch_lock:
-            if known is None:
-                self._batch.checked.append((trial_id, name, value, distribution, None))
-                self._batch.since = min(self._batch.since, time.monotonic())
-            else:
-                text = distributions.distribution_to_json(distribution)
-                row = {"param_name": name, "param_value": value, "distribution_json": text}
-                self._batch.add(models.TrialParamModel, trial_id, name, row)
+        if known is None:
+            checked = (trial_id, name, value, distribution, None)
+            self._pend(lambda batch: batch.checked.append(checked))
+        else:
+            text = distributions.distribution_to_json(distribution)
+            row = {"param_name": name, "param_value": value, "distribution_json": text}
+            self._pend(lambda batch: batch.add(models.TrialParamModel, trial_id, name, row))
         with self._lock:
             self._studies[study_id].param_distribution.setdefault(name, distribution)
 
@@ -248,8 +225,8 @@ class StudyStorage(_CachedStorage):
         attrs = "user_attrs" if model is models.TrialUserAttributeModel else "system_attrs"
         if not self._keep(trial_id, lambda t: getattr(t, attrs).__setitem__(key, value)):
             return False
-        with self._batch_lock:
-            self._batch.add(model, trial_id, key, {"key": key, "value_json": json.dumps(value)})
+        row = {"key": key, "value_json": json.dumps(value)}
+        self._pend(lambda batch: batch.add(model, trial_id, key, row))
         return True
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
@@ -267,8 +244,7 @@ class StudyStorage(_CachedStorage):
         model = models.TrialIntermediateValueModel
         stored, kind = model.intermediate_value_to_stored_repr(value)
         row = {"step": step, "intermediate_value": stored, "intermediate_value_type": kind}
-        with self._batch_lock:
-            self._batch.add(model, trial_id, step, row)
+        self._pend(lambda batch: batch.add(model, trial_id, step, row))
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
@@ -307,9 +283,6 @@ class StudyStorage(_CachedStorage):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
-        # Our own trials are read from here, not from the database: their writes are sent
-        # only every few seconds, for other workers' pruners and samplers to see.
-        self.flush(older_than=FLUSH_SECONDS)
         running = states is None or TrialState.RUNNING in states
         self._refresh(study_id, running=running)
         with self._lock:
@@ -399,82 +372,3 @@ for _name in RETRIED:
     setattr(StudyStorage, _name, _timed(_name, retried=True))
 for _name in ONCE:
     setattr(StudyStorage, _name, _timed(_name, retried=False))
-
-
-def _storage(study: optuna.Study) -> StudyStorage:
-    storage = study._storage
-    if not isinstance(storage, StudyStorage):
-        raise TypeError(f"a search's study runs on a StudyStorage, not {type(storage)}")
-    return storage
-
-
-def timed(study: optuna.Study) -> AbstractContextManager[None]:
-    """Count the block as time in Optuna (sampling at a claim, the sampler's and pruner's
-    work at a tell)."""
-    return _storage(study).clock()
-
-
-def flush(study: optuna.Study) -> None:
-    """Send the pending writes of the trials this process runs (after sampling, so a
-    worker that dies in its first epoch leaves its configuration and run id behind)."""
-    _storage(study).flush()
-
-
-def release(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Before telling a trial's result: send its writes and read it from the database."""
-    _storage(study).release(trial._trial_id)
-
-
-# ---------------------------------------------------------------------------- the queue
-
-
-def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
-    return study._storage
-
-
-def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
-    return int(trial._trial_id)
-
-
-def transition(study: optuna.Study, trial_id: int, before: TrialState, after: TrialState) -> bool:
-    """Move a trial from ``before`` to ``after`` if it is still in ``before``; True if this
-    call moved it.
-
-    One conditional UPDATE, atomic on every database. Optuna's own ``set_trial_state_values``
-    reads the row, then writes it: on SQLite, whose driver starts the transaction only at
-    the write, two workers can both see a ticket WAITING and both take it (seen in 20-ticket
-    tests with three workers), or both fail one dead trial and queue it twice.
-    """
-    storage = _storage(study)
-    storage.changed()
-    return _transition(storage.backend, trial_id, before, after)
-
-
-def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
-    """Take the oldest queued trial and make it RUNNING, or None when none is queued.
-
-    Unlike ``ask``, an empty queue creates no trial; unlike Optuna's own pop, two workers
-    never take the same ticket (``transition``).
-    """
-    storage = _storage(study)
-    with storage.clock():  # a new Trial samples its relative params (TPE's multivariate)
-        study._thread_local.cached_all_trials = None  # see every worker's latest trials
-        for ticket in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if storage.take(study._study_id, ticket._trial_id):
-                return optuna.Trial(study, ticket._trial_id)
-        return None
-
-
-def stale_trial_ids(study: optuna.Study) -> list[int]:
-    """Running trials whose heartbeat stopped for the storage's grace period."""
-    return list(study._storage._get_stale_trial_ids(study._study_id))  # type: ignore[attr-defined]
-
-
-def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
-    """Seconds between heartbeats, or None for storages without them."""
-    interval: int | None = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    return interval
-
-
-def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
-    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]

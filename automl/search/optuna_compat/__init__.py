@@ -1,0 +1,136 @@
+"""The one place that touches Optuna's internals, and the one door to its storage.
+
+Optuna's public API has no atomic "take a queued trial or nothing", no list of dead
+workers' trials, and a storage that reads every unfinished trial again (the queued tickets
+included) at each sampling and pruning call and writes each parameter in a transaction of
+its own. automl needs the first two and cannot afford the rest, so they live here, pinned
+to Optuna 5 by ``pyproject.toml`` and by ``tests/search/test_optuna_compat.py``, which
+checks each behaviour relied on: an Optuna release that changes one fails there.
+
+``StudyStorage`` is the storage every study of a search is opened on. Around Optuna's own
+cached RDB storage it
+
+- times every call (``OptunaClock``; a call made inside a timed call counts once), so a
+  search can say what share of its time Optuna takes;
+- retries reads and idempotent writes while the database is away (``automl.retry``);
+  creating a trial and changing a trial's state are not retried here, since a retry after
+  a lost reply could do them twice (the queue retries those with their own guards);
+- reads cheaply: one light query of ids and states tells which trials changed since the
+  last look, and only those are read again (a finished trial never changes, a queued one
+  only by being claimed, and another worker's running one matters only to a caller that
+  asks for running trials);
+- keeps the trials this process runs itself: only this process changes them, so their
+  writes (parameters, attributes, reports) are applied to a copy here, reading them back
+  costs nothing, and they are sent in one transaction after sampling (``flush``), before
+  the result is told (``release``), and otherwise at most ``FLUSH_SECONDS`` late, which is
+  how long another worker may wait to see a running trial's latest report.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.search.optuna_compat.storage import (
+    FLUSH_SECONDS,
+    LOOK_SECONDS,
+    StudyStorage,
+    _transition,
+)
+
+__all__ = [
+    "FLUSH_SECONDS",
+    "LOOK_SECONDS",
+    "StudyStorage",
+    "flush",
+    "heartbeat_interval",
+    "pop_waiting",
+    "record_heartbeat",
+    "release",
+    "stale_trial_ids",
+    "storage_of",
+    "timed",
+    "transition",
+    "trial_id",
+]
+
+
+def _storage(study: optuna.Study) -> StudyStorage:
+    storage = study._storage
+    if not isinstance(storage, StudyStorage):
+        raise TypeError(f"a search's study runs on a StudyStorage, not {type(storage)}")
+    return storage
+
+
+def timed(study: optuna.Study) -> AbstractContextManager[None]:
+    """Count the block as time in Optuna (sampling at a claim, the sampler's and pruner's
+    work at a tell)."""
+    return _storage(study).clock()
+
+
+def flush(study: optuna.Study) -> None:
+    """Send the pending writes of the trials this process runs (after sampling, so a
+    worker that dies in its first epoch leaves its configuration and run id behind)."""
+    _storage(study).flush()
+
+
+def release(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Before telling a trial's result: send its writes and read it from the database."""
+    _storage(study).release(trial._trial_id)
+
+
+# ---------------------------------------------------------------------------- the queue
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    return study._storage
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    return int(trial._trial_id)
+
+
+def transition(study: optuna.Study, trial_id: int, before: TrialState, after: TrialState) -> bool:
+    """Move a trial from ``before`` to ``after`` if it is still in ``before``; True if this
+    call moved it.
+
+    One conditional UPDATE, atomic on every database. Optuna's own ``set_trial_state_values``
+    reads the row, then writes it: on SQLite, whose driver starts the transaction only at
+    the write, two workers can both see a ticket WAITING and both take it (seen in 20-ticket
+    tests with three workers), or both fail one dead trial and queue it twice.
+    """
+    storage = _storage(study)
+    storage.changed()
+    return _transition(storage.backend, trial_id, before, after)
+
+
+def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
+    """Take the oldest queued trial and make it RUNNING, or None when none is queued.
+
+    Unlike ``ask``, an empty queue creates no trial; unlike Optuna's own pop, two workers
+    never take the same ticket (``transition``).
+    """
+    storage = _storage(study)
+    with storage.clock():  # a new Trial samples its relative params (TPE's multivariate)
+        study._thread_local.cached_all_trials = None  # see every worker's latest trials
+        for ticket in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if storage.take(study._study_id, ticket._trial_id):
+                return optuna.Trial(study, ticket._trial_id)
+        return None
+
+
+def stale_trial_ids(study: optuna.Study) -> list[int]:
+    """Running trials whose heartbeat stopped for the storage's grace period."""
+    return list(study._storage._get_stale_trial_ids(study._study_id))  # type: ignore[attr-defined]
+
+
+def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
+    """Seconds between heartbeats, or None for storages without them."""
+    interval: int | None = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    return interval
+
+
+def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]

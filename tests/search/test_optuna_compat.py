@@ -157,6 +157,21 @@ def test_a_list_of_trials_does_not_change_when_an_own_trial_does(tmp_path):
     assert study.get_trials(deepcopy=False)[0].system_attrs["rung"] == 0.5
 
 
+def test_telling_a_trial_another_worker_failed_meanwhile_skips(tmp_path):
+    """A worker taken for dead whose trial was failed and retried elsewhere must not
+    overwrite that result when it finishes after all."""
+    study = _study(tmp_path)
+    study.enqueue_trial({})
+    trial = compat.pop_waiting(study)
+    assert trial is not None
+    other = _study(tmp_path)
+    assert compat.transition(other, compat.trial_id(trial), TrialState.RUNNING, TrialState.FAIL)
+    compat.release(study, trial)
+    frozen = study.tell(trial, 0.9, skip_if_finished=True)
+    assert frozen.state == TrialState.FAIL
+    assert _study(tmp_path).trials[0].state == TrialState.FAIL
+
+
 def test_stale_trials_are_running_trials_whose_heartbeat_stopped(tmp_path):
     study = _study(tmp_path, heartbeat=True)
     study.enqueue_trial({})

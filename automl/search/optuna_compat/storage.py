@@ -138,7 +138,13 @@ class StudyStorage(_CachedStorage):
         """Claim a queued trial (WAITING to RUNNING, if nobody did first) and keep it."""
         if not _transition(self._backend, trial_id, TrialState.WAITING, TrialState.RUNNING):
             return False
-        trial = self._backend.get_trial(trial_id)
+        with self._lock:  # a ticket is read whole when it is queued and changes no more
+            known = self._cached(trial_id)
+        if known is not None and known.state == TrialState.WAITING:
+            trial = copy.deepcopy(known)
+            trial.state, trial.datetime_start = TrialState.RUNNING, datetime.now()
+        else:
+            trial = self._backend.get_trial(trial_id)
         with self._lock:
             self._studies.setdefault(study_id, _StudyInfo())
             self._add_trials_to_cache(study_id, [trial])
@@ -147,11 +153,12 @@ class StudyStorage(_CachedStorage):
         return True
 
     def release(self, trial_id: int) -> None:
-        """Send the trial's writes and stop keeping it: from now on it is read from the
-        database (telling its result must see whether another worker failed it)."""
+        """Before its result is told: send the trial's writes, and stop keeping it if
+        another worker failed it meanwhile (taken for dead), so telling sees that."""
         self.flush()
-        with self._lock:
-            self._own.pop(trial_id, None)
+        if trial_id in self._own and self._state_of(trial_id) != TrialState.RUNNING:
+            with self._lock:
+                self._own.pop(trial_id, None)
         self.changed()
 
     def flush(self) -> None:
@@ -249,9 +256,11 @@ class StudyStorage(_CachedStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        self.release(trial_id)
+        self.flush()
         self.changed()
         moved = super().set_trial_state_values(trial_id, state, values)
+        with self._lock:
+            self._own.pop(trial_id, None)
         if moved and state.is_finished():  # read once, as it is for good
             trial = self._backend.get_trial(trial_id)
             with self._lock:
@@ -339,6 +348,16 @@ class StudyStorage(_CachedStorage):
     def _cached_state(self, trial_id: int) -> TrialState | None:
         study_id, number = self._trial_id_to_study_id_and_number[trial_id]
         return self._studies[study_id].trials[number].state
+
+    def _cached(self, trial_id: int) -> FrozenTrial | None:
+        found = self._trial_id_to_study_id_and_number.get(trial_id)
+        return None if found is None else self._studies[found[0]].trials.get(found[1])
+
+    def _state_of(self, trial_id: int) -> TrialState:
+        table = models.TrialModel
+        with _create_scoped_session(self._backend.scoped_session) as session:
+            row = session.query(table.state).filter(table.trial_id == trial_id).one()
+        return TrialState(row[0])
 
     def _states(self, study_id: int, highest: int) -> dict[int, TrialState]:
         """Ids and states of the study's unfinished trials and of any trial newer than

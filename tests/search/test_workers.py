@@ -155,8 +155,8 @@ def test_three_workers_finish_exactly_twelve_trials_under_one_parent(databases, 
 
 
 def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_path):
-    slow = SLOW_SPACE.replace("epochs: 20", "epochs: 6")  # seconds a trial: killed mid-trial
-    create_study("killed", 3, databases, server, tmp_path, slow, epochs=6)
+    slow = SLOW_SPACE.replace("epochs: 20", "epochs: 4")  # seconds a trial: killed mid-trial
+    create_study("killed", 3, databases, server, tmp_path, slow, epochs=4)
     fast = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "4"}
     victim = start_worker("killed", databases, server, tmp_path, **fast)
     running = wait_for_an_epoch("killed", databases)  # mid-trial: configuration recorded

@@ -31,22 +31,42 @@ GRACE_SECONDS = int(os.environ.get("AUTOML_GRACE_SECONDS", "90"))  # silence bef
 _tuned = False
 
 
+# Query keys that carry a credential, in any case (password, passwd, pwd, secret, token,
+# key, access_key, sslpassword, api_key, client_secret, X-Amz-Credential...).
+SECRET_KEY = re.compile(
+    r"(?i)([?&;][^=&;#\s?]*(?:pass|pwd|secret|token|key|credential)[^=&;#\s]*=)[^&;#\s]*"
+)
+
+
 def mask_url(url: str) -> str:
-    """Hide the password of a ``scheme://user:password@host`` URL."""
-    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+    """Hide every credential in a URL, or in a text that holds one (an error message):
+    the password of ``scheme://user:password@host`` and the value of any query key that
+    names a secret. Every display and record of a store URL goes through here."""
+    masked = re.sub(r"(://[^/:@\s]*:)[^@/\s]*@", r"\1***@", url)
+    return SECRET_KEY.sub(r"\1***", masked)
 
 
 def check_storage_url(url: str, option: str) -> None:
     """A URL SQLAlchemy understands; a SQLite file must be creatable where it points."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"{option}: '{mask_url(url)}' is not a database URL") from None
+    try:
+        parsed.get_dialect()  # an unknown scheme or a driver that is not installed
+    except (NoSuchModuleError, ImportError):
+        raise ConfigError(
+            f"{option}: '{mask_url(url)}': no database driver for '{parsed.drivername}://' "
+            "(use sqlite:///FILE or postgresql+psycopg2://USER@HOST/DB)"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         _check_sqlite_path(parsed.database, option)
+
+
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's database stores
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -54,8 +74,14 @@ def check_tracking_uri(uri: str) -> None:
         return
     if uri.startswith("file:") or "://" not in uri:
         raise ConfigError(
-            f"--tracking-uri: '{uri}' is a file store, which MLflow 3 refuses; "
+            f"--tracking-uri: '{mask_url(uri)}' is a file store, which MLflow 3 refuses; "
             "use sqlite:///mlflow.db or http://HOST:PORT"
+        )
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(
+            f"--tracking-uri: '{mask_url(uri)}': MLflow has no store for '{scheme}://' "
+            "(use sqlite:///FILE, postgresql://..., or http(s)://HOST:PORT)"
         )
     check_storage_url(uri, "--tracking-uri")
 

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from automl import __version__
 from automl.errors import AutomlError, Terminated
@@ -94,20 +94,24 @@ def _root(
         raise typer.Exit()
 
 
+USAGE = 2  # exit code of every usage and configuration error
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and ``python -m automl``)."""
     try:
         result = app(args=argv, prog_name="automl", standalone_mode=False)
-    except click.exceptions.ClickException as exc:
-        exc.show(file=sys.stderr)
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         errors.print("aborted")
         return 130
+    except typer.TyperException as exc:  # a usage error: click's own wording, one line
+        message = " ".join(exc.format_message().split())
+        errors.print(f"[red]error[/]: {escape(message)}", highlight=False)
+        return USAGE
     except AutomlError as exc:
-        errors.print(f"[red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         errors.print("interrupted")

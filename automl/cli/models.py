@@ -210,9 +210,10 @@ def export(
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """Export a model's network, checked against the registered one on sample inputs."""
-    from automl.release.export import export_model
+    from automl.release.export import check_export, export_model
     from automl.tracking import load_image_model
 
+    check_export(fmt, output)
     model = load_image_model(model_uri, tracking_uri)
     with console.status(f"exporting to {fmt} and checking it…"):
         result = export_model(model, fmt, output)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from automl.errors import ConfigError
+
 SPLIT_SEED = 0
 VAL_SHARE = 0.15
 TEST_SHARE = 0.15
@@ -192,3 +194,24 @@ def simple_report(source: str, classes: tuple[str, ...], splits: dict[str, Split
         size_rule="native",
         counts=counts,
     )
+
+
+def check_split_sizes(source: str, labels: dict[str, list[str]], classes: list[str]) -> None:
+    """Refuse, before anything is decoded or trained, data that cannot be split: an empty
+    split, or a class with no training image. Carving val and test from train stratified
+    takes one image of each class for each, so a class needs at least 3."""
+    empty = [name for name in SPLITS if not labels[name]]
+    if empty:
+        raise ConfigError(
+            f"--dataset {source}: too few images to split: the {' and '.join(empty)} "
+            f"split{'s' if len(empty) > 1 else ''} would be empty; a class needs at least "
+            "3 images when val and test are carved from train (or give train/, val/ and "
+            "test/ folders)"
+        )
+    counts = Counter(labels["train"])
+    untrained = [name for name in classes if not counts[name]]
+    if untrained:
+        raise ConfigError(
+            f"--dataset {source}: class '{untrained[0]}' has no training image "
+            f"({len(untrained)} such classes); every class needs images in train"
+        )

@@ -39,6 +39,7 @@ from automl.data.core import (
     ImageData,
     Split,
     channel_stats,
+    check_split_sizes,
     stratified_indices,
 )
 from automl.errors import ConfigError
@@ -305,6 +306,7 @@ def load_folder(
         )
     channels = 1 if all(e.mode in GRAY_MODES for e in kept) else 3
     splits = assign_splits(kept, classes)
+    check_split_sizes(label, {s: [e.label for e in splits[s]] for s in SPLITS}, classes)
     ordered = [(name, e) for name in SPLITS for e in splits[name]]
     key_source = json.dumps(
         {

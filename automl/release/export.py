@@ -61,11 +61,16 @@ def _run_exported(fmt: str, path: Path) -> Any:
     return torch.export.load(str(path)).module()
 
 
-def export_model(model: ImageModel, fmt: str, output: Path) -> Exported:
+def check_export(fmt: str, output: Path) -> None:
+    """The options, checked before the model is fetched."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{fmt}'")
     if not output.parent.is_dir():
         raise ConfigError(f"-o: the folder {output.parent} does not exist")
+
+
+def export_model(model: ImageModel, fmt: str, output: Path) -> Exported:
+    check_export(fmt, output)
     program = torch.export.load(str(model.network_file()))
     reference = program.module()
     samples = _samples(model.preprocess)

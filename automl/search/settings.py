@@ -65,14 +65,26 @@ def option(default: Any, help: str, scope: Scope, **details: Any) -> Any:
     return dataclasses.field(default=default, metadata={"option": Option(help, scope, **details)})
 
 
-def at_least(low: int) -> Check:
-    return lambda value: f"must be at least {low}, got {value}" if value < low else None
+def at_least(low: int, high: int | None = None) -> Check:
+    """An integer from ``low`` up to ``high`` (a bound that stops absurd values: a million
+    queued trials, a thousand processes)."""
+
+    def check(value: int) -> str | None:
+        if value < low:
+            return f"must be at least {low}, got {value}"
+        if high is not None and value > high:
+            return f"must be at most {high:,}, got {value:,}"
+        return None
+
+    return check
 
 
-def positive(value: float | None) -> str | None:
+def positive(value: float | None, high: float = 1e9) -> str | None:
     if value is None:
         return None
-    return None if math.isfinite(value) and value > 0 else f"must be positive, got {value}"
+    if not math.isfinite(value) or value <= 0:
+        return f"must be a positive number, got {value}"
+    return f"must be at most {high:g}, got {value:g}" if value > high else None
 
 
 def within(low: int, high: int) -> Check:
@@ -115,7 +127,7 @@ class SearchSettings:
     """One search, resolved: the CLI, the recipe of a study and the tests build it."""
 
     trials: int = option(
-        100, "New trials to run.", "run", flags=("--trials", "-n"), check=at_least(1)
+        100, "New trials to run.", "run", flags=("--trials", "-n"), check=at_least(1, 100_000)
     )
     timeout: float | None = option(
         None, "Stop starting trials after this many seconds.", "run", check=positive
@@ -156,9 +168,13 @@ class SearchSettings:
         check=one_of("sampler", SAMPLERS),
     )
     pruner: str = option("hyperband", "|".join(PRUNERS), "study", check=one_of("pruner", PRUNERS))
-    max_epochs: int = option(20, "Upper bound on any trial's epochs.", "study", check=at_least(1))
+    max_epochs: int = option(
+        20, "Upper bound on any trial's epochs.", "study", check=at_least(1, 10_000)
+    )
     device: str = option("auto", "auto|cpu|cuda|cuda:N", "local")
-    seed: int = option(0, "Seed of the sampler and of every trial.", "study")
+    seed: int = option(
+        0, "Seed of the sampler and of every trial.", "study", check=at_least(0, 2**32 - 1)
+    )
     data_dir: Path | None = option(
         None, "Where data sets are stored. [default: ~/.cache/automl/data]", "local"
     )
@@ -187,7 +203,10 @@ class SearchSettings:
         show_default="accuracy",
     )
     max_params: int | None = option(
-        None, "Reject networks with more parameters, before training.", "study", check=at_least(1)
+        None,
+        "Reject networks with more parameters, before training.",
+        "study",
+        check=at_least(1, 10**12),
     )
     max_latency_ms: float | None = option(
         None,
@@ -195,9 +214,11 @@ class SearchSettings:
         "study",
         check=positive,
     )
-    jobs: int = option(1, "Trials run in parallel, one process each.", "run", check=at_least(1))
+    jobs: int = option(
+        1, "Trials run in parallel, one process each.", "run", check=at_least(1, 256)
+    )
     trials_per_gpu: int = option(
-        1, "Parallel trials packed on one GPU (with --jobs).", "run", check=at_least(1)
+        1, "Parallel trials packed on one GPU (with --jobs).", "run", check=at_least(1, 64)
     )
     compile: bool = option(
         False, "torch.compile each trial's network (pays off on long trials).", "study"

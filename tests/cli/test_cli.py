@@ -45,7 +45,7 @@ def test_help_lists_commands_and_every_search_option(capsys, tmp_path, monkeypat
         (["--dataset", "digts"], "--dataset: unknown dataset 'digts'"),
         (["--trials", "0"], "--trials: must be at least 1, got 0"),
         (["--max-epochs", "0"], "--max-epochs: must be at least 1"),
-        (["--timeout", "-5"], "--timeout: must be positive"),
+        (["--timeout", "-5"], "--timeout: must be a positive number"),
         (["--device", "tpu"], "--device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
         (["--study-name", "a b"], "--study-name: 'a b' may use letters"),
         (["--storage", "not a url"], "--storage: 'not a url' is not a database URL"),
@@ -63,6 +63,22 @@ def test_help_lists_commands_and_every_search_option(capsys, tmp_path, monkeypat
             "--storage postgresql://bob:***@127.0.0.1:1/automl: cannot open the Optuna storage",
         ),
         (["--storage", "sqlite:////proc/automl.db"], "cannot open the Optuna storage"),
+        (
+            ["--storage", "postgresql+psycopg2://rt@127.0.0.1:1/db?password=hunter2"],
+            "postgresql+psycopg2://rt@127.0.0.1:1/db?password=***: cannot open the Optuna",
+        ),
+        (["--trials", "abc"], "Invalid value for '--trials'"),
+        (["--bogus-flag"], "No such option: --bogus-flag"),
+        (["--trials"], "Option '--trials' requires an argument"),
+        (["--timeout", "nan"], "--timeout: must be a positive number, got nan"),
+        (["--timeout", "inf"], "--timeout: must be a positive number, got inf"),
+        (["--max-latency-ms", "nan"], "--max-latency-ms: must be a positive number"),
+        (["--seed", "-1"], "--seed: must be at least 0, got -1"),
+        (["--seed", "1e23"], "Invalid value for '--seed'"),
+        (["--trials", "10000000"], "--trials: must be at most 100,000"),
+        (["--jobs", "5000"], "--jobs: must be at most 256"),
+        (["--tracking-uri", "bogus://x"], "--tracking-uri: 'bogus://x': MLflow has no store"),
+        (["--storage", "bogus://x"], "--storage: 'bogus://x': no database driver"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -78,7 +94,29 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert "Traceback" not in out + err
     assert "hunter2" not in out + err
     assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "automl.db").exists()
     assert not (tmp_path / "mlartifacts").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict"], "Missing argument"),
+        (["nonsense"], "No such command 'nonsense'"),
+        (["models", "--bogus"], "No such option: --bogus"),
+        (["export", "models:/m/1", "--format", "gif"], "--format"),
+        (["study", "status"], "Missing argument"),
+        (["worker", "--wait", "soon"], "Invalid value for '--wait'"),
+    ],
+)
+def test_usage_errors_of_every_command_are_one_line_exit_2(
+    args, message, capsys, tmp_path, monkeypatch
+):
+    code, out, err = run_cli(args, capsys, tmp_path, monkeypatch)
+    assert code == 2, (out, err)
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0]
 
 
 def test_invalid_space_file_reports_file_and_key(capsys, tmp_path, monkeypatch):

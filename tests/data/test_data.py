@@ -349,3 +349,25 @@ def test_encoded_png_roundtrip_helper():
     buffer = io.BytesIO()
     image(5).save(buffer, format="PNG")
     assert buffer.getvalue()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("per_class", "message"), [(1, "the val and test splits"), (2, "the test split")]
+)
+def test_a_folder_too_small_to_split_is_refused_before_decoding(tmp_path, per_class, message):
+    root = tmp_path / "few"
+    for label in ("a", "b", "c"):
+        for i in range(per_class):
+            save(image(ord(label) * 10 + i), root / label / f"{i}.png")
+    with pytest.raises(ConfigError, match=f"too few images to split: {message}"):
+        load_dataset(f"imagefolder:{root}", tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("folder-*"))  # nothing decoded or cached
+
+
+def test_three_images_a_class_is_enough_to_split(tmp_path):
+    root = tmp_path / "three"
+    for label in ("a", "b"):
+        for i in range(3):
+            save(image(ord(label) * 10 + i), root / label / f"{i}.png")
+    data = load_dataset(f"imagefolder:{root}", tmp_path / "cache")
+    assert (len(data.train), len(data.val), len(data.test)) == (2, 2, 2)

@@ -451,7 +451,8 @@ def test_passwords_never_reach_logs_params_tags_or_the_terminal(tmp_path):
 
 def _search_with_a_password(tmp_path: Path, database: str) -> None:
     password = "hunter2-very-secret"  # trust authentication accepts it and ignores it
-    storage = f"postgresql+psycopg2://postgres:{password}@127.0.0.1:5432/{database}"
+    # In the query string (the userinfo form is masked the same way: test_stores.py).
+    storage = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}?password={password}"
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
     result = subprocess.run(

@@ -101,7 +101,7 @@ def test_public_masks_every_url_that_may_hold_a_password():
         ({"jobs": 0}, "--jobs: must be at least 1, got 0"),
         ({"trials_per_gpu": 0}, "--trials-per-gpu: must be at least 1, got 0"),
         ({"image_size": 2}, "--image-size: must lie in [4, 1024], got 2"),
-        ({"max_latency_ms": -1.0}, "--max-latency-ms: must be positive"),
+        ({"max_latency_ms": -1.0}, "--max-latency-ms: must be a positive number"),
         ({"objectives": ("latency",)}, "--objective: list accuracy first"),
         ({"objectives": ("accuracy", "speed")}, "--objective: unknown objective 'speed'"),
     ],

@@ -1,17 +1,24 @@
 """Riding out a database or tracking server that goes away for a while.
 
 A call that fails with a connection-level error is tried again with exponential backoff
-(1, 2, 4 ... 30 s between tries) until its budget runs out, saying each time what is
-unreachable; then the last error is raised. Budgets: ``AUTOML_STORE_RETRY_SECONDS``
-(Optuna storage, default 600) and ``AUTOML_TRACKING_RETRY_SECONDS`` (MLflow, default 300).
+(1, 2, 4 ... 30 s between tries) until its budget runs out; then the last error is raised.
+Budgets: ``AUTOML_STORE_RETRY_SECONDS`` (Optuna storage, default 600) and
+``AUTOML_TRACKING_RETRY_SECONDS`` (MLflow, default 300).
+
+An outage is never silent: the first failed call says when the service stopped answering,
+each retry says how long it has been away, and the first call that gets through says it
+is back, after how long, and what was held meanwhile (``hold`` counts it) and now sent.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -56,23 +63,88 @@ def is_transient_store_error(exc: BaseException) -> bool:
     return False
 
 
+@dataclass
+class _Outage:
+    since: float = field(default_factory=time.monotonic)
+    held: Counter[str] = field(default_factory=Counter)
+
+
+_OUTAGES: dict[str, _Outage] = {}  # services away now, by name
+_LOCK = threading.Lock()
+
+
+def _first_line(exc: BaseException) -> str:
+    return mask_url((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
+
+
+def went_away(what: str, exc: BaseException) -> bool:
+    """Record that ``what`` stopped answering; said once per outage. True when it is new."""
+    with _LOCK:
+        if what in _OUTAGES:
+            return False
+        _OUTAGES[what] = _Outage()
+    clock = time.strftime("%H:%M:%S")
+    _notify(
+        f"{what} stopped answering at {clock} ({_first_line(exc)}); what it should record is "
+        "held and retried, nothing is lost"
+    )
+    return True
+
+
+def is_away(what: str) -> bool:
+    return what in _OUTAGES
+
+
+def hold(what: str, thing: str, count: int = 1) -> None:
+    """Count ``count`` ``thing``s kept back while ``what`` is away (said when it is back)."""
+    with _LOCK:
+        outage = _OUTAGES.get(what)
+        if outage is not None and count > 0:
+            outage.held[thing] += count
+
+
+def came_back(what: str) -> None:
+    """``what`` answered: if it was away, say so, for how long, and what was held."""
+    with _LOCK:
+        outage = _OUTAGES.pop(what, None)
+    if outage is None:
+        return
+    away = time.monotonic() - outage.since
+    held = ", ".join(f"{n} {thing}" for thing, n in outage.held.items())
+    sent = f"; sending what was held meanwhile: {held}" if held else ""
+    _notify(f"{what} answers again after {away:.0f} s away{sent}")
+
+
 def retrying(
     call: Callable[[], T],
     *,
     what: str,
     kind: str = "store",
     transient: Callable[[BaseException], bool] = is_transient_store_error,
+    holding: str = "",
 ) -> T:
-    """``call()``, tried again on transient errors until the ``kind`` budget is spent."""
+    """``call()``, tried again on transient errors until the ``kind`` budget is spent.
+
+    ``holding`` names what the call carries (a trial's result, a run update): counted as
+    held when it had to wait for the service."""
     deadline = time.monotonic() + budget(kind)
     delay = 1.0
     while True:
         try:
-            return call()
+            result = call()
         except Exception as exc:
             if not transient(exc) or time.monotonic() + delay > deadline:
                 raise
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            _notify(f"{what} unreachable ({mask_url(first)[:200]}); retrying in {delay:.0f} s")
+            if delay == 1.0:  # this call's first failure
+                went_away(what, exc)
+                if holding:
+                    hold(what, holding)
+            outage = _OUTAGES.get(what)
+            away = f"away {time.monotonic() - outage.since:.0f} s; " if outage else ""
+            _notify(f"{what} unreachable ({away}{_first_line(exc)}); retrying in {delay:.0f} s")
             time.sleep(delay)
             delay = min(delay * 2, MAX_DELAY)
+        else:
+            if _OUTAGES:
+                came_back(what)
+            return result

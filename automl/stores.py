@@ -12,10 +12,13 @@ tracking layer and the CLI use the URL helpers without paying for them.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sqlite3
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +104,59 @@ def _check_sqlite_path(database: str | None, option: str) -> None:
         raise ConfigError(f"{option}: the folder {folder} is not writable")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for servers and in-memory databases)."""
+    match = re.fullmatch(r"sqlite:///(.+?)(\?.*)?", url)
+    if not match or match.group(1) == ":memory:":
+        return None
+    return Path(match.group(1)).expanduser()
+
+
+@contextmanager
+def store_lock(url: str) -> Iterator[None]:
+    """Hold a lock beside a local store (``FILE.lock``) while it is created or migrated:
+    searches started at the same moment on a new store then take turns instead of racing
+    in its schema migration. Servers serialise this themselves."""
+    path = sqlite_file(url)
+    if path is None or not path.parent.is_dir():
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_beside(url: str, build: Callable[[str], None]) -> None:
+    """Create a new local store beside its file, then rename it into place: a process
+    killed while building it leaves a stray ``.FILE.new-PID``, never a half-made store.
+    Call it under ``store_lock``; an existing store is left alone."""
+    path = sqlite_file(url)
+    if path is None or path.exists():
+        return
+    draft = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        build(f"sqlite:///{draft}")
+        os.replace(draft, path)
+    finally:
+        for leftover in (draft, Path(f"{draft}-wal"), Path(f"{draft}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def broken_store(url: str, option: str, what: str, problem: str) -> StoreError:
+    """One line for a store that cannot be opened: which file, what failed, what to do."""
+    path = sqlite_file(url)
+    hint = ""
+    if path is not None and path.exists():
+        hint = (
+            f"; if a process was killed while it was first made, move it aside "
+            f"(mv {path} {path}.broken) and run again: a new one is made"
+        )
+    return StoreError(f"{option} {mask_url(url)}: cannot open {what}: {mask_url(problem)}{hint}")
+
+
 def _sqlite_pragmas(connection: Any, record: Any) -> None:
     if isinstance(connection, sqlite3.Connection):
         cursor = connection.cursor()
@@ -130,17 +186,21 @@ def open_storage(url: str, option: str = "--storage") -> optuna.storages.RDBStor
         kwargs["connect_args"] = {"timeout": 60}
     else:  # a server may drop idle connections; a file cannot
         kwargs["pool_pre_ping"] = True
-    try:
+
+    def storage(at: str) -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url,
+                at,
                 engine_kwargs=kwargs,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
             )
+
+    try:
+        with store_lock(url):
+            build_beside(url, lambda draft: storage(draft).engine.dispose())
+            return storage(url)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StoreError(
-            f"{option} {mask_url(url)}: cannot open the Optuna storage: {mask_url(first)}"
-        ) from None
+        raise broken_store(url, option, "the Optuna storage", first) from None

@@ -76,7 +76,7 @@ def create(settings: SearchSettings) -> None:
             on_data=lambda report: print_data_report(console, report),
         )
         session = prepare(settings, hooks, mode="workers")
-        for note in queue_trials(session):
+        for note in queue_trials(session):  # the shared queue, for `automl worker`
             console.print(f"[yellow]note[/]: {note}")
     queued = sum(1 for t in session.study.trials if t.state.name == "WAITING")
     console.print(

@@ -65,7 +65,8 @@ def trained_model(
         reason = f"retrained trial {trial.number}: its weights could not be loaded ({exc})"
     seed = trial_seed(int(trial.user_attrs.get("seed", 0)), trial.number)
     model = seeded_network(config, data, seed)
-    epochs = epochs_run(trial) or config.train.epochs
+    cap = int(trial.user_attrs.get("epochs_cap", config.train.epochs))
+    epochs = epochs_run(trial) or min(config.train.epochs, cap)
     fit_config(model, config, data, device=device, seed=seed, epochs=epochs)
     return model.to(CPU), reason
 

@@ -10,6 +10,7 @@ import sys
 import torch
 
 from automl.errors import AutomlError
+from automl.search.owners import Owner
 from automl.search.queue import work
 from automl.search.session import join
 from automl.search.settings import SearchSettings
@@ -33,12 +34,18 @@ def assign_gpus(gpus: list[int], jobs: int, per_gpu: int) -> list[str]:
     return [f"cuda:{gpus[(job // per_gpu) % len(gpus)]}" for job in range(jobs)]
 
 
-def _job_main(settings: SearchSettings, *, threads: int, job: int, deadline: float | None) -> None:
-    """A worker process of ``--jobs``: join the study and run tickets until none is left."""
+def _job_main(
+    settings: SearchSettings, *, threads: int, job: int, deadline: float | None, owner: str
+) -> None:
+    """A worker process of ``--jobs``: join the study and run the search's tickets until
+    none is left."""
     torch.set_num_threads(threads)
     try:
         session = join(settings, job=job)
-        work(session.study, session.objective(), deadline=deadline, on_stale=session.close_stale)
+        work(
+            session.study, session.objective(), deadline=deadline,
+            on_stale=session.close_stale, owner=Owner(owner),
+        )  # fmt: skip
     except KeyboardInterrupt:
         os._exit(130)
     except AutomlError as exc:  # one line, as the command itself would say it
@@ -47,7 +54,11 @@ def _job_main(settings: SearchSettings, *, threads: int, job: int, deadline: flo
 
 
 def spawn_jobs(
-    settings: SearchSettings, devices: list[str], threads: int, deadline: float | None
+    settings: SearchSettings,
+    devices: list[str],
+    threads: int,
+    deadline: float | None,
+    owner: Owner,
 ) -> list[multiprocessing.process.BaseProcess]:
     """Start a process for every device but the first, which the caller's own process
     takes. Each receives the settings whole, with its own device."""
@@ -59,7 +70,7 @@ def spawn_jobs(
         process = context.Process(
             target=_job_main,
             args=(settings.but(device=device),),
-            kwargs={"threads": threads, "job": job, "deadline": deadline},
+            kwargs={"threads": threads, "job": job, "deadline": deadline, "owner": owner.id},
             name=f"automl-job-{job}",
         )
         process.start()

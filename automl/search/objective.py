@@ -102,7 +102,7 @@ class Objective:
 
     def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
         with self.clock():
-            return self.space.sample(trial, caps={"train.epochs": self.settings.max_epochs})
+            return self.space.sample(trial)
 
     def _record(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialRecorder:
         record = TrialRecorder(
@@ -123,6 +123,10 @@ class Objective:
     ) -> tuple[float, ...]:
         self.hooks.on_trial_begin(trial.number, params)
         config = TrialConfig.from_params(params)
+        epochs = min(config.train.epochs, self.settings.max_epochs)
+        if epochs < config.train.epochs:  # the sampled value stays in the params, as drawn
+            trial.set_user_attr("epochs_cap", self.settings.max_epochs)
+            record.set_tags({"epochs_cap": str(self.settings.max_epochs)})
         seed = trial_seed(self.settings.seed, trial.number)
         model = seeded_network(config, self.data, seed, self.settings.weights_dir)
         try:
@@ -133,8 +137,8 @@ class Objective:
                 record.set_tags({"weights": source})
                 trial.set_user_attr("weights", source)
             history = fit_config(
-                model, config, self.data, device=self.device, seed=seed,
-                on_epoch=lambda result: self._on_epoch(trial, record, result, config.train.epochs),
+                model, config, self.data, device=self.device, seed=seed, epochs=epochs,
+                on_epoch=lambda result: self._on_epoch(trial, record, result, epochs),
                 compile=self.settings.compile,
             )  # fmt: skip
             measured.accuracy = history[-1].val_acc

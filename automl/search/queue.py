@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.retry import retrying
 from automl.search import optuna_compat as compat
+from automl.search.owners import OWNER, SHARED, WORKERS, Owner
 
 TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
 MAX_RETRY = 2
@@ -44,18 +45,20 @@ def add_tickets(
     count: int,
     fixed: list[dict[str, Any]] | None = None,
     origins: list[str] | None = None,
+    *,
+    owner: Owner = WORKERS,
 ) -> int:
-    """Queue ``count`` trials; the first ones take ``fixed`` params (a baseline, an earlier
-    study's best), each recorded with where it came from (``origins``)."""
+    """Queue ``count`` trials for ``owner``; the first ones take ``fixed`` params (a
+    baseline, an earlier study's best), each recorded with where it came from."""
     fixed = list(fixed or [])[:count]
     origins = list(origins or [])
     for index, params in enumerate(fixed):
-        attrs = {TICKET: "fixed"}
+        attrs = {TICKET: "fixed", OWNER: owner.id}
         if index < len(origins):
             attrs["origin"] = origins[index]
         study.enqueue_trial(params, user_attrs=attrs)
     for _ in range(count - len(fixed)):
-        study.enqueue_trial({}, user_attrs={TICKET: "new"})
+        study.enqueue_trial({}, user_attrs={TICKET: "new", OWNER: owner.id})
     return count
 
 
@@ -63,17 +66,21 @@ def count(study: optuna.Study, state: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
 
 
-def waiting(study: optuna.Study) -> int:
-    return count(study, TrialState.WAITING)
+def waiting(study: optuna.Study, owner: Owner | None = None) -> int:
+    """Queued tickets, all of them or ``owner``'s."""
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return sum(1 for t in queued if owner is None or owner.holds(t))
 
 
-def running_trials(study: optuna.Study) -> int:
-    return count(study, TrialState.RUNNING)
+def running_trials(study: optuna.Study, owner: Owner | None = None) -> int:
+    """Running trials, all of them or ``owner``'s."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sum(1 for t in running if owner is None or owner.holds(t))
 
 
-def claim(study: optuna.Study) -> optuna.Trial | None:
-    """Take one waiting ticket, or None when the queue is empty."""
-    trial = compat.pop_waiting(study)
+def claim(study: optuna.Study, owner: Owner = WORKERS) -> optuna.Trial | None:
+    """Take one of ``owner``'s waiting tickets, or None when none is left."""
+    trial = compat.pop_waiting(study, owner.holds)
     # At once: Optuna never counts a running trial without any heartbeat as stale, so a
     # worker dying right here would otherwise leave it running for good.
     if trial is not None and compat.heartbeat_interval(compat.storage_of(study)):
@@ -107,10 +114,11 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 
 def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """Queue an interrupted trial's configuration again so a rerun finishes the request."""
-    study.enqueue_trial(
-        trial.params, user_attrs={TICKET: "retry", "retry_of": trial.number, "retry_reason": reason}
-    )
+    """Queue an interrupted trial's configuration again, for the same owner: the next
+    search adopts it once that owner is gone, or a worker runs it if it was shared."""
+    attrs = {TICKET: "retry", "retry_of": trial.number, "retry_reason": reason}
+    attrs[OWNER] = str(trial.user_attrs.get(OWNER, SHARED))
+    study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
 def fail_stale(
@@ -156,9 +164,11 @@ def _tell(
     A retry after a commit whose reply was lost finds the trial finished and skips."""
     told = list(values) if values is not None else None
     with compat.timed(study):
-        retrying(lambda: compat.release(study, trial), what=STORE)
+        retrying(lambda: compat.release(study, trial), what=STORE, holding="trial reports")
         return retrying(
-            lambda: study.tell(trial, told, state=state, skip_if_finished=True), what=STORE
+            lambda: study.tell(trial, told, state=state, skip_if_finished=True),
+            what=STORE,
+            holding="trial results",
         )
 
 
@@ -169,8 +179,10 @@ def work(
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] = lambda s, t: None,
     deadline: float | None = None,
     on_stale: Callable[[FrozenTrial], None] | None = None,
+    owner: Owner = WORKERS,
 ) -> int:
-    """Claim and run tickets until none is left (or ``deadline``); returns how many ran.
+    """Claim and run ``owner``'s tickets until none is left (or ``deadline``); returns
+    how many ran.
 
     The objective says how each trial ended. On Ctrl-C the running trial is failed, its
     ticket queued again, and the interrupt raised; any other escape fails it and is raised.
@@ -179,7 +191,7 @@ def work(
     while deadline is None or time.monotonic() < deadline:
         # A dead worker's trial is failed and queued again before we claim.
         retrying(lambda: fail_stale(study, on_stale), what=STORE)
-        trial = retrying(lambda: claim(study), what=STORE)
+        trial = retrying(lambda: claim(study, owner), what=STORE)
         if trial is None:
             break
         with heartbeat(study, trial):

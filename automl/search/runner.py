@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.data import ImageData
 from automl.errors import Terminated
+from automl.search import owners
 from automl.search.conclude import (
     Registration,
     evaluate_and_record,
@@ -31,6 +32,7 @@ from automl.search.conclude import (
 from automl.search.hooks import Hooks
 from automl.search.jobs import job_devices, spawn_jobs, stop_jobs
 from automl.search.objective import Objective
+from automl.search.owners import WORKERS, Owner, adopt
 from automl.search.pruning import epochs_run
 from automl.search.queue import add_tickets, fail_stale, running_trials, waiting, work
 from automl.search.session import Session, prepare
@@ -76,29 +78,30 @@ class SearchOutcome:
 # ---------------------------------------------------------------------------- running
 
 
-def queue_trials(session: Session) -> list[str]:
-    """Tickets for this search: an interrupted search's leftovers, else ``--trials`` new ones.
-    A new study runs the warm-start configurations first, then the space's baseline.
-    Returns notes for the user."""
+def queue_trials(session: Session, owner: Owner = WORKERS) -> list[str]:
+    """Queue this search's ``--trials`` tickets for ``owner``: first the tickets of
+    searches that are gone (adopted), then new ones. A new study starts with the
+    warm-start configurations, then the space's baseline. Returns notes for the user."""
     study, settings, warm = session.study, session.settings, session.warm
-    left = waiting(study)
-    if left:
-        return [f"resuming: {left} queued trials left by an interrupted search run first"]
+    notes = []
+    adopted = adopt(study, owner, settings.trials) if owner != WORKERS else 0
+    if adopted:
+        notes.append(f"resuming: {adopted} queued trials left by a search that stopped run first")
+    new = settings.trials - adopted
+    if new <= 0:
+        return notes
     if study.get_trials(deepcopy=False):
-        add_tickets(study, settings.trials)
-        return ["--warm-start ignored: the study already has trials"] if warm else []
+        add_tickets(study, new, owner=owner)
+        return notes + (["--warm-start ignored: the study already has trials"] if warm else [])
     fixed: list[tuple[dict[str, Any], str]] = []
     if warm:
         fixed = [(dict(p), o) for p, o in zip(warm.configurations, warm.origins, strict=True)]
     baseline = session.space.baseline
     if baseline and all(params != baseline for params, _ in fixed):
         fixed.append((dict(baseline), "baseline"))
-    fixed = fixed[: settings.trials]
-    for params, _ in fixed:  # --max-epochs bounds the fixed configurations too
-        if "train.epochs" in params:
-            params["train.epochs"] = min(int(params["train.epochs"]), settings.max_epochs)
-    add_tickets(study, settings.trials, [p for p, _ in fixed], [o for _, o in fixed])
-    notes = list(warm.skipped) if warm else []
+    fixed = fixed[:new]
+    add_tickets(study, new, [p for p, _ in fixed], [o for _, o in fixed], owner=owner)
+    notes += list(warm.skipped) if warm else []
     for number, (_, origin) in enumerate(fixed):
         what = "the space's baseline" if origin == "baseline" else f"warm start from {origin}"
         notes.append(f"trial {number} is {what}")
@@ -130,20 +133,23 @@ class _Reporter:
 def run_trials(session: Session) -> SearchOutcome:
     """Run this search's tickets in ``--jobs`` processes; an interrupt closes the runs and
     raises ``Interrupted`` once every process has stopped."""
+    owner = Owner(session.parent_run_id)  # this search claims its own tickets only
+    with owners.heartbeat(session.study, owner):
+        return _run_owned(session, owner)
+
+
+def _run_owned(session: Session, owner: Owner) -> SearchOutcome:
     study, settings = session.study, session.settings
-    notes = queue_trials(session)
-    for note in notes:
+    for note in queue_trials(session, owner):
         session.hooks.on_note(note)
-    # This search's trials: the queued ones, and those still running from a stopped search
-    # (their worker may be alive elsewhere, or dead: then they are failed and retried).
-    queued = (TrialState.WAITING, TrialState.RUNNING)
-    tickets = {t.number for t in study.get_trials(deepcopy=False, states=queued)}
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    tickets = {t.number for t in queued if owner.holds(t)}
     reporter = _Reporter(session, tickets)
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
     threads = max(1, (os.cpu_count() or 1) // settings.jobs)
     previous_threads = torch.get_num_threads()
-    processes = spawn_jobs(settings, devices, threads, deadline)
+    processes = spawn_jobs(settings, devices, threads, deadline, owner)
     # This process takes the first device; alone, the one the settings resolved to.
     objective = session.objective(torch.device(devices[0]) if processes else None)
     stop_polling = threading.Event()
@@ -157,8 +163,9 @@ def run_trials(session: Session) -> SearchOutcome:
         if processes:
             torch.set_num_threads(threads)
         failed_jobs = _drain(
-            session, objective, processes, tickets, reporter=reporter, deadline=deadline
-        )
+            session, objective, processes, tickets, reporter=reporter, deadline=deadline,
+            owner=owner,
+        )  # fmt: skip
     except KeyboardInterrupt as stop:
         interrupted = stop
         stop_jobs(processes, signal_them=isinstance(stop, Terminated))
@@ -200,6 +207,7 @@ def _drain(
     *,
     reporter: _Reporter,
     deadline: float | None,
+    owner: Owner,
 ) -> int:
     """Run tickets here until none is left, wait for the job processes and for trials
     running elsewhere, then run the retries of dead workers' trials; returns how many job
@@ -208,7 +216,7 @@ def _drain(
     while True:
         work(
             session.study, objective, on_trial_end=reporter.report, deadline=deadline,
-            on_stale=session.close_stale,
+            on_stale=session.close_stale, owner=owner,
         )  # fmt: skip
         for process in processes:
             process.join()
@@ -308,7 +316,7 @@ def run_worker(
     its trial's retry is run here instead of being left queued with no worker."""
     start = time.perf_counter()
     deadline = time.monotonic() + wait
-    while not waiting(session.study) and time.monotonic() < deadline:
+    while not waiting(session.study, WORKERS) and time.monotonic() < deadline:
         session.hooks.on_stage("waiting for queued trials")
         time.sleep(poll)
     ran: list[FrozenTrial] = []
@@ -320,7 +328,7 @@ def run_worker(
     objective = session.objective()
     while True:
         work(session.study, objective, on_trial_end=report, on_stale=session.close_stale)
-        running = running_trials(session.study) if stay else 0  # between trials: not ours
+        running = running_trials(session.study, WORKERS) if stay else 0  # not ours: others'
         if not running:
             break
         session.hooks.on_stage(

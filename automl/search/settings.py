@@ -127,7 +127,11 @@ class SearchSettings:
     """One search, resolved: the CLI, the recipe of a study and the tests build it."""
 
     trials: int = option(
-        100, "New trials to run.", "run", flags=("--trials", "-n"), check=at_least(1, 100_000)
+        100,
+        "Trials this run runs, exactly (a stopped search's leftovers count among them).",
+        "run",
+        flags=("--trials", "-n"),
+        check=at_least(1, 100_000),
     )
     timeout: float | None = option(
         None, "Stop starting trials after this many seconds.", "run", check=positive

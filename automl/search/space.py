@@ -126,20 +126,20 @@ class SearchSpace:
     stage_params: tuple[ParamDef, ...] = ()
     baseline: dict[str, Any] = field(default_factory=dict)  # flat params of a known-good trial
 
-    def sample(self, trial: Any, *, caps: Mapping[str, int] | None = None) -> dict[str, Any]:
-        """Draw one configuration as flat params; ``caps`` bound int parameters from above.
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Draw one configuration as flat params, each a value the space can produce (a
+        limit such as ``--max-epochs`` applies when training, recorded apart).
 
         ``trial`` is an Optuna ``Trial`` or ``FixedTrial``: a ``FixedTrial`` holding a
         trial's params rebuilds exactly its configuration.
         """
-        caps = caps or {}
         values: dict[str, Any] = {}
         last_arch = max(
             (i for i, p in enumerate(self.params) if p.name.startswith("arch.")), default=-1
         )
         for position, param in enumerate(self.params):
             if param.active(values):
-                values[param.name] = _draw(trial, param.name, param.spec, caps.get(param.name))
+                values[param.name] = _draw(trial, param.name, param.spec)
             if position == last_arch:
                 self._sample_stages(trial, values)
         return values
@@ -153,10 +153,10 @@ class SearchSpace:
                 name = param.name.format(index)
                 when = [(ref.format(index), allowed) for ref, allowed in param.when]
                 if all(ref in values and values[ref] in allowed for ref, allowed in when):
-                    values[name] = _draw(trial, name, param.spec, None)
+                    values[name] = _draw(trial, name, param.spec)
 
-    def config(self, trial: Any, *, caps: Mapping[str, int] | None = None) -> TrialConfig:
-        return TrialConfig.from_params(self.sample(trial, caps=caps))
+    def config(self, trial: Any) -> TrialConfig:
+        return TrialConfig.from_params(self.sample(trial))
 
     def choices(self, name: str) -> list[Scalar]:
         """The values a categorical or fixed parameter can take ([] when it is not in the space)."""
@@ -171,17 +171,13 @@ class SearchSpace:
         return [p.name for p in self.params] + stage_names
 
 
-def _draw(trial: Any, name: str, spec: Spec, cap: int | None) -> Any:
+def _draw(trial: Any, name: str, spec: Spec) -> Any:
     if isinstance(spec, FixedSpec):
-        if cap is not None and isinstance(spec.value, int) and not isinstance(spec.value, bool):
-            return min(spec.value, cap)
         return spec.value
     if isinstance(spec, CategoricalSpec):
         return trial.suggest_categorical(name, spec.choices)
     if isinstance(spec, IntSpec):
-        high = spec.high if cap is None else max(min(spec.high, cap), 1)
-        low = min(spec.low, high)
-        return trial.suggest_int(name, low, high, step=spec.step, log=spec.log)
+        return trial.suggest_int(name, spec.low, spec.high, step=spec.step, log=spec.log)
     return trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)
 
 

@@ -20,17 +20,62 @@ from requests.exceptions import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
 from automl.errors import AutomlError, StoreError
-from automl.stores import mask_url, tune_sqlite
+from automl.stores import (
+    broken_store,
+    build_beside,
+    mask_url,
+    sqlite_file,
+    store_lock,
+    tune_sqlite,
+)
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
+# MLflow's own HTTP retries (7, with backoff: minutes) would hide a server that is away
+# inside one silent call; a few quick ones here, then ours, which say so on screen.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
 
 def client_for(tracking_uri: str) -> MlflowClient:
-    """A client for one store; fluent calls (model logging) go to the same store."""
+    """A client for one store; fluent calls (model logging) go to the same store.
+
+    A local store is made (built beside its file, then renamed into place) and migrated
+    under a lock beside it, so processes starting at once on a new store take turns and
+    one killed meanwhile leaves no half-made store behind.
+    """
     tune_sqlite()
+    if tracking_uri.startswith(("http://", "https://")):
+        for name, value in HTTP_DEFAULTS.items():  # the user's own settings win
+            os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    if sqlite_file(tracking_uri) is None or tracking_uri in _OPENED:
+        return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        with store_lock(tracking_uri):
+            build_beside(tracking_uri, _new_store)
+            client = MlflowClient(tracking_uri, registry_uri=tracking_uri)  # migrates it
+            client.search_experiments(max_results=1)
+    except Exception as exc:
+        raise broken_store(
+            tracking_uri, "--tracking-uri", "the MLflow tracking store", first_line(exc)
+        ) from None
+    _OPENED.add(tracking_uri)
+    return client
+
+
+_OPENED: set[str] = set()  # local stores this process opened (MLflow keeps one per URI)
+
+
+def _new_store(uri: str) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(uri, "./mlruns")  # type: ignore[no-untyped-call]  # as MLflow would
+    store.engine.dispose()
 
 
 def first_line(exc: BaseException) -> str:

@@ -27,13 +27,14 @@ from requests.exceptions import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
 from automl.errors import AutomlError, StoreError
-from automl.retry import retrying
+from automl.retry import came_back, hold, is_away, retrying, went_away
 from automl.stores import mask_url
 from automl.tracking.common import client_for, first_line
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 WEIGHTS_PATH = "model/weights.pt"
 FLUSH_SECONDS = 2.0
+PROBE_SECONDS = 10.0  # while the store is away, a training trial tries it this often
 MAX_PARAM_LENGTH = 6000
 
 P = ParamSpec("P")
@@ -91,9 +92,10 @@ def _resilient(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         return retrying(
             lambda: method(*args, **kwargs),
-            what="the MLflow tracking store",
+            what=args[0].what,  # type: ignore[attr-defined]
             kind="tracking",
             transient=is_transient,
+            holding="run updates",
         )
 
     wrapper.__name__ = method.__name__
@@ -129,17 +131,29 @@ class TrialRun:
 
     def log_epoch(self, step: int, metrics: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
-        self._metrics += [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+        new = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._metrics += new
+        what = self.tracker.what
+        away = is_away(what)
+        if away:
+            hold(what, "metric values", len(new))
+        # While the store is away, training is not slowed by a try at every epoch.
+        wait = PROBE_SECONDS if away else FLUSH_SECONDS
+        if time.monotonic() - self._last_flush >= wait:
             self._try_flush()
 
     def _try_flush(self) -> None:
-        """During training: one attempt; if the store is away the metrics stay buffered."""
+        """During training: one attempt; if the store is away the metrics stay buffered
+        (and the outage is said, once)."""
+        what = self.tracker.what
         try:
             self.tracker._log_batch_once(self.run_id, metrics=self._metrics, tags=[])
-        except TRACKING_ERRORS:
+        except TRACKING_ERRORS as exc:
             self._last_flush = time.monotonic()
+            if is_transient(exc) and went_away(what, exc):
+                hold(what, "metric values", len(self._metrics))
             return
+        came_back(what)
         self._metrics = []
         self._last_flush = time.monotonic()
 
@@ -190,6 +204,13 @@ class Tracker:
         """``experiment`` None opens the store for reading runs only."""
         self.seconds = 0.0
         self.tracking_uri = tracking_uri
+        served = tracking_uri.startswith(("http://", "https://"))
+        # How outages are named on screen: the server, or the local store.
+        self.what = (
+            f"the MLflow tracking server {mask_url(tracking_uri)}"
+            if served
+            else "the MLflow tracking store"
+        )
         start = time.perf_counter()
         self.client = client_for(tracking_uri)
         if tracking_uri.startswith(("http://", "https://")):
@@ -199,11 +220,7 @@ class Tracker:
             if experiment is None:
                 self.experiment_id = None
             elif found is None:
-                root = artifact_root_for(tracking_uri)
-                location = Path(root, _slug(experiment)).as_uri() if root else None
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location
-                )
+                self.experiment_id = self._create_experiment(experiment)
             else:
                 self.experiment_id = found.experiment_id
         except Exception as exc:  # any failure to reach the store is fatal at start
@@ -213,6 +230,19 @@ class Tracker:
             ) from None
         self.experiment = experiment
         self.seconds += time.perf_counter() - start
+
+    def _create_experiment(self, name: str) -> str:
+        """Create the experiment; another process creating it at the same moment wins and
+        its experiment is used (get-or-create)."""
+        root = artifact_root_for(self.tracking_uri)
+        location = Path(root, _slug(name)).as_uri() if root else None
+        try:
+            return str(self.client.create_experiment(name, artifact_location=location))
+        except MlflowException as exc:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise exc from None
+            return str(found.experiment_id)
 
     @property
     def _experiment_id(self) -> str:

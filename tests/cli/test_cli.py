@@ -192,7 +192,7 @@ def test_interrupt_fails_the_trial_kills_the_runs_and_a_rerun_finishes(sig, code
         "architecture: {stages: 2, per_stage: {width: 32, convs: 2}}\n"
         "training: {epochs: 50, batch_size: 16}\n"
     )
-    args = ["search", "--trials", "2", "--space", str(space), "--max-epochs", "50",
+    args = ["search", "--trials", "3", "--space", str(space), "--max-epochs", "50",
             "--device", "cpu", "--pruner", "none"]  # fmt: skip
     process = subprocess.Popen(
         automl_command(*args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -215,21 +215,24 @@ def test_interrupt_fails_the_trial_kills_the_runs_and_a_rerun_finishes(sig, code
     trial, *queued = study.trials
     assert trial.state == states.FAIL
     assert trial.user_attrs["reason"] == "interrupted"
-    # its configuration and the untouched ticket stay queued for the rerun
-    assert [t.state for t in queued] == [states.WAITING, states.WAITING]
+    # its configuration and the untouched tickets stay queued for the next search
+    assert [t.state for t in queued] == [states.WAITING] * 3
     client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "KILLED"
     if sig != signal.SIGINT:
         return
-    # The same command again (shorter trials) finishes the request: two trials, none twice.
+    # --trials 2 runs exactly two trials: the interrupted configuration first, then one
+    # more left by the stopped search; the third leftover stays queued for the next one.
     args[args.index("--max-epochs") + 1] = "1"
+    args[args.index("--trials") + 1] = "2"
     rerun = subprocess.run(automl_command(*args, "--no-evaluate"), cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
-    assert "resuming: 2 queued trials" in rerun.stdout
+    assert "resuming: 2 queued trials" in rerun.stdout and "this run: 2 trials" in rerun.stdout
     finished = [t for t in study.trials if t.state == states.COMPLETE]
-    assert len(finished) == 2 and len(study.trials) == 3
+    assert len(finished) == 2 and len(study.trials) == 4
+    assert sum(t.state == states.WAITING for t in study.trials) == 1
     retried = [t for t in finished if t.user_attrs.get("retry_of") == trial.number]
     assert len(retried) == 1 and retried[0].params == trial.params

@@ -80,8 +80,14 @@ def test_the_baseline_is_trial_zero(tmp_path):
     outcome = run_search(config)
     (trial,) = outcome.study.trials
     baseline = load_space(DEFAULT_SPACE).baseline
-    assert trial.params == {**baseline, "train.epochs": 1}  # --max-epochs 1 bounds it too
+    # --max-epochs 1 bounds its training, and the record keeps what it is and the cap apart,
+    # so a warm start from this study can run it again.
+    assert trial.params == baseline
+    assert len(trial.intermediate_values) == 1 and trial.user_attrs["epochs_cap"] == 1
     assert trial.user_attrs["ticket"] == "fixed"
+    from automl.search.warmstart import fitting
+
+    assert fitting(load_space(DEFAULT_SPACE), trial.params) == (baseline, None)
 
 
 def test_gpu_assignment_packs_jobs_per_gpu():

@@ -28,6 +28,7 @@ cached RDB storage it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import optuna
@@ -44,6 +45,7 @@ __all__ = [
     "FLUSH_SECONDS",
     "LOOK_SECONDS",
     "StudyStorage",
+    "change_owner",
     "flush",
     "heartbeat_interval",
     "pop_waiting",
@@ -51,6 +53,7 @@ __all__ = [
     "release",
     "stale_trial_ids",
     "storage_of",
+    "study_id",
     "timed",
     "transition",
     "trial_id",
@@ -106,8 +109,10 @@ def transition(study: optuna.Study, trial_id: int, before: TrialState, after: Tr
     return _transition(storage.backend, trial_id, before, after)
 
 
-def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
-    """Take the oldest queued trial and make it RUNNING, or None when none is queued.
+def pop_waiting(
+    study: optuna.Study, mine: Callable[[FrozenTrial], bool] = lambda trial: True
+) -> optuna.Trial | None:
+    """Take the oldest queued trial that is ``mine`` and make it RUNNING, or None.
 
     Unlike ``ask``, an empty queue creates no trial; unlike Optuna's own pop, two workers
     never take the same ticket (``transition``).
@@ -116,9 +121,19 @@ def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
     with storage.clock():  # a new Trial samples its relative params (TPE's multivariate)
         study._thread_local.cached_all_trials = None  # see every worker's latest trials
         for ticket in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if storage.take(study._study_id, ticket._trial_id):
+            if mine(ticket) and storage.take(study._study_id, ticket._trial_id):
                 return optuna.Trial(study, ticket._trial_id)
         return None
+
+
+def change_owner(study: optuna.Study, ticket: FrozenTrial, before: str, after: str) -> bool:
+    """Give a queued ticket to another owner if it still has ``before``; True if this call
+    did (one conditional write: two searches never adopt the same ticket)."""
+    return _storage(study).change_user_attr(ticket._trial_id, "owner", before, after)
+
+
+def study_id(study: optuna.Study) -> int:
+    return int(study._study_id)
 
 
 def stale_trial_ids(study: optuna.Study) -> list[int]:

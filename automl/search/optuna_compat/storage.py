@@ -170,7 +170,7 @@ class StudyStorage(_CachedStorage):
                 return
             try:
                 with self.clock():
-                    retrying(lambda: batch.write(self._backend), what=STORE)
+                    retrying(lambda: batch.write(self._backend), what=STORE, holding="trial writes")
             except BaseException:
                 with self._batch_lock:
                     self._batch = batch.before(self._batch)
@@ -352,6 +352,25 @@ class StudyStorage(_CachedStorage):
     def _cached(self, trial_id: int) -> FrozenTrial | None:
         found = self._trial_id_to_study_id_and_number.get(trial_id)
         return None if found is None else self._studies[found[0]].trials.get(found[1])
+
+    def change_user_attr(self, trial_id: int, key: str, before: Any, after: Any) -> bool:
+        """Set a trial's attribute from ``before`` to ``after`` if nobody changed it first:
+        one conditional statement, so of two processes at most one succeeds."""
+        table = models.TrialUserAttributeModel
+        with self.clock(), _create_scoped_session(self._backend.scoped_session) as session:
+            result = session.execute(
+                sqlalchemy.update(table)
+                .where(table.trial_id == trial_id, table.key == key)
+                .where(table.value_json == json.dumps(before))
+                .values(value_json=json.dumps(after))
+            )
+            done = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        if done:
+            with self._lock:
+                cached = self._cached(trial_id)
+                if cached is not None:
+                    cached.user_attrs[key] = after
+        return done
 
     def _state_of(self, trial_id: int) -> TrialState:
         table = models.TrialModel

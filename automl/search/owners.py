@@ -1,0 +1,105 @@
+"""Who a queued trial belongs to, so searches sharing a study never take each other's.
+
+Every ticket carries the ``owner`` user attribute: the id of the search that queued it
+(its parent run), or "" for the shared queue that ``automl study create`` fills for
+``automl worker`` processes. A search (and its ``--jobs`` processes) claims its own
+tickets only, so ``--trials N`` runs exactly N trials whatever else runs on the study.
+
+A live search says so with a heartbeat in the study (``automl.owner.<id>``). Tickets left
+by a search that is gone (stopped, or silent for the grace period) are orphans: the next
+search adopts as many as it asks for, each with one conditional write, so two searches
+starting at once never adopt the same ticket; the others stay queued for the one after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.search import optuna_compat as compat
+from automl.stores import GRACE_SECONDS, HEARTBEAT_SECONDS
+
+OWNER = "owner"  # user attribute of a ticket: the search that queued it ("" shared)
+SHARED = ""
+RECORD = "automl.owner.{}"  # study system attribute: a live search's last heartbeat
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The tickets a process may claim: a search's own, or the shared queue."""
+
+    id: str = SHARED
+
+    def holds(self, trial: FrozenTrial) -> bool:
+        return str(trial.user_attrs.get(OWNER, SHARED)) == self.id
+
+
+WORKERS = Owner(SHARED)  # the shared queue of `automl study create`, run by `automl worker`
+
+
+def owner_of(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs.get(OWNER, SHARED))
+
+
+def alive(study: optuna.Study, owners: set[str]) -> set[str]:
+    """Which of the searches ``owners`` still run (their heartbeat is recent)."""
+    records = compat.storage_of(study).get_study_system_attrs(compat.study_id(study))
+    now = time.time()
+    beats = {o: records.get(RECORD.format(o)) for o in owners}
+    return {o for o, r in beats.items() if isinstance(r, dict) and now - r["beat"] <= GRACE_SECONDS}
+
+
+@contextmanager
+def heartbeat(study: optuna.Study, owner: Owner) -> Iterator[None]:
+    """Say the search is alive while the block runs; when it ends, say it is gone, so its
+    leftover tickets are adopted at once rather than after the grace period."""
+    if owner.id == SHARED:
+        yield
+        return
+    storage, key = compat.storage_of(study), RECORD.format(owner.id)
+    study_id = compat.study_id(study)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is made up at the next one
+                storage.set_study_system_attr(study_id, key, {"beat": time.time()})
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    storage.set_study_system_attr(study_id, key, {"beat": time.time()})
+    thread = threading.Thread(target=beat, name=f"owner-{owner.id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(Exception):
+            storage.set_study_system_attr(study_id, key, {"beat": 0.0})
+
+
+def adopt(study: optuna.Study, owner: Owner, wanted: int) -> int:
+    """Take up to ``wanted`` tickets left by searches that are gone; returns how many."""
+    if wanted <= 0:
+        return 0
+    taken = 0
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    owned = {owner_of(t) for t in queued} - {SHARED, owner.id}
+    gone = owned - alive(study, owned)
+    # An interrupted trial's configuration first: it resumes what the user stopped.
+    queued = sorted(queued, key=lambda t: (t.user_attrs.get("ticket") != "retry", t.number))
+    for ticket in queued:
+        if taken == wanted:
+            break
+        previous = owner_of(ticket)
+        if previous in gone and compat.change_owner(study, ticket, previous, owner.id):
+            taken += 1
+    return taken

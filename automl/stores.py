@@ -176,9 +176,26 @@ def tune_sqlite() -> None:
         _tuned = True
 
 
-def open_storage(url: str, option: str = "--storage") -> optuna.storages.RDBStorage:
-    """The Optuna RDB storage with heartbeats, so a crashed worker's trial is failed later."""
+def require_existing(url: str, option: str, what: str) -> None:
+    """A command that only reads a local store must not make an empty one where a typo
+    or the wrong folder points: say there is none, and write nothing."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise StoreError(
+            f"{option} {mask_url(url)}: no {what} there ({path} does not exist); "
+            "run automl search first, or name the store with " + option
+        )
+
+
+def open_storage(
+    url: str, option: str = "--storage", *, create: bool = True
+) -> optuna.storages.RDBStorage:
+    """The Optuna RDB storage with heartbeats, so a crashed worker's trial is failed later.
+    ``create`` False: a local store that does not exist is refused, not made."""
     import optuna
+
+    if not create:
+        require_existing(url, option, "Optuna storage")
 
     tune_sqlite()
     kwargs: dict[str, Any] = {}

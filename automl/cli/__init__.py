@@ -95,6 +95,16 @@ def _root(
 
 
 USAGE = 2  # exit code of every usage and configuration error
+LONGEST = 600  # characters of an error line; a 5,000-character name is not repeated whole
+
+
+def one_line(message: str) -> str:
+    """An error as one safe line: control characters (a name holding terminal escape
+    sequences, a newline) shown as escapes, never acted on; very long ones shortened."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    if len(text) > LONGEST:
+        text = f"{text[: LONGEST - 40]}… ({len(text) - LONGEST + 40} more characters)"
+    return escape(text)  # and no rich markup either
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.TyperException as exc:  # a usage error: click's own wording, one line
         message = " ".join(exc.format_message().split())
-        errors.print(f"[red]error[/]: {escape(message)}", highlight=False)
+        errors.print(f"[red]error[/]: {one_line(message)}", highlight=False)
         return USAGE
     except AutomlError as exc:
-        errors.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error[/]: {one_line(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         errors.print("interrupted")

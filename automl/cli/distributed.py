@@ -104,11 +104,12 @@ def status(
     from automl.errors import ConfigError
     from automl.stores import open_storage
 
-    store = open_storage(storage)
+    store = open_storage(storage, create=False)
     try:
         found = optuna.load_study(study_name=name, storage=store)
     except KeyError:
-        raise ConfigError(f"no study named '{name}' in the storage") from None
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(store)) or "none"
+        raise ConfigError(f"no study named '{name}' in the storage (studies: {names})") from None
     trials = found.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
     table = Table(title=f"study {name}", title_justify="left")

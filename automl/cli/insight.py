@@ -102,7 +102,7 @@ def report(
     from automl.stores import open_storage
     from automl.tracking import Tracker
 
-    store = open_storage(storage)
+    store = open_storage(storage, create=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:

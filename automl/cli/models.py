@@ -101,6 +101,9 @@ def promote(
     for note in result.notes:
         console.print(f"[yellow]note[/]: {note}")
     candidate = result.candidate.version
+    if result.already:
+        console.print(f"version {candidate} of '{name}' already holds '{alias}'; nothing to do")
+        return
     if result.first:
         console.print(
             f"no '{alias}' yet: version {candidate} of '{name}' becomes '{alias}' "
@@ -222,3 +225,33 @@ def export(
         f"max abs difference from the registered network: {result.max_abs_diff:.2e} "
         f"over {result.checked_inputs} sample batches"
     )
+
+
+@app.command()
+def serve(
+    model_uri: Annotated[str, typer.Argument(help="models:/NAME@ALIAS or models:/NAME/V.")],
+    host: Annotated[
+        str, typer.Option("--host", "-h", help="Address to listen on; 0.0.0.0 exposes it.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 5001,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING,
+) -> None:
+    """Serve a registered model over HTTP (MLflow's scoring server, /invocations), after
+    checking its files against the SHA-256 recorded when it was registered."""
+    import os
+    import sys
+
+    from automl.errors import ConfigError
+    from automl.tracking import checked_model_folder
+
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port: must be 1..65535, got {port}")
+    folder = checked_model_folder(model_uri, tracking_uri)
+    console.print(
+        f"serving {model_uri} (files checked, copy in {folder}) on http://{host}:{port}"
+        " — /ping, /invocations; Ctrl-C stops"
+    )
+    sys.stdout.flush()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder),
+               "--env-manager", "local", "-h", host, "-p", str(port)]  # fmt: skip
+    os.execv(sys.executable, command)  # the server takes this process: signals reach it

@@ -48,6 +48,7 @@ class Promotion:
     split: str = ""  # the gate's test split
     evidence: tuple[Evidence, ...] = ()
     notes: tuple[str, ...] = ()
+    already: bool = False  # the version already held the alias: nothing was done
 
     @property
     def first(self) -> bool:
@@ -132,8 +133,12 @@ def promote(
             raise ConfigError(f"model '{name}' has no version with the alias '{from_alias}'")
         candidate = found
     champion = registry.by_alias(name, alias)
-    if champion is not None and champion.version == candidate.version:
-        raise ConfigError(f"version {candidate.version} of '{name}' already holds '{alias}'")
+    if champion is not None and champion.version == candidate.version:  # asked twice: done
+        held = champion.float_tag("test_acc") or 0.0
+        return Promotion(
+            name, alias, candidate, champion, held, held, 0, promoted=False, forced=False,
+            already=True,
+        )  # fmt: skip
     versions = [candidate] + ([champion] if champion else [])
     models = [load_image_model(v.uri) for v in versions]
     extra: list[tuple[str, ImageData]] = []

@@ -158,7 +158,7 @@ def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> 
     hooks = hooks or Hooks()
     name = local.study
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    store = open_storage(local.storage)
+    store = open_storage(local.storage, create=False)
     try:
         existing = optuna.load_study(study_name=name, storage=store)
     except KeyError:

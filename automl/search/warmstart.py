@@ -94,7 +94,7 @@ def warm_start(spec: str, storage: str, space: SearchSpace) -> WarmStart:
     path = storage.removeprefix("sqlite:///")
     if storage.startswith("sqlite:///") and path != ":memory:" and not Path(path).exists():
         raise ConfigError(f"--warm-start: {path}: no such Optuna storage (a SQLite file)")
-    store = open_storage(storage, "--warm-start-storage")
+    store = open_storage(storage, "--warm-start-storage", create=False)
     try:
         return _best_fitting(name, k, store, space)
     finally:

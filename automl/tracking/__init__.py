@@ -6,7 +6,12 @@ models, ``registry`` handles registered models, versions, aliases and their tags
 """
 
 from automl.tracking.common import store_errors_in
-from automl.tracking.models import ImageModel, load_image_model, log_image_model
+from automl.tracking.models import (
+    ImageModel,
+    checked_model_folder,
+    load_image_model,
+    log_image_model,
+)
 from automl.tracking.recorder import TrialRecorder
 from automl.tracking.registry import Registry, VersionInfo
 from automl.tracking.runs import TRACKING_ERRORS, Tracker, TrialRun, artifact_root_for
@@ -20,6 +25,7 @@ __all__ = [
     "TrialRun",
     "VersionInfo",
     "artifact_root_for",
+    "checked_model_folder",
     "load_image_model",
     "log_image_model",
     "store_errors_in",

@@ -24,6 +24,7 @@ from automl.stores import (
     broken_store,
     build_beside,
     mask_url,
+    require_existing,
     sqlite_file,
     store_lock,
     tune_sqlite,
@@ -40,13 +41,16 @@ HTTP_DEFAULTS = {
 }
 
 
-def client_for(tracking_uri: str) -> MlflowClient:
+def client_for(tracking_uri: str, *, create: bool = True) -> MlflowClient:
     """A client for one store; fluent calls (model logging) go to the same store.
 
     A local store is made (built beside its file, then renamed into place) and migrated
     under a lock beside it, so processes starting at once on a new store take turns and
-    one killed meanwhile leaves no half-made store behind.
+    one killed meanwhile leaves no half-made store behind. ``create`` False (commands
+    that only read): a local store that does not exist is refused, not made.
     """
+    if not create:
+        require_existing(tracking_uri, "--tracking-uri", "MLflow tracking store")
     tune_sqlite()
     if tracking_uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():  # the user's own settings win

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,11 +16,13 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
+from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
 
 from automl.errors import ConfigError
 from automl.serving.automl_serving import predict_frame
 from automl.tracking.common import client_for, first_line
+from automl.tracking.integrity import verify
 
 SERVING = Path(__file__).resolve().parent.parent / "serving"
 PYFUNC_CODE = SERVING / "pyfunc_model.py"
@@ -123,9 +126,9 @@ class ImageModel:
         return {**program.state_dict, **program.constants}
 
     def network_file(self) -> Path:
-        """The model's ``network.pt2``: the file the loaded model itself reads (MLflow
-        fetched it already when the model lives on a server), else one download kept for
-        this object's lifetime, so nothing is fetched twice or left behind."""
+        """The model's ``network.pt2``: the file the loaded model itself reads (the
+        checked copy of a registered version), else one download kept for this object's
+        lifetime, so nothing is fetched twice or left behind."""
         context = getattr(getattr(self.pyfunc, "_model_impl", None), "context", None)
         path = (getattr(context, "artifacts", None) or {}).get("network")
         if path and Path(path).is_file():
@@ -137,15 +140,72 @@ class ImageModel:
         return self._network
 
 
+REGISTERED = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+|latest))/?")
+
+
 def load_image_model(uri: str, tracking_uri: str | None = None) -> ImageModel:
-    """Load ``models:/name@alias``, ``models:/name/3`` or a model folder; it must be ours."""
-    if tracking_uri is not None:
-        client_for(tracking_uri)
+    """Load ``models:/name@alias``, ``models:/name/3`` or a model folder; it must be ours.
+
+    A registered version is copied, checked against the SHA-256 of its files recorded at
+    registration (see ``integrity``), and loaded from the checked copy."""
+    client = client_for(tracking_uri, create=False) if tracking_uri else MlflowClient()
+    download: tempfile.TemporaryDirectory[str] | None = None
+    source = uri
     try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
+        if match := REGISTERED.fullmatch(uri):
+            download = tempfile.TemporaryDirectory(prefix="automl-model-")
+            name, alias, number = match.groups()
+            source = verified_copy(client, name, alias, number, Path(download.name), what=uri)
+        pyfunc = mlflow.pyfunc.load_model(source)
     except (MlflowException, OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"{uri}: cannot load the model: {first_line(exc)}") from None
     metadata = pyfunc.metadata.metadata or {}
     if METADATA_KEY not in metadata:
         raise ConfigError(f"{uri}: not an automl image model (its MLmodel has no automl metadata)")
-    return ImageModel(uri, pyfunc, dict(metadata[METADATA_KEY]))
+    return ImageModel(uri, pyfunc, dict(metadata[METADATA_KEY]), _download=download)
+
+
+def checked_model_folder(uri: str, tracking_uri: str) -> Path:
+    """A folder holding a checked copy of the registered version ``uri`` names, left in
+    place for a server to load (see ``automl serve``)."""
+    match = REGISTERED.fullmatch(uri)
+    if match is None:
+        raise ConfigError(f"{uri}: not a registered model (models:/NAME@ALIAS or models:/NAME/V)")
+    name, alias, number = match.groups()
+    folder = Path(tempfile.mkdtemp(prefix="automl-serve-"))
+    try:
+        client = client_for(tracking_uri, create=False)
+        return Path(verified_copy(client, name, alias, number, folder, what=uri))
+    except MlflowException as exc:
+        raise ConfigError(f"{uri}: cannot fetch the model: {first_line(exc)}") from None
+
+
+def verified_copy(
+    client: MlflowClient,
+    name: str,
+    alias: str | None,
+    number: str | None,
+    folder: Path,
+    *,
+    what: str,
+) -> str:
+    """Copy one registered version's files into ``folder`` and check them; returns the
+    copy's path. An alias is resolved to its version first, so the files checked and the
+    tags they are checked against belong to the same version even if the alias moves."""
+    if alias is not None:
+        version = client.get_model_version_by_alias(name, alias)
+    elif number == "latest":
+        quoted = name.replace("'", "\\'")
+        found = client.search_model_versions(f"name = '{quoted}'")
+        if not found:
+            raise ConfigError(f"{what}: model '{name}' has no versions")
+        version = max(found, key=lambda v: int(v.version))
+    else:
+        version = client.get_model_version(name, str(number))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{name}/{version.version}", dst_path=str(folder)
+        )
+    )
+    verify(local, dict(version.tags or {}), what)
+    return str(local)

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from automl.errors import ConfigError
 from automl.tracking.common import client_for, first_line, store_errors
+from automl.tracking.integrity import digest_tags
 
 HISTORY_TAG = "automl.alias_history.{alias}"
 
@@ -63,9 +65,14 @@ class Registry:
 
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
-        self.client = client_for(tracking_uri)
+        self.client = client_for(tracking_uri, create=False)  # its models are in it already
 
     def register(self, name: str, model_uri: str, tags: dict[str, str]) -> int:
+        """A new version of ``name``, tagged with the SHA-256 of each of its files, so
+        that loading it later can prove nobody changed them in the artifact store."""
+        with tempfile.TemporaryDirectory(prefix="automl-register-") as folder:
+            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=folder)
+            tags = {**tags, **digest_tags(Path(local))}
         with contextlib.redirect_stderr(io.StringIO()):  # it prints "Successfully registered"
             version = mlflow.register_model(model_uri, name, tags=tags)
         self.client.set_registered_model_tag(name, "task", "image-classification")

@@ -212,7 +212,7 @@ class Tracker:
             else "the MLflow tracking store"
         )
         start = time.perf_counter()
-        self.client = client_for(tracking_uri)
+        self.client = client_for(tracking_uri, create=experiment is not None)
         if tracking_uri.startswith(("http://", "https://")):
             _check_server(tracking_uri)
         try:

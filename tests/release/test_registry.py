@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import gc
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from automl.cli import main
 from automl.search.runner import run_search
 from automl.search.settings import SearchSettings
 from automl.tracking import Registry, load_image_model
-from tests.conftest import TINY_SPACE, free_port, mlflow_client, wait_for_http
+from tests.conftest import TINY_SPACE, automl_command, free_port, mlflow_client, wait_for_http
 
 pytestmark = pytest.mark.slow
 NAME = "reg"
@@ -130,6 +133,12 @@ def test_promotion_gate_force_and_rollback(cli, registry_dir, accuracies):
     assert code == 2 and "nothing to roll back to" in err
     assert champion(registry_dir) == 1
 
+    # Asking again for the version that holds the alias is no error, and changes nothing.
+    before = version_tags(registry_dir, 1)
+    code, out, _ = cli("promote", NAME, "--version", "1")
+    assert code == 0 and "version 1 of 'reg' already holds 'champion'; nothing to do" in out
+    assert champion(registry_dir) == 1 and version_tags(registry_dir, 1) == before
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
@@ -141,6 +150,13 @@ def test_promotion_gate_force_and_rollback(cli, registry_dir, accuracies):
         (["models", "nope"], "no registered model named 'nope'"),
         (["predict", "models:/reg/99", "x.png"], "models:/reg/99: cannot load the model"),
         (["predict", "models:/nope@champion", "x.png"], "cannot load the model"),
+        (["predict", "models:/reg@nope", "x.png"], "models:/reg@nope: cannot load the model"),
+        (["serve", "models:/reg@nope"], "models:/reg@nope: cannot fetch the model"),
+        (["serve", "models:/reg/1", "-p", "70000"], "--port: must be 1..65535"),
+        (["evaluate", "models:/reg@nope"], "models:/reg@nope: cannot load the model"),
+        (["export", "models:/reg@nope", "-o", "m.onnx"], "models:/reg@nope: cannot load"),
+        (["retrain", "models:/reg@nope", "--dataset", "digits"], "alias 'nope'"),
+        (["drift", "models:/reg@nope", "--dataset", "digits"], "alias 'nope'"),
         (["export", "models:/reg/1", "--format", "tflite", "-o", "m.tfl"], "--format: expected"),
     ],
 )
@@ -216,8 +232,57 @@ def test_the_network_file_is_the_one_the_loaded_model_reads(cli, registry_dir):
     model = load_image_model("models:/reg/2")
     path = model.network_file()
     assert path.is_file() and path.name == "network.pt2"
-    assert path.is_relative_to(registry_dir), path  # in the run's artifact store
+    assert not path.is_relative_to(registry_dir), path  # the checked copy, not the store's
     assert model.network_file() == path
+    del model
+    gc.collect()
+    assert not path.exists()  # the copy goes with the model
+
+
+def model_folder(registry_dir, version: int) -> Path:
+    """Where the artifact store keeps a version's files."""
+    client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
+    model_id = client.get_model_version(NAME, str(version)).source.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(urllib.parse.urlparse(location).path)
+
+
+def test_every_version_records_the_sha256_of_each_of_its_files(registry_dir):
+    tags = version_tags(registry_dir, 2)
+    folder = model_folder(registry_dir, 2)
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    files = {f for f in files if not f.startswith("evaluation/")}  # reports, attached later
+    assert {"MLmodel", "artifacts/network.pt2", "code/automl_serving.py"} <= files
+    for name in files:
+        digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        assert tags[f"automl.sha256/{name}"] == digest
+
+
+def test_a_model_changed_in_the_artifact_store_is_refused_before_its_code_runs(
+    cli, registry_dir, image_files
+):
+    _, paths = image_files
+    code_file = model_folder(registry_dir, 2) / "code" / "automl_serving.py"
+    original = code_file.read_bytes()
+    marker = registry_dir / "the-injected-code-ran"
+    code_file.write_bytes(original + f"\nopen({str(marker)!r}, 'w').close()\n".encode())
+    try:
+        commands = [
+            ("predict", "models:/reg/2", str(paths[0])),
+            ("serve", "models:/reg/2"),
+            ("export", "models:/reg/2", "-o", str(registry_dir / "x.onnx")),
+        ]
+        for command in commands:
+            code, out, err = cli(*command)
+            assert code == 2, (command, out, err)
+            assert "models:/reg/2: its files differ from those recorded" in err
+            assert "changed or missing: code/automl_serving.py" in err
+            assert len(err.strip().splitlines()) == 1, err
+        assert not marker.exists()
+    finally:
+        code_file.write_bytes(original)
+    code, _, err = cli("predict", "models:/reg/2", str(paths[0]))
+    assert code == 0, err
 
 
 def test_predict_refuses_when_nothing_is_readable_and_models_not_ours(cli, registry_dir):
@@ -274,18 +339,15 @@ def post(port: int, payload: dict) -> list[dict]:
         return json.loads(response.read())["predictions"]
 
 
-def test_mlflow_models_serve_answers_like_predict(cli, registry_dir, image_files, digits):
+def test_automl_serve_answers_like_predict(cli, registry_dir, image_files, digits):
+    """`automl serve` checks the files, then MLflow's scoring server serves the copy."""
     _, paths = image_files
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{registry_dir / 'mlflow.db'}",
-    }
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/reg@champion",
-         "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
+        automl_command("serve", "models:/reg@champion", "-p", str(port),
+                       "--tracking-uri", f"sqlite:///{registry_dir / 'mlflow.db'}"),
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -112,6 +112,15 @@ def sqlite_file(url: str) -> Path | None:
     return Path(match.group(1)).expanduser()
 
 
+def absolute_sqlite(url: str) -> str:
+    """A local store's URL with its file's absolute path (other URLs unchanged)."""
+    path = sqlite_file(url)
+    if path is None or path.is_absolute():
+        return url
+    query = url.partition("?")[2]
+    return f"sqlite:///{path.resolve()}" + (f"?{query}" if query else "")
+
+
 @contextmanager
 def store_lock(url: str) -> Iterator[None]:
     """Hold a lock beside a local store (``FILE.lock``) while it is created or migrated:

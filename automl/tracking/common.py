@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from automl.errors import AutomlError, StoreError
 from automl.stores import (
+    absolute_sqlite,
     broken_store,
     build_beside,
     mask_url,
@@ -55,20 +56,23 @@ def client_for(tracking_uri: str, *, create: bool = True) -> MlflowClient:
     if tracking_uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():  # the user's own settings win
             os.environ.setdefault(name, value)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    if sqlite_file(tracking_uri) is None or tracking_uri in _OPENED:
-        return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    # MLflow keeps one store per URI string for the life of the process: a relative
+    # sqlite:///mlflow.db would stay bound to the folder it was first opened in.
+    uri = absolute_sqlite(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if sqlite_file(uri) is None or uri in _OPENED:
+        return MlflowClient(uri, registry_uri=uri)
     try:
-        with store_lock(tracking_uri):
-            build_beside(tracking_uri, _new_store)
-            client = MlflowClient(tracking_uri, registry_uri=tracking_uri)  # migrates it
+        with store_lock(uri):
+            build_beside(uri, _new_store)
+            client = MlflowClient(uri, registry_uri=uri)  # migrates it
             client.search_experiments(max_results=1)
     except Exception as exc:
         raise broken_store(
             tracking_uri, "--tracking-uri", "the MLflow tracking store", first_line(exc)
         ) from None
-    _OPENED.add(tracking_uri)
+    _OPENED.add(uri)
     return client
 
 

@@ -47,3 +47,16 @@ def test_any_password_in_userinfo_or_query_is_masked(secret):
         return
     for url in (f"postgresql://u:{secret}@h/db", f"postgresql://u@h/db?password={secret}"):
         assert f"{secret}@" not in mask_url(url) and f"={secret}" not in mask_url(url)
+
+
+def test_a_relative_local_store_is_named_by_its_absolute_path(tmp_path, monkeypatch):
+    """MLflow keeps one store per URI string: a relative one would stay bound to the folder
+    it was first opened in, whatever the working folder later."""
+    from automl.stores import absolute_sqlite
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_sqlite("sqlite:///mlflow.db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert absolute_sqlite("sqlite:///a/b.db?timeout=5") == f"sqlite:///{tmp_path}/a/b.db?timeout=5"
+    assert absolute_sqlite("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_sqlite("http://host:5000") == "http://host:5000"
+    assert absolute_sqlite("sqlite:///:memory:") == "sqlite:///:memory:"

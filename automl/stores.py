@@ -12,6 +12,7 @@ tracking layer and the CLI use the URL helpers without paying for them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -152,6 +153,16 @@ def build_beside(url: str, build: Callable[[str], None]) -> None:
     finally:
         for leftover in (draft, Path(f"{draft}-wal"), Path(f"{draft}-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def check_sqlite_file(url: str) -> None:
+    """Read an existing local store's schema once: a file that is no database fails here
+    at once, not after MLflow's minute of retries (it raises ``sqlite3.DatabaseError``)."""
+    path = sqlite_file(url)
+    if path is None or not path.is_file():
+        return
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        connection.execute("select count(*) from sqlite_master").fetchone()
 
 
 def broken_store(url: str, option: str, what: str, problem: str) -> StoreError:

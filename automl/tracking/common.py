@@ -24,6 +24,7 @@ from automl.stores import (
     absolute_sqlite,
     broken_store,
     build_beside,
+    check_sqlite_file,
     mask_url,
     require_existing,
     sqlite_file,
@@ -32,6 +33,8 @@ from automl.stores import (
 )
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
+# It logs a store it cannot open with a traceback, then raises: the one line is ours.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 # MLflow's own HTTP retries (7, with backoff: minutes) would hide a server that is away
 # inside one silent call; a few quick ones here, then ours, which say so on screen.
@@ -64,6 +67,7 @@ def client_for(tracking_uri: str, *, create: bool = True) -> MlflowClient:
     if sqlite_file(uri) is None or uri in _OPENED:
         return MlflowClient(uri, registry_uri=uri)
     try:
+        check_sqlite_file(uri)
         with store_lock(uri):
             build_beside(uri, _new_store)
             client = MlflowClient(uri, registry_uri=uri)  # migrates it

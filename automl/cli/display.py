@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import (
@@ -23,12 +22,15 @@ from rich.progress import (
 from rich.table import Table
 
 from automl import retry
-from automl.data import DataReport
-from automl.insight.evaluate import summary_rows
 from automl.search.hooks import Hooks
 from automl.search.pruning import epochs_run
-from automl.search.runner import SearchOutcome
-from automl.training.loop import EpochResult
+
+if TYPE_CHECKING:  # types only: `automl study status` must not load torch to print a table
+    import optuna
+
+    from automl.data import DataReport
+    from automl.search.runner import SearchOutcome
+    from automl.training.loop import EpochResult
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
 LEADERBOARD_ROWS = 10
@@ -303,6 +305,8 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
         table = Table(title="Evaluation of the registered model (test split)", title_justify="left")
         table.add_column("measure")
         table.add_column("value", justify="right")
+        from automl.insight.evaluate import summary_rows  # torch: only after a search
+
         for name, value in summary_rows(outcome.evaluation):
             table.add_row(name, value)
         console.print(table)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from optuna import Study
-from optuna.trial import FrozenTrial
+if TYPE_CHECKING:  # types only: a command that just reads a study loads no torch
+    from optuna import Study
+    from optuna.trial import FrozenTrial
 
-from automl.data import DataReport
-from automl.training.loop import EpochResult
+    from automl.data import DataReport
+    from automl.training.loop import EpochResult
 
 
 def _nothing(*args: Any) -> None:

@@ -3,18 +3,42 @@
 ``runs`` writes studies and trials, ``models`` logs and loads the self-contained image
 models, ``registry`` handles registered models, versions, aliases and their tags, and
 ``recorder`` owns one trial's run from start to end.
+
+Names are loaded on first use: ``automl models`` needs the registry, not torch, which
+``models`` and ``runs`` bring in (seconds and hundreds of MB for a command that lists).
 """
 
-from automl.tracking.common import store_errors_in
-from automl.tracking.models import (
-    ImageModel,
-    checked_model_folder,
-    load_image_model,
-    log_image_model,
-)
-from automl.tracking.recorder import TrialRecorder
-from automl.tracking.registry import Registry, VersionInfo
-from automl.tracking.runs import TRACKING_ERRORS, Tracker, TrialRun, artifact_root_for
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from automl.tracking.common import store_errors_in
+    from automl.tracking.models import (
+        ImageModel,
+        checked_model_folder,
+        load_image_model,
+        log_image_model,
+    )
+    from automl.tracking.recorder import TrialRecorder
+    from automl.tracking.registry import Registry, VersionInfo
+    from automl.tracking.runs import TRACKING_ERRORS, Tracker, TrialRun, artifact_root_for
+
+_WHERE = {
+    "store_errors_in": "common",
+    "ImageModel": "models",
+    "checked_model_folder": "models",
+    "load_image_model": "models",
+    "log_image_model": "models",
+    "TrialRecorder": "recorder",
+    "Registry": "registry",
+    "VersionInfo": "registry",
+    "TRACKING_ERRORS": "runs",
+    "Tracker": "runs",
+    "TrialRun": "runs",
+    "artifact_root_for": "runs",
+}
 
 __all__ = [
     "TRACKING_ERRORS",
@@ -30,3 +54,11 @@ __all__ = [
     "log_image_model",
     "store_errors_in",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'automl.tracking' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"automl.tracking.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -236,3 +237,33 @@ def test_interrupt_fails_the_trial_kills_the_runs_and_a_rerun_finishes(sig, code
     assert sum(t.state == states.WAITING for t in study.trials) == 1
     retried = [t for t in finished if t.user_attrs.get("retry_of") == trial.number]
     assert len(retried) == 1 and retried[0].params == trial.params
+
+
+@pytest.mark.parametrize(
+    ("args", "not_loaded"),
+    [
+        (["--help"], {"torch", "mlflow", "optuna"}),
+        (["search", "--help"], {"torch", "mlflow", "optuna"}),
+        (["models"], {"torch"}),
+        (["study", "status", "x"], {"torch", "mlflow"}),
+    ],
+)
+def test_commands_with_nothing_heavy_to_do_load_no_torch(tmp_path, args, not_loaded):
+    """`automl --help` answers at once, and listing a study or the models loads no network
+    code (benchmarks/cli_latency.py prints the times)."""
+    from automl.stores import open_storage
+    from automl.tracking.common import client_for
+
+    client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    open_storage(f"sqlite:///{tmp_path / 'automl.db'}")
+    probe = (
+        "import sys\n"
+        "from automl.cli import main\n"
+        f"code = main({args!r})\n"
+        "print(' '.join(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.stderr.count("Traceback") == 0, done.stderr
+    loaded = set(done.stdout.splitlines()[-1].split())
+    assert not loaded & not_loaded, (args, loaded)

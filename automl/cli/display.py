@@ -8,7 +8,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from automl import retry
 from automl.search.hooks import Hooks
@@ -47,9 +49,8 @@ class SearchDisplay:
         self.live = console.is_terminal
         self.trials = trials
         self.done = 0
-        self.best: tuple[float, int] | None = None
         self.trial_start = time.perf_counter()
-        self.progress = Progress(
+        self.progress = _SearchProgress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
@@ -62,6 +63,7 @@ class SearchDisplay:
         )
         self.task: TaskID | None = None
         self.current: TaskID | None = None
+        self.top: list[tuple[float, int]] = []  # (val_acc, trial number), best first
 
     def __enter__(self) -> SearchDisplay:
         retry.LISTENERS.append(self.note)  # a store that is away is said, not silent
@@ -78,6 +80,7 @@ class SearchDisplay:
             retry.LISTENERS.remove(self.note)
         if self.live and self.current is not None:
             self.progress.remove_task(self.current)
+        self.progress.top_line = ""
         if self.live:
             self.progress.stop()
 
@@ -128,27 +131,53 @@ class SearchDisplay:
             )
 
     def trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """One line per finished trial, kept on screen above the live bar (as in a log),
+        and on a terminal the five best so far beneath it."""
         self.done += 1
         value = accuracy(trial) if trial.state == TrialState.COMPLETE else None
-        if value is not None and (self.best is None or value > self.best[0]):
-            self.best = (value, trial.number)
-        best = f"best {self.best[0]:.4f} (#{self.best[1]})" if self.best else "no result yet"
-        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        if value is not None:
+            self.top = sorted([*self.top, (value, trial.number)], key=lambda v: (-v[0], v[1]))[:5]
+        best = f"best {self.top[0][0]:.4f} (#{self.top[0][1]})" if self.top else "no result yet"
+        self.console.print(trial_line(trial, f"{self.done}/{self.trials} {best}"), soft_wrap=True)
         if self.live and self.task is not None:
             self.progress.update(self.task, completed=self.done, description=f"trials · {best}")
-            if trial.state == TrialState.FAIL:
-                reason = trial.user_attrs.get("message") or trial.user_attrs.get("reason", "")
-                self.console.print(f"[red]trial {trial.number} failed[/]: {reason}")
-            return
-        state = trial.state.name
-        shown = f"val_acc {accuracy(trial):.4f}" if accuracy(trial) is not None else ""
-        detail = trial.user_attrs.get("message", "") if state == "FAIL" else ""
-        self.console.print(
-            f"[{STATE_STYLE.get(state, 'white')}]trial {trial.number:>4} {state:<8}[/] "
-            f"{shown:<15} epochs {epochs_run(trial):>3} {seconds:5.1f}s "
-            f"{self.done}/{self.trials} {best} {detail}".rstrip(),
-            soft_wrap=True,
-        )
+            ranked = " · ".join(f"#{n} {v:.4f}" for v, n in self.top)
+            self.progress.top_line = f"[dim]top 5: {ranked}" if ranked else ""
+            self.progress.refresh()
+
+
+class _SearchProgress(Progress):
+    """The bars, then one line with the five best trials so far beneath them."""
+
+    top_line = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        if self.top_line:
+            yield Text.from_markup(self.top_line)
+
+
+def last_val_acc(trial: FrozenTrial) -> float | None:
+    """The accuracy a trial ended with: its result, or its last report when it was cut."""
+    if trial.values:
+        return float(trial.values[0])
+    reports = trial.intermediate_values
+    return reports[max(reports)] if reports else None
+
+
+def trial_line(trial: FrozenTrial, tail: str = "") -> str:
+    """``trial   12 PRUNED   val_acc 0.5279 epochs   3   4.1s …`` and why it stopped."""
+    state = trial.state.name
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    value = last_val_acc(trial)
+    shown = f"val_acc {value:.4f}" if value is not None else ""
+    why = ""
+    if state in ("PRUNED", "FAIL"):
+        why = str(trial.user_attrs.get("message") or trial.user_attrs.get("reason") or "")
+    return (
+        f"[{STATE_STYLE.get(state, 'white')}]trial {trial.number:>4} {state:<8}[/] "
+        f"{shown:<15} epochs {epochs_run(trial):>3} {seconds:5.1f}s {tail} {escape(why)}"
+    ).rstrip()
 
 
 def print_data_report(console: Console, report: DataReport, max_classes: int = 20) -> None:
@@ -193,7 +222,9 @@ def print_data_report(console: Console, report: DataReport, max_classes: int = 2
         console.print(f"[dim]image cache {report.cache} ({state})")
 
 
-def _objective_value(name: str, value: float) -> str:
+def _objective_value(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
     if name == "params":
         return f"{value:,.0f}"
     if name == "latency":
@@ -229,21 +260,32 @@ def leaderboard(
     objectives: list[str] | None = None,
     title: str = "Leaderboard",
 ) -> Table:
-    """Completed trials by accuracy; with several objectives, a column for each."""
+    """Completed trials by accuracy (with several objectives, a column for each), then,
+    in the rows left, the pruned ones by the accuracy they were cut at, marked as such:
+    a short study still shows what was tried."""
+    trials = list(trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     complete.sort(key=lambda t: (-t.values[0], t.number))
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and last_val_acc(t) is not None]
+    pruned.sort(key=lambda t: (-(last_val_acc(t) or 0.0), t.number))
     names = ["val_acc", *(objectives or [])[1:]]
     table = Table(title=title, title_justify="left")
-    for column in ("rank", "trial", *names, "epochs", "seconds"):
+    for column in ("rank", "trial", "state", *names, "epochs", "seconds"):
         table.add_column(column, justify="right")
     table.add_column("key params")
-    for rank, trial in enumerate(complete[:rows], 1):
+    for rank, trial in enumerate([*complete, *pruned][:rows], 1):
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         params = trial.user_attrs.get("params", trial.params)
+        if trial.state == TrialState.COMPLETE:
+            state, values = "complete", list(trial.values)
+        else:  # its last report; the other objectives were never measured
+            state = f"[yellow]pruned @ {epochs_run(trial)}[/]"
+            values = [last_val_acc(trial), *[None] * (len(names) - 1)]
         table.add_row(
-            str(rank),
+            str(rank) if trial.state == TrialState.COMPLETE else "-",
             str(trial.number),
-            *(_objective_value(name, v) for name, v in zip(names, trial.values, strict=True)),
+            state,
+            *(_objective_value(n, v) for n, v in zip(names, values, strict=True)),
             str(epochs_run(trial)),
             f"{seconds:.1f}",
             _key_params(params),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -28,3 +29,23 @@ class OptunaClock:
             if depth == 0:
                 with self._lock:
                     self.seconds += time.perf_counter() - start
+
+
+@contextmanager
+def every(seconds: float, call: Callable[[], None], name: str) -> Iterator[None]:
+    """Call ``call`` every ``seconds`` from a thread while the block runs (a heartbeat);
+    a call that fails is made up at the next one. The thread ends with the block."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(seconds):
+            with contextlib.suppress(Exception):
+                call()
+
+    thread = threading.Thread(target=beat, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -14,7 +14,6 @@ starting at once never adopt the same ticket; the others stay queued for the one
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.search import optuna_compat as compat
+from automl.search.clock import every
 from automl.stores import GRACE_SECONDS, HEARTBEAT_SECONDS
 
 OWNER = "owner"  # user attribute of a ticket: the search that queued it ("" shared)
@@ -65,24 +65,16 @@ def heartbeat(study: optuna.Study, owner: Owner) -> Iterator[None]:
         return
     storage, key = compat.storage_of(study), RECORD.format(owner.id)
     study_id = compat.study_id(study)
-    stop = threading.Event()
 
     def beat() -> None:
-        while True:
-            with contextlib.suppress(Exception):  # a missed beat is made up at the next one
-                storage.set_study_system_attr(study_id, key, {"beat": time.time()})
-            if stop.wait(HEARTBEAT_SECONDS):
-                return
+        storage.set_study_system_attr(study_id, key, {"beat": time.time()})
 
-    storage.set_study_system_attr(study_id, key, {"beat": time.time()})
-    thread = threading.Thread(target=beat, name=f"owner-{owner.id}", daemon=True)
-    thread.start()
+    beat()
     try:
-        yield
+        with every(HEARTBEAT_SECONDS, beat, f"owner-{owner.id}"):
+            yield
     finally:
-        stop.set()
-        thread.join()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # gone: its tickets are adopted at once
             storage.set_study_system_attr(study_id, key, {"beat": 0.0})
 
 

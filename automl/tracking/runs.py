@@ -176,12 +176,31 @@ class TrialRun:
     def finish(
         self, state: str, reason: str | None = None, status: str | None = None, **tags: str
     ) -> None:
-        """Send what is buffered and close the run; the status follows ``state`` by default."""
-        final = {"state": state, **tags}
+        """Send what is buffered and close the run; the status follows ``state`` by default.
+        The run's description (shown on its page) says in one sentence how it ended."""
+        final = {"state": state, **tags, NOTE: outcome_sentence(state, reason, tags)}
         if reason:
             final["reason"] = reason[:5000]
         self.flush(final)
         self.tracker._terminate(self.run_id, status or RUN_STATUS[state])
+
+
+NOTE = "mlflow.note.content"  # the run's description, rendered as Markdown on its page
+
+
+def outcome_sentence(state: str, reason: str | None, tags: Mapping[str, str]) -> str:
+    """How a trial ended, for a person: a pruned trial (MLflow shows KILLED) was stopped
+    early on purpose, which is not a failure."""
+    message = tags.get("message", "")
+    if state == "COMPLETE":
+        return f"**Complete**: trained its whole schedule ({tags.get('epochs', '?')} epochs)."
+    if state == "PRUNED":
+        why = f": {message}" if message else ""
+        return (
+            f"**Pruned**, not failed: stopped early because it fell behind the other "
+            f"trials{why}. MLflow shows such runs as KILLED."
+        )
+    return f"**Failed** ({reason or 'error'}){': ' + message if message else ''}."[:5000]
 
 
 def _check_server(uri: str) -> None:

@@ -97,8 +97,10 @@ def test_run_status_params_metrics_and_tags_match_each_trial(searched):
         params = trial.user_attrs["params"]
         assert run.data.params == {k: str(v) for k, v in params.items()}
         assert {k.split(".")[0] for k in params} == {"arch", "aug", "optim", "train"}
+        note = run.data.tags["mlflow.note.content"]  # the run page says how it ended
         if trial.state == TrialState.FAIL:
             assert "injected fault" in run.data.tags["message"]
+            assert note.startswith("**Failed** (error): ") and "injected fault" in note
             continue
         history = client.get_metric_history(run.info.run_id, "val_acc")
         assert [m.step for m in history] == sorted(trial.intermediate_values)
@@ -108,8 +110,11 @@ def test_run_status_params_metrics_and_tags_match_each_trial(searched):
         for name in ("train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"):
             assert len(client.get_metric_history(run.info.run_id, name)) == len(history)
         if trial.state == TrialState.PRUNED:
+            assert note.startswith("**Pruned**, not failed: stopped early because it fell")
             assert run.data.tags["reason"] == "pruned"
             assert len(history) == 1  # the curve up to the pruning point is kept
+        else:
+            assert note == f"**Complete**: trained its whole schedule ({len(history)} epochs)."
 
 
 def test_best_model_registered_with_alias_tags_and_reproducible_accuracy(searched, digits):

@@ -80,3 +80,15 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C so runs are closed before exiting. Unlike Ctrl-C at a
     terminal, it reaches only the process it was sent to, not its job processes."""
+
+
+# A signal asked the process to stop: the interrupt it raised (see cli.stopping_on_signals).
+STOP: list[type[KeyboardInterrupt]] = []
+
+
+def stop_if_asked() -> None:
+    """Raise again the interrupt a signal asked for, in case its own raise was lost: Python
+    prints and ignores an exception raised inside a garbage-collection callback, so a
+    Ctrl-C landing there would otherwise be dropped and the search would run on."""
+    if STOP:
+        raise STOP[0]()

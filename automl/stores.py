@@ -17,6 +17,7 @@ import fcntl
 import os
 import re
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -234,10 +235,35 @@ def open_storage(
                 grace_period=GRACE_SECONDS,
             )
 
-    try:
-        with store_lock(url):
-            build_beside(url, lambda draft: storage(draft).engine.dispose())
-            return storage(url)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise broken_store(url, option, "the Optuna storage", first) from None
+    for attempt in range(CREATE_TRIES):
+        try:
+            with store_lock(url):
+                build_beside(url, lambda draft: storage(draft).engine.dispose())
+                return storage(url)
+        except Exception as exc:
+            if attempt + 1 < CREATE_TRIES and _lost_creation_race(exc):
+                time.sleep(0.2 * (attempt + 1))  # another process made the tables: use them
+                continue
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise broken_store(url, option, "the Optuna storage", first) from None
+    raise AssertionError("unreachable")
+
+
+CREATE_TRIES = 5
+
+
+def _lost_creation_race(exc: BaseException) -> bool:
+    """Two processes creating a database server's tables at once: one of them gets a
+    unique-constraint error from the catalogue (PostgreSQL: ``pg_type_typname_nsp_index``)
+    or "already exists"; trying again finds the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).lower()
+        if isinstance(seen, IntegrityError | ProgrammingError) and (
+            "duplicate key" in text or "already exists" in text
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

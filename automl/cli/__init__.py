@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from automl import __version__
-from automl.errors import AutomlError, Terminated
+from automl.errors import STOP, AutomlError, Terminated
 from automl.search.settings import Option, SearchSettings, option_of
 
 app = typer.Typer(
@@ -42,20 +42,40 @@ def _width() -> int | None:
 console = Console(width=_width(), soft_wrap=True)
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+def _stopper(kind: type[KeyboardInterrupt]) -> Callable[[int, object], None]:
+    def stop(signum: int, frame: object) -> None:
+        if not STOP:
+            STOP.append(kind)  # kept, in case this raise is lost (see stop_if_asked)
+        raise kind()
+
+    return stop
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raised as ``Terminated`` while the block runs, so the running trial and the
     runs are closed as on Ctrl-C (and as PID 1 in a container, where an unhandled SIGTERM
-    is ignored until the SIGKILL that follows)."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    is ignored until the SIGKILL that follows). Both signals are also remembered, so an
+    interrupt whose raise Python dropped still stops the search at the next epoch."""
+    previous = signal.signal(signal.SIGTERM, _stopper(Terminated))
+    interrupt = signal.getsignal(signal.SIGINT)
+    if interrupt is signal.default_int_handler:  # not where SIGINT is ignored (nohup, &)
+        signal.signal(signal.SIGINT, _stopper(KeyboardInterrupt))
+    hook = sys.unraisablehook
+
+    def quiet(unraisable: Any) -> None:  # a lost interrupt is acted on, not printed
+        if not (STOP and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if interrupt is signal.default_int_handler:
+            signal.signal(signal.SIGINT, interrupt)
+        sys.unraisablehook = hook
+        STOP.clear()
 
 
 errors = Console(stderr=True, width=_width(), soft_wrap=True)

@@ -21,7 +21,7 @@ import torch
 from optuna.trial import TrialState
 
 from automl.data import ImageData
-from automl.errors import AutomlError, TrialError
+from automl.errors import AutomlError, TrialError, stop_if_asked
 from automl.search import pruning
 from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
@@ -181,6 +181,7 @@ class Objective:
     def _on_epoch(
         self, trial: optuna.Trial, record: TrialRecorder, result: EpochResult, total: int
     ) -> None:
+        stop_if_asked()  # a Ctrl-C whose own raise was lost stops the trial here
         record.log_epoch(result.epoch, result.metrics())
         self.hooks.on_epoch_end(trial.number, result, total)
         with self.clock():

@@ -21,6 +21,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.errors import stop_if_asked
 from automl.retry import retrying
 from automl.search import optuna_compat as compat
 from automl.search.clock import every
@@ -176,6 +177,7 @@ def work(
     """
     ran = 0
     while deadline is None or time.monotonic() < deadline:
+        stop_if_asked()  # between trials too
         # A dead worker's trial is failed and queued again before we claim.
         retrying(lambda: fail_stale(study, on_stale), what=STORE)
         trial = retrying(lambda: claim(study, owner), what=STORE)

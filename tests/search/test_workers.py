@@ -159,7 +159,11 @@ def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_p
     create_study("killed", 3, databases, server, tmp_path, slow, epochs=4)
     fast = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "4"}
     victim = start_worker("killed", databases, server, tmp_path, **fast)
-    running = wait_for_an_epoch("killed", databases)  # mid-trial: configuration recorded
+    try:
+        running = wait_for_an_epoch("killed", databases)  # mid-trial: configuration recorded
+    except AssertionError:  # say what the worker was doing
+        victim.kill()
+        raise AssertionError(victim.communicate()[0][-4000:]) from None
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     killed_at = time.monotonic()

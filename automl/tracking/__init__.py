@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from automl.tracking.calls import TRACKING_ERRORS
     from automl.tracking.common import store_errors_in
     from automl.tracking.models import (
         ImageModel,
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     )
     from automl.tracking.recorder import TrialRecorder
     from automl.tracking.registry import Registry, VersionInfo
-    from automl.tracking.runs import TRACKING_ERRORS, Tracker, TrialRun, artifact_root_for
+    from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
 
 _WHERE = {
     "store_errors_in": "common",
@@ -34,7 +35,7 @@ _WHERE = {
     "TrialRecorder": "recorder",
     "Registry": "registry",
     "VersionInfo": "registry",
-    "TRACKING_ERRORS": "runs",
+    "TRACKING_ERRORS": "calls",
     "Tracker": "runs",
     "TrialRun": "runs",
     "artifact_root_for": "runs",

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from automl.errors import ArtifactWriteFailed, TrackingUnreachable
-from automl.tracking.runs import TRACKING_ERRORS, Tracker, TrialRun
+from automl.tracking.calls import TRACKING_ERRORS
+from automl.tracking.runs import Tracker, TrialRun
 
 
 class TrialRecorder:

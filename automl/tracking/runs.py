@@ -14,21 +14,21 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import torch
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from requests.exceptions import RequestException
-from sqlalchemy.exc import SQLAlchemyError
 
 from automl.errors import AutomlError, StoreError
-from automl.retry import came_back, hold, is_away, retrying, went_away
+from automl.retry import came_back, hold, is_away, went_away
 from automl.stores import mask_url
+from automl.tracking.calls import TRACKING_ERRORS, _resilient, _timed, is_transient
 from automl.tracking.common import client_for, first_line
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -36,71 +36,6 @@ WEIGHTS_PATH = "model/weights.pt"
 FLUSH_SECONDS = 2.0
 PROBE_SECONDS = 10.0  # while the store is away, a training trial tries it this often
 MAX_PARAM_LENGTH = 6000
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _timed(method: Callable[P, R]) -> Callable[P, R]:
-    """Add the call's duration to its tracker's ``seconds``."""
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        tracker = args[0]
-        start = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            tracker.seconds += time.perf_counter() - start  # type: ignore[attr-defined]
-
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
-
-
-# What a failing tracking store raises: the server (MLflow errors, HTTP), a local store
-# (its database or the artifact folder). Callers outside this package catch these.
-TRACKING_ERRORS: tuple[type[BaseException], ...] = (
-    MlflowException,
-    RequestException,
-    SQLAlchemyError,
-    OSError,
-)
-TRANSIENT_WORDS = (
-    "max retries exceeded",
-    "connection",
-    "timed out",
-    "temporarily",
-    " 502",
-    " 503",
-    " 504",
-    "database is locked",
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A server that is down or busy, not a request that is wrong."""
-    if isinstance(exc, RequestException | ConnectionError):
-        return True
-    if isinstance(exc, MlflowException | SQLAlchemyError):
-        return any(word in str(exc).lower() for word in TRANSIENT_WORDS)
-    return False
-
-
-def _resilient(method: Callable[P, R]) -> Callable[P, R]:
-    """Retry a trial's tracking call while the server is away (bounded, and said)."""
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        return retrying(
-            lambda: method(*args, **kwargs),
-            what=args[0].what,  # type: ignore[attr-defined]
-            kind="tracking",
-            transient=is_transient,
-            holding="run updates",
-        )
-
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:

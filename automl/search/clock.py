@@ -33,14 +33,17 @@ class OptunaClock:
 
 @contextmanager
 def every(seconds: float, call: Callable[[], None], name: str) -> Iterator[None]:
-    """Call ``call`` every ``seconds`` from a thread while the block runs (a heartbeat);
-    a call that fails is made up at the next one. The thread ends with the block."""
+    """Call ``call`` at once, then every ``seconds``, from a thread while the block runs
+    (a heartbeat); a call that fails is made up at the next one. The thread ends with
+    the block."""
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(seconds):
+        while True:
             with contextlib.suppress(Exception):
                 call()
+            if stop.wait(seconds):
+                return
 
     thread = threading.Thread(target=beat, name=name, daemon=True)
     thread.start()

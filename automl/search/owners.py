@@ -69,7 +69,7 @@ def heartbeat(study: optuna.Study, owner: Owner) -> Iterator[None]:
     def beat() -> None:
         storage.set_study_system_attr(study_id, key, {"beat": time.time()})
 
-    beat()
+    beat()  # before this search adopts anything; the timer beats again at once
     try:
         with every(HEARTBEAT_SECONDS, beat, f"owner-{owner.id}"):
             yield

@@ -10,8 +10,6 @@ worker, its MLflow run closed, and its configuration queued again as a new ticke
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automl.errors import stop_if_asked
 from automl.retry import retrying
 from automl.search import optuna_compat as compat
+from automl.search.clock import every
 from automl.search.owners import OWNER, SHARED, WORKERS, Owner
 
 TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
@@ -96,22 +95,10 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     if not interval:
         yield
         return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            with contextlib.suppress(Exception):  # a missed beat is retried at the next one
-                compat.record_heartbeat(study, trial)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
+    with every(
+        interval, lambda: compat.record_heartbeat(study, trial), f"heartbeat-{trial.number}"
+    ):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:

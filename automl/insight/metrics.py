@@ -1,8 +1,9 @@
-"""Classification metrics from labels and predicted probabilities (numpy only).
+"""Classification metrics from labels and predicted probabilities.
 
 Fairness across classes is read from per-class recall: the worst class and the gap
 between the best and the worst. Calibration is the expected calibration error over
-equal-width confidence bins.
+equal-width confidence bins, computed where temperatures are fitted
+(``training.calibration``), so registration and evaluation measure it the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-ECE_BINS = 15
+from automl.training.calibration import expected_calibration_error
 
 
 @dataclass
@@ -73,31 +74,6 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n: int) -> np.nd
     matrix = np.zeros((n, n), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
     return matrix
-
-
-def expected_calibration_error(
-    labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
-) -> tuple[float, list[dict[str, float]]]:
-    """ECE = sum over bins of (share of samples) * |accuracy - mean confidence|."""
-    confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece, table = 0.0, []
-    for b in range(bins):
-        members = index == b
-        count = int(members.sum())
-        if count:
-            accuracy = float(correct[members].mean())
-            mean_conf = float(confidence[members].mean())
-            ece += count / len(labels) * abs(accuracy - mean_conf)
-        else:
-            accuracy = mean_conf = float("nan")
-        table.append(
-            {"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
-             "accuracy": accuracy, "confidence": mean_conf}
-        )  # fmt: skip
-    return float(ece), table
 
 
 def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> ClassReport:

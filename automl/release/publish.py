@@ -14,6 +14,7 @@ import torch
 
 from automl.data import ImageData, split_digest
 from automl.tracking import Registry, load_image_model, log_image_model
+from automl.training.calibration import calibrate
 
 
 def preprocessing(data: ImageData) -> dict[str, Any]:
@@ -45,11 +46,17 @@ def publish(
     """Log ``model`` under ``run_id`` as a self-contained model and register it as a new
     version of ``model_name``; returns the version and the reloaded model's test accuracy.
 
+    The model is calibrated first (a temperature fitted on the validation split, kept in
+    the exported network); the version's tags ``temperature``, ``ece_uncalibrated`` and
+    ``ece`` (test split) say what it changed.
+
     The flat params travel with the version (tag and model metadata), so the exact
     configuration can be rebuilt later (retraining) without the study that found it.
     """
+    model, calibration = calibrate(model, data)  # the temperature travels inside the model
     preprocess = {**(preprocess or preprocessing(data)), "params": params}
     tags = {**tags, "params": json.dumps(params, sort_keys=True)}
+    tags.update({name: f"{value:.4f}" for name, value in calibration.items()})
     model_uri = log_image_model(run_id, model, preprocess, example=data.test.hwc()[:4])
     version = registry.register(model_name, model_uri, tags)
     reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(

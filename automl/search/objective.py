@@ -11,6 +11,7 @@ is owned by a ``TrialRecorder``.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -184,17 +185,35 @@ class Objective:
         stop_if_asked()  # a Ctrl-C whose own raise was lost stops the trial here
         record.log_epoch(result.epoch, result.metrics())
         self.hooks.on_epoch_end(trial.number, result, total)
+        # Reported as a share of the trial's own schedule (see ``pruning``), never pruned
+        # at its last epoch: a trial that ran its whole schedule is complete.
+        step = pruning.progress_step(result.epoch, total, self.settings.max_epochs)
+        last = result.epoch >= total
         with self.clock():
             if self.multi:  # Optuna's pruners serve one objective: prune on the accuracy curve
-                pruning.record(trial, result.epoch, result.val_acc)
-                prune = pruning.should_prune(trial, result.epoch, result.val_acc)
+                pruning.record(trial, step, result.val_acc)
+                prune = not last and pruning.should_prune(trial, step, result.val_acc)
             else:
-                trial.report(result.val_acc, result.epoch)
-                prune = trial.should_prune()
+                trial.report(result.val_acc, step)
+                prune = not last and trial.should_prune()
         if prune:
             raise optuna.TrialPruned(
-                f"val_acc {result.val_acc:.4f} at epoch {result.epoch} fell behind"
+                f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} fell behind"
             )
+        if (
+            not last
+            and self.settings.pruner != "none"
+            and pruning.stuck_at_chance(result.epoch, result.val_acc, self._chance)
+        ):
+            raise optuna.TrialPruned(
+                f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} "
+                f"is still at chance ({self._chance:.2f})"
+            )
+
+    @functools.cached_property
+    def _chance(self) -> float:
+        labels = self.data.val.labels.numpy()
+        return pruning.chance_level(labels, self.data.num_classes)
 
     def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
         """Better than every earlier trial (one objective) or on the Pareto front (several)."""

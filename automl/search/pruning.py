@@ -1,10 +1,27 @@
-"""Pruning on the accuracy curve when the study has several objectives.
+"""When a trial stops early, and on what scale its progress is compared.
+
+Three rules, shared by every pruner:
+
+- **Progress is a share of the trial's own schedule.** ``train.epochs`` is sampled, and
+  the one-cycle and cosine schedules anneal over it, so at epoch 3 a 4-epoch trial has
+  annealed while a 16-epoch trial is near its peak learning rate. Comparing them at the
+  same epoch pushes the search toward short schedules for a reason unrelated to their
+  final quality. So a trial reports at ``progress_step``: its epoch mapped onto a common
+  grid of ``max_epochs`` steps (epoch 1 of 4 is step 5 of 20, as is epoch 5 of 20), and
+  every trial's last epoch is the grid's last step. Pruners then compare trials at the
+  same point of their schedules, and Hyperband's rungs are shares of a schedule.
+- **The last epoch is never pruned.** A trial that has run its whole schedule is complete;
+  its result and weights count.
+- **A trial stuck at chance stops.** After ``CHANCE_EPOCHS`` epochs, a validation accuracy
+  still within a tenth of the way from chance to perfect means the configuration cannot
+  learn this data (a receptive field too small, a learning rate far off); no bracket of
+  any pruner should pay for the rest of its schedule.
 
 Optuna's pruners (and ``trial.report``) serve single-objective studies only, and its
 multi-objective samplers cannot rank pruned trials that carry intermediate values. So in
 a multi-objective study the validation-accuracy curve is kept as the trial's ``curve``
-user attribute, and a percentile rule prunes on it: a trial whose accuracy at an epoch
-falls below the given percentile of the other trials at that epoch stops. A low
+user attribute, and a percentile rule prunes on it: a trial whose accuracy at a step
+falls below the given percentile of the other trials at that step stops. A low
 percentile keeps alive the small, fast models that trade accuracy for latency.
 """
 
@@ -16,29 +33,54 @@ from optuna.trial import TrialState
 
 PERCENTILE = 25.0
 STARTUP_TRIALS = 5
-WARMUP_EPOCHS = 1
+WARMUP_STEPS = 1
 CURVE = "curve"
+CHANCE_EPOCHS = 2
+CHANCE_MARGIN = 0.1  # share of the way from chance to perfect accuracy a trial must pass
 
 
-def record(trial: optuna.Trial, epoch: int, value: float) -> None:
+def progress_step(epoch: int, epochs: int, grid: int) -> int:
+    """Epoch ``epoch`` of a ``epochs``-epoch schedule as a step of a ``grid``-step one.
+
+    Rounded up, so the steps of one trial are distinct (``epochs <= grid``) and its last
+    epoch is always step ``grid``.
+    """
+    grid = max(grid, epochs)
+    return -(-epoch * grid // epochs)
+
+
+def chance_level(labels: np.ndarray, num_classes: int) -> float:
+    """The accuracy of always answering the commonest class (1/classes when balanced)."""
+    if labels.size == 0:
+        return 1.0 / max(num_classes, 1)
+    return max(
+        float(np.bincount(labels, minlength=num_classes).max()) / labels.size, 1.0 / num_classes
+    )
+
+
+def stuck_at_chance(epoch: int, val_acc: float, chance: float) -> bool:
+    return epoch >= CHANCE_EPOCHS and val_acc < chance + CHANCE_MARGIN * (1.0 - chance)
+
+
+def record(trial: optuna.Trial, step: int, value: float) -> None:
     curve = dict(trial.user_attrs.get(CURVE, {}))
-    curve[str(epoch)] = value
+    curve[str(step)] = value
     trial.set_user_attr(CURVE, curve)
 
 
 def should_prune(
     trial: optuna.Trial,
-    epoch: int,
+    step: int,
     value: float,
     *,
     percentile: float = PERCENTILE,
     startup_trials: int = STARTUP_TRIALS,
-    warmup_epochs: int = WARMUP_EPOCHS,
+    warmup_steps: int = WARMUP_STEPS,
 ) -> bool:
-    if epoch <= warmup_epochs:
+    if step <= warmup_steps:
         return False
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    key = str(epoch)
+    key = str(step)
     others = [
         t.user_attrs[CURVE][key]
         for t in trial.study.get_trials(deepcopy=False, states=finished)

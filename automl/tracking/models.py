@@ -123,7 +123,11 @@ class ImageModel:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The network's parameters and buffers under their original names."""
         program = torch.export.load(str(self.network_file()))
-        return {**program.state_dict, **program.constants}
+        state = {**program.state_dict, **program.constants}
+        if "temperature" in state:  # a calibrated network: the weights are the wrapped one's
+            prefix = "network."
+            return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        return state
 
     def network_file(self) -> Path:
         """The model's ``network.pt2``: the file the loaded model itself reads (the

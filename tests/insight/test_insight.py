@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from automl.insight.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from automl.insight.metrics import classification_report, expected_calibration_error
+from automl.insight.metrics import classification_report
 from automl.insight.saliency import integrated_gradients
+from automl.training.calibration import expected_calibration_error
 from automl.training.config import ArchConfig, StageConfig
 from automl.training.networks import build_model
 

@@ -1,0 +1,240 @@
+"""Time to quality: the default search against a plain hand-written Optuna search.
+
+Both run on digits with the same seed and the same splits, one after the other in child
+processes of this script (one process tree, one machine, so only ratios are compared).
+The reference is what a user writes by hand: TPE and median pruning around a DataLoader
+loop over a small CNN, MLflow logged metric by metric in nested runs.
+
+For each search it prints best-so-far validation and test accuracy against wall time
+(test accuracy of the best-so-far model by validation accuracy, measured afterwards from
+the weights the search kept, or outside the reference's clock), the time each takes to
+reach a test accuracy of 0.99, and when the default search first reaches the
+reference's final test accuracy. Asserts nothing.
+
+    python benchmarks/time_to_quality.py [--trials 100] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET = 0.99
+Curve = list[tuple[float, float, float]]  # (seconds, best val_acc so far, its test_acc)
+
+
+def default_search(seed: int, trials: int, folder: Path) -> dict[str, Any]:
+    from automl.search.conclude import trial_config
+    from automl.search.runner import run_search
+    from automl.search.settings import SearchSettings
+    from automl.training.loop import Normalizer, evaluate
+    from automl.training.recipe import build_network
+
+    settings = SearchSettings(
+        trials=trials,
+        space=REPO / "search_spaces" / "default.yaml",
+        study_name="ttq",
+        storage=f"sqlite:///{folder}/automl.db",
+        tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        seed=seed,
+        device="cpu",
+        evaluate=False,
+    )
+    start = time.time()
+    outcome = run_search(settings)
+    wall = time.time() - start
+    data, tracker = outcome.data, outcome.tracker
+    norm = Normalizer(data.mean, data.std)
+    curve: Curve = []
+    best = -1.0
+    complete = [t for t in outcome.study.trials if t.state.name == "COMPLETE"]
+    for trial in sorted(complete, key=lambda t: t.datetime_complete):
+        if trial.values[0] <= best:
+            continue
+        best = trial.values[0]
+        model = build_network(trial_config(trial), data)
+        try:  # a new best keeps its weights: test them now, outside the search's clock
+            model.load_state_dict(tracker.load_weights(trial.user_attrs["mlflow_run_id"]))
+        except Exception:  # weights that cannot be read: no point on the curve
+            continue
+        _, test_acc = evaluate(model, data.test, norm, torch.device("cpu"))
+        curve.append((trial.datetime_complete.timestamp() - start, best, test_acc))
+    reg = outcome.registration
+    final = reg.test_acc if reg else float("nan")
+    curve.append((wall, reg.val_acc if reg else best, final))
+    return {"curve": curve, "wall": wall, "final_test": final, "epochs": outcome.epochs_run}
+
+
+def reference_network(trial: optuna.Trial, channels: int, classes: int) -> nn.Module:
+    """A small CNN: 1 to 3 conv-BN-ReLU blocks, pooling, dropout, a linear head."""
+    layers: list[nn.Module] = []
+    for i in range(trial.suggest_int("n_conv", 1, 3)):
+        width = trial.suggest_categorical(f"width_{i}", [8, 16, 32, 64])
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+        if i < 2:
+            layers.append(nn.MaxPool2d(2))
+        channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    layers += [nn.Dropout(trial.suggest_float("dropout", 0.0, 0.5))]
+    return nn.Sequential(*layers, nn.Linear(channels, classes))
+
+
+def accuracy(model: nn.Module, dataset: TensorDataset) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in DataLoader(dataset, batch_size=512):
+            correct += int((model(x).argmax(1) == y).sum())
+    return correct / len(dataset)
+
+
+class Reference:
+    """The hand-written search, as a user would write it (the data comes from automl's
+    loader only so that both searches use the very same splits)."""
+
+    def __init__(self, seed: int) -> None:
+        from automl.data import load_dataset
+
+        torch.manual_seed(seed)
+        data = load_dataset("digits")
+        mean = data.train.images.float().mean() / 255
+        std = data.train.images.float().std() / 255
+        self.channels, self.classes = data.channels, data.num_classes
+        self.train, self.val, self.test = (
+            TensorDataset((split.images.float() / 255 - mean) / std, split.labels)
+            for split in (data.train, data.val, data.test)
+        )
+        self.start = time.time()
+        self.excluded = 0.0  # test evaluations for the curve: not part of the search's time
+        self.best_val = -1.0
+        self.best_test = 0.0
+        self.curve: Curve = []
+        self.epochs = 0
+
+    def objective(self, trial: optuna.Trial) -> float:
+        model = reference_network(trial, self.channels, self.classes)
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        name = trial.suggest_categorical("optimizer", ["adam", "sgd"])
+        batch = trial.suggest_categorical("batch_size", [32, 64, 128])
+        if name == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        loader = DataLoader(self.train, batch_size=batch, shuffle=True)
+        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+            mlflow.log_params(trial.params)
+            val_acc = 0.0
+            for epoch in range(10):
+                model.train()
+                for x, y in loader:
+                    opt.zero_grad()
+                    loss = nn.functional.cross_entropy(model(x), y)
+                    loss.backward()
+                    opt.step()
+                self.epochs += 1
+                val_acc = accuracy(model, self.val)
+                mlflow.log_metric("val_acc", val_acc, step=epoch)
+                mlflow.log_metric("train_loss", float(loss), step=epoch)
+                trial.report(val_acc, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        if val_acc > self.best_val:
+            tick = time.time()
+            self.best_val, self.best_test = val_acc, accuracy(model, self.test)
+            self.excluded += time.time() - tick
+            self.curve.append((time.time() - self.start - self.excluded, val_acc, self.best_test))
+        return val_acc
+
+
+def reference_search(seed: int, trials: int, folder: Path) -> dict[str, Any]:
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
+    mlflow.set_experiment("reference")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = Reference(seed)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        storage=f"sqlite:///{folder}/optuna.db",
+    )
+    with mlflow.start_run(run_name="study"):
+        study.optimize(search.objective, n_trials=trials)
+    wall = time.time() - search.start - search.excluded
+    return {
+        "curve": search.curve, "wall": wall, "final_test": search.best_test,
+        "epochs": search.epochs,
+    }  # fmt: skip
+
+
+def first_time(curve: Curve, target: float) -> float | None:
+    return next((t for t, _, test in curve if test >= target), None)
+
+
+def child(which: str, seed: int, trials: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        run = default_search if which == "default" else reference_search
+        result = run(seed, trials, Path(folder))
+    print("RESULT " + json.dumps(result))
+
+
+def spawn(which: str, seed: int, trials: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", which, "--seeds", str(seed)]
+    command += ["--trials", str(trials)]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    return result
+
+
+def seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--child", choices=["default", "reference"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.seeds[0], args.trials)
+        return
+    for seed in args.seeds:
+        ref = spawn("reference", seed, args.trials)
+        ours = spawn("default", seed, args.trials)
+        print(f"\nseed {seed}: best-so-far (seconds, val_acc, test_acc)")
+        for name, result in (("reference", ref), ("default", ours)):
+            points = "  ".join(f"{t:.0f}s {v:.4f}/{s:.4f}" for t, v, s in result["curve"])
+            print(f"  {name:<9} {points}")
+        target = ref["final_test"]
+        reached = first_time(ours["curve"], target)
+        share = f"{reached / ref['wall']:.2f}" if reached is not None else "-"
+        print(f"  {'search':<9} {'wall':>7} {'epochs':>7} {'final test':>10} {'to 0.99':>8}")
+        for name, result in (("reference", ref), ("default", ours)):
+            print(
+                f"  {name:<9} {result['wall']:>6.0f}s {result['epochs']:>7} "
+                f"{result['final_test']:>10.4f} {seconds(first_time(result['curve'], TARGET)):>8}"
+            )
+        print(
+            f"  default reaches the reference's final test {target:.4f} after "
+            f"{seconds(reached)} = {share} of the reference's wall time (goal <= 0.33)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""When trials stop: progress on a share of each schedule, never at the last epoch, and
+not after a trial has shown it cannot leave chance."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from automl.search import pruning
+from automl.search.runner import run_search
+from tests.conftest import TINY_SPACE, search_settings
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 4, 7, 16, 20])
+def test_progress_steps_are_distinct_shares_ending_on_the_grid(epochs):
+    steps = [pruning.progress_step(e, epochs, 20) for e in range(1, epochs + 1)]
+    assert steps == sorted(set(steps))
+    assert steps[-1] == 20
+    for epoch, step in zip(range(1, epochs + 1), steps, strict=True):
+        assert step / 20 >= epoch / epochs > (step - 1) / 20  # the share, rounded up
+
+
+def test_a_short_and_a_long_schedule_meet_at_the_same_share():
+    assert pruning.progress_step(1, 4, 20) == pruning.progress_step(5, 20, 20) == 5
+    assert pruning.progress_step(2, 4, 20) == pruning.progress_step(10, 20, 20) == 10
+
+
+def test_chance_is_the_commonest_class_share():
+    assert pruning.chance_level(np.array([0, 1, 2, 3]), 4) == 0.25
+    assert pruning.chance_level(np.array([0, 0, 0, 1]), 2) == 0.75
+    assert not pruning.stuck_at_chance(1, 0.1, 0.1)  # one epoch is not enough to tell
+    assert pruning.stuck_at_chance(2, 0.15, 0.1)
+    assert not pruning.stuck_at_chance(2, 0.25, 0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("epochs", "state"), [(1, TrialState.COMPLETE), (2, TrialState.PRUNED)])
+def test_a_pruner_cannot_stop_a_trial_at_its_last_epoch(tmp_path, epochs, state):
+    space = TINY_SPACE.replace("epochs: 2", f"epochs: {epochs}")
+    settings = search_settings(tmp_path, space, trials=2, study_name="last", max_epochs=4)
+    outcome = run_search(settings, pruner=AlwaysPrune())
+    assert [t.state for t in outcome.study.trials] == [state, state]
+    for trial in outcome.study.trials:
+        assert sorted(trial.intermediate_values) == [4 if epochs == 1 else 2]
+    if state == TrialState.COMPLETE:  # its result and weights count: it is registered
+        assert outcome.registration is not None
+
+
+@pytest.mark.slow
+def test_a_trial_stuck_at_chance_stops_after_two_epochs(tmp_path):
+    hopeless = TINY_SPACE.replace("epochs: 2", "epochs: 4").replace(
+        "lr: {type: float, low: 0.02, high: 0.2, log: true}", "lr: 1.0e-7"
+    )
+    settings = search_settings(tmp_path, hopeless, trials=1, study_name="chance", max_epochs=4)
+    outcome = run_search(settings, pruner=optuna.pruners.NopPruner())
+    assert outcome.registration is None  # nothing completed, nothing registered
+    [trial] = outcome.study.trials
+    assert trial.state == TrialState.PRUNED
+    assert len(trial.intermediate_values) == 2
+    assert "still at chance" in trial.user_attrs["message"]

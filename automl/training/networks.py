@@ -27,6 +27,26 @@ POOL_LAYERS: dict[str, Callable[[], nn.Module]] = {
 }
 
 STEM_TARGET = 64  # larger inputs are patchified down to about this side first
+FINAL_SIDE = 8  # the last stage's feature map is at most this side, where it can be
+MAX_STEM = 16
+
+
+def stem_stride(side: int, stages: int) -> int:
+    """The stride of the patchifying stem for images ``side`` pixels wide.
+
+    Large images are brought down to about ``STEM_TARGET`` first (compute). And the
+    stages, pooling between them, must end on a map of at most ``FINAL_SIDE`` pixels: a
+    single stage of 3x3 convolutions over a 64x64 photo sees 3 of its pixels before the
+    global average, a bag of textures that cannot learn shapes whatever the optimizer. A
+    shallow network on a large image therefore starts with a coarser stem, so every
+    depth the space offers has a receptive field sized to the image.
+    """
+    stride = 1
+    while side // (stride * 2) >= STEM_TARGET:
+        stride *= 2
+    while stride < MAX_STEM and side // stride > FINAL_SIDE * 2 ** (stages - 1):
+        stride *= 2
+    return stride
 
 
 def _conv(arch: ArchConfig, c_in: int, c_out: int, *, act: bool) -> nn.Sequential:
@@ -80,9 +100,7 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         height, width = image_size
-        stride = 1
-        while min(height, width) // (stride * 2) >= STEM_TARGET:
-            stride *= 2
+        stride = stem_stride(min(height, width), len(arch.stages))
         c_in = in_channels
         layers: list[nn.Module] = []
         if stride > 1:

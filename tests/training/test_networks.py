@@ -8,7 +8,7 @@ import torch
 
 from automl.search.space import load_space
 from automl.training.config import ACTIVATIONS, ArchConfig, StageConfig, TrialConfig
-from automl.training.networks import ACTIVATION_LAYERS, build_model, count_params
+from automl.training.networks import ACTIVATION_LAYERS, build_model, count_params, stem_stride
 from tests.conftest import DEFAULT_SPACE
 
 
@@ -54,12 +54,26 @@ def test_builds_for_any_input_shape(channels, size, classes, residual):
 
 
 def test_large_inputs_are_patchified_first():
-    arch = ArchConfig(stages=(StageConfig(width=8, convs=1),))
-    small = build_model(arch, 3, (32, 32), 10)
-    large = build_model(arch, 3, (224, 224), 10)
+    deep = ArchConfig(stages=(StageConfig(width=8, convs=1),) * 3)
+    small = build_model(deep, 3, (32, 32), 10)
+    large = build_model(deep, 3, (224, 224), 10)
     assert isinstance(large.features[0], torch.nn.Conv2d)
-    assert large.features[0].stride == (2, 2)
-    assert not isinstance(small.features[0], torch.nn.Conv2d)
+    assert large.features[0].stride == (8, 8)  # 28, then 14 and 7 after the poolings
+    assert not isinstance(small.features[0], torch.nn.Conv2d)  # 32 -> 16 -> 8 already
+
+
+@pytest.mark.parametrize(
+    ("side", "stages", "stride"),
+    [(8, 1, 1), (8, 3, 1), (32, 1, 4), (32, 2, 2), (32, 3, 1), (64, 1, 8), (64, 3, 2)],
+)
+def test_a_shallow_network_on_a_large_image_gets_a_coarser_stem(side, stages, stride):
+    """The last stage's map is at most 8 pixels wide, so depth never decides whether a
+    network can see the shapes in an image."""
+    assert stem_stride(side, stages) == stride
+    arch = ArchConfig(stages=(StageConfig(width=8, convs=1),) * stages)
+    model = build_model(arch, 3, (side, side), 10).eval()
+    final = model.features(torch.zeros(1, 3, side, side)).shape[-1]
+    assert final <= 8
 
 
 @pytest.mark.parametrize("config", default_space_samples(3), ids=["a", "b", "c"])

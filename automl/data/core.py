@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,19 @@ class ImageData:
     def digest(self) -> str:
         """Content hash of all splits: runs on the same data share it."""
         return split_digest(self.train, self.val, self.test)
+
+    def with_validation_in_training(self) -> ImageData:
+        """Training on train + validation, for a refit once the validation split has made
+        its choices. The statistics stay the training split's, so the preprocessing
+        recorded with a model does not change."""
+        train, val = self.train, self.val
+        groups = None
+        if train.groups is not None and val.groups is not None:
+            groups = torch.cat([train.groups, val.groups])
+        merged = Split(
+            torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), groups
+        )
+        return replace(self, train=merged)
 
     def describe(self) -> str:
         c, (h, w) = self.channels, self.image_size

@@ -42,18 +42,20 @@ def publish(
     model_name: str,
     tags: dict[str, str],
     preprocess: dict[str, Any] | None = None,
+    temperature: float | None = None,
 ) -> tuple[int, float]:
     """Log ``model`` under ``run_id`` as a self-contained model and register it as a new
     version of ``model_name``; returns the version and the reloaded model's test accuracy.
 
     The model is calibrated first (a temperature fitted on the validation split, kept in
     the exported network); the version's tags ``temperature``, ``ece_uncalibrated`` and
-    ``ece`` (test split) say what it changed.
+    ``ece`` (test split) say what it changed. ``temperature``: one already fitted (a
+    refit model has trained on the validation split).
 
     The flat params travel with the version (tag and model metadata), so the exact
     configuration can be rebuilt later (retraining) without the study that found it.
     """
-    model, calibration = calibrate(model, data)  # the temperature travels inside the model
+    model, calibration = calibrate(model, data, temperature)  # kept inside the model
     preprocess = {**(preprocess or preprocessing(data)), "params": params}
     tags = {**tags, "params": json.dumps(params, sort_keys=True)}
     tags.update({name: f"{value:.4f}" for name, value in calibration.items()})

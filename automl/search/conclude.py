@@ -17,6 +17,7 @@ from automl.data import ImageData
 from automl.release.publish import preprocessing, publish
 from automl.search.pruning import epochs_run
 from automl.tracking import Registry, Tracker, load_image_model
+from automl.training.calibration import calibrate
 from automl.training.config import TrialConfig
 from automl.training.loop import Normalizer, evaluate
 from automl.training.recipe import build_network, fit_config, seeded_network, trial_seed
@@ -63,12 +64,24 @@ def trained_model(
         return model, ""
     except Exception as exc:  # missing or unreadable weights: the params still rebuild it
         reason = f"retrained trial {trial.number}: its weights could not be loaded ({exc})"
+    return retrained(trial, data, device), reason
+
+
+def retrained(
+    trial: optuna.trial.FrozenTrial, data: ImageData, device: torch.device
+) -> torch.nn.Module:
+    """The trial's configuration trained again on ``data``: same seed, same epochs."""
+    config = trial_config(trial)
     seed = trial_seed(int(trial.user_attrs.get("seed", 0)), trial.number)
     model = seeded_network(config, data, seed)
+    fit_config(model, config, data, device=device, seed=seed, epochs=trial_epochs(trial))
+    return model.to(CPU)
+
+
+def trial_epochs(trial: optuna.trial.FrozenTrial) -> int:
+    config = trial_config(trial)
     cap = int(trial.user_attrs.get("epochs_cap", config.train.epochs))
-    epochs = epochs_run(trial) or min(config.train.epochs, cap)
-    fit_config(model, config, data, device=device, seed=seed, epochs=epochs)
-    return model.to(CPU), reason
+    return epochs_run(trial) or min(config.train.epochs, cap)
 
 
 def register_best(
@@ -80,12 +93,15 @@ def register_best(
     model_name: str,
     device: torch.device,
     dataset_options: dict[str, Any] | None = None,
+    refit: bool = False,
+    on_stage: Callable[[str], None] = lambda stage: None,
 ) -> list[Registration]:
     """Register the best trial, or the Pareto front's trials (most accurate first) when the
     study has several objectives; the first gets the alias ``candidate``.
 
     ``dataset_options``: how the data was loaded (image size, group level), recorded so
-    promotion and evaluation reload exactly the same test split.
+    promotion and evaluation reload exactly the same test split. ``refit``: register the
+    winning configuration retrained on train + validation (see ``_refit``).
     """
     multi = len(study.directions) > 1
     if multi:
@@ -106,6 +122,8 @@ def register_best(
             model_name=model_name,
             device=device,
             dataset_options=dataset_options or {},
+            refit=refit,
+            on_stage=on_stage,
         )
         for trial in trials
     ]
@@ -126,12 +144,16 @@ def _register_trial(
     model_name: str,
     device: torch.device,
     dataset_options: dict[str, Any],
+    refit: bool,
+    on_stage: Callable[[str], None],
 ) -> Registration:
     model, note = trained_model(trial, data, tracker, device)
     model = model.to(CPU).eval()
     _, test_acc = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
     val_acc = float(trial.values[0])
     identity = {"study": study.study_name, "trial_number": str(trial.number)}
+    if refit:
+        identity["refit"] = "true"
     with tracker.timed():
         existing = registry.find_version(model_name, identity)
     if existing is not None:
@@ -158,15 +180,48 @@ def _register_trial(
         tags["weights"] = str(trial.user_attrs["weights"])
         preprocess["weights"] = tags["weights"]
     params = dict(trial.user_attrs.get("params", trial.params))
+    temperature = None
+    if refit:
+        on_stage(f"refitting trial {trial.number} on train + validation")
+        model, temperature, test_acc, change = _refit(trial, model, data, device, test_acc)
+        tags.update(change)
+        tags["test_acc"] = repr(test_acc)
+        note = "; ".join(filter(None, [note, f"refit: test_acc {change['test_acc_search']} "
+                                        f"-> {test_acc:.4f}"]))  # fmt: skip
     with tracker.timed():
         version, reloaded = publish(
             model, data, params, registry=registry, run_id=parent_run_id,
-            model_name=model_name, tags=tags, preprocess=preprocess,
+            model_name=model_name, tags=tags, preprocess=preprocess, temperature=temperature,
         )  # fmt: skip
     uri = f"models:/{model_name}/{version}"
     return Registration(
         model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note
     )
+
+
+def _refit(
+    trial: optuna.trial.FrozenTrial,
+    searched: torch.nn.Module,
+    data: ImageData,
+    device: torch.device,
+    searched_test_acc: float,
+) -> tuple[torch.nn.Module, float, float, dict[str, str]]:
+    """The winning configuration retrained on train + validation for the epochs it used.
+
+    The validation split has made its choices (configuration, epochs, and the temperature,
+    fitted here on the search's own model, since the refit model trains on that split);
+    after that, its images are worth more as training data. Returns the model, the
+    temperature, its test accuracy and the tags that record the refit.
+    """
+    _, figures = calibrate(searched, data)
+    model = retrained(trial, data.with_validation_in_training(), device).eval()
+    _, test_acc = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
+    tags = {
+        "refit": "train+val",
+        "refit_epochs": str(trial_epochs(trial)),
+        "test_acc_search": f"{searched_test_acc:.4f}",
+    }
+    return model, figures.get("temperature", 1.0), test_acc, tags
 
 
 def evaluate_and_record(

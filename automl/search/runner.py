@@ -281,6 +281,8 @@ def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
                 "image_size": session.settings.image_size,
                 "group_level": session.settings.group_level,
             },
+            refit=session.settings.refit,
+            on_stage=hooks.on_stage,
         )
         outcome.registration, outcome.pareto = registrations[0], registrations
         outcome.registration_seconds = time.perf_counter() - start

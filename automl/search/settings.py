@@ -195,6 +195,12 @@ class SearchSettings:
         False, "Image folder laid out as GROUP/CLASS/...: fairness per group.", "study"
     )
     evaluate: bool = option(True, "Evaluate the registered model and draw the study plots.", "run")
+    refit: bool = option(
+        False,
+        "Retrain the winner on train + validation (its epochs, its temperature) before "
+        "testing and registering it.",
+        "run",
+    )
     objectives: tuple[str, ...] = option(
         ("accuracy",),
         "accuracy, or accuracy plus any of latency, params, robust_accuracy "

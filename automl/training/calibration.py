@@ -88,16 +88,19 @@ def expected_calibration_error(
     return float(ece), table
 
 
-def calibrate(model: nn.Module, data: ImageData) -> tuple[nn.Module, dict[str, float]]:
-    """``model`` with a temperature fitted on the validation split, and the figures that
-    justify it: the temperature and the test split's ECE before and after."""
+def calibrate(
+    model: nn.Module, data: ImageData, temperature: float | None = None
+) -> tuple[nn.Module, dict[str, float]]:
+    """``model`` with a temperature (fitted on the validation split unless given: a refit
+    model has trained on that split, and keeps the temperature of the search's model), and
+    the figures that justify it: the temperature and the test split's ECE before and after."""
     model = model.to(CPU).eval()
-    if len(data.val) == 0:
-        return model, {}
     norm = Normalizer(data.mean, data.std)
-    temperature = fit_temperature(
-        predict_logits(model, data.val.images, norm, CPU), data.val.labels
-    )
+    if temperature is None:
+        if len(data.val) == 0:
+            return model, {}
+        val_logits = predict_logits(model, data.val.images, norm, CPU)
+        temperature = fit_temperature(val_logits, data.val.labels)
     logits = predict_logits(model, data.test.images, norm, CPU)
     labels = data.test.labels.numpy()
     before, _ = expected_calibration_error(labels, logits.softmax(1).numpy())

@@ -42,8 +42,10 @@ def _job_main(
     torch.set_num_threads(threads)
     try:
         session = join(settings, job=job)
+        objective = session.objective()
+        objective.deadline = deadline  # the budget's end cuts a running trial too
         work(
-            session.study, session.objective(), deadline=deadline,
+            session.study, objective, deadline=deadline,
             on_stale=session.close_stale, owner=Owner(owner),
         )  # fmt: skip
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,7 @@ class Objective:
     device: torch.device
     clock: OptunaClock
     hooks: Hooks
+    deadline: float | None = None  # time.monotonic() when the budget ends: cut the trial
 
     @property
     def multi(self) -> bool:
@@ -142,6 +144,9 @@ class Objective:
                 on_epoch=lambda result: self._on_epoch(trial, record, result, epochs),
                 compile=self.settings.compile,
             )  # fmt: skip
+            if len(history) < epochs:  # the budget ended: its last epoch is its result
+                trial.set_user_attr("cut", f"budget ended after epoch {len(history)}")
+                record.set_tags({"cut": f"budget ended after epoch {len(history)} of {epochs}"})
             measured.accuracy = history[-1].val_acc
             objectives = self.settings.objectives
             values = tuple(OBJECTIVES[name].measure(measured) for name in objectives)
@@ -181,7 +186,9 @@ class Objective:
 
     def _on_epoch(
         self, trial: optuna.Trial, record: TrialRecorder, result: EpochResult, total: int
-    ) -> None:
+    ) -> bool:
+        """Records the epoch, then prunes (raises), stops at the budget's end (True: the
+        trial completes with the epochs it ran) or goes on (False)."""
         stop_if_asked()  # a Ctrl-C whose own raise was lost stops the trial here
         record.log_epoch(result.epoch, result.metrics())
         self.hooks.on_epoch_end(trial.number, result, total)
@@ -209,6 +216,7 @@ class Objective:
                 f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} "
                 f"is still at chance ({self._chance:.2f})"
             )
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     @functools.cached_property
     def _chance(self) -> float:

@@ -168,9 +168,10 @@ def work(
     deadline: float | None = None,
     on_stale: Callable[[FrozenTrial], None] | None = None,
     owner: Owner = WORKERS,
+    refill: Callable[[], bool] | None = None,
 ) -> int:
     """Claim and run ``owner``'s tickets until none is left (or ``deadline``); returns
-    how many ran.
+    how many ran. ``refill`` queues the next ticket when none is left (False: no more).
 
     The objective says how each trial ended. On Ctrl-C the running trial is failed, its
     ticket queued again, and the interrupt raised; any other escape fails it and is raised.
@@ -182,6 +183,8 @@ def work(
         retrying(lambda: fail_stale(study, on_stale), what=STORE)
         trial = retrying(lambda: claim(study, owner), what=STORE)
         if trial is None:
+            if refill is not None and refill():  # its storage calls retry on their own
+                continue
             break
         with heartbeat(study, trial):
             try:

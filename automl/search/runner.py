@@ -78,20 +78,24 @@ class SearchOutcome:
 # ---------------------------------------------------------------------------- running
 
 
-def queue_trials(session: Session, owner: Owner = WORKERS) -> list[str]:
+def queue_trials(session: Session, owner: Owner = WORKERS, *, lazy: bool = False) -> list[str]:
     """Queue this search's ``--trials`` tickets for ``owner``: first the tickets of
     searches that are gone (adopted), then new ones. A new study starts with the
-    warm-start configurations, then the space's baseline. Returns notes for the user."""
+    warm-start configurations, then the space's baseline. Returns notes for the user.
+
+    ``lazy``: queue only the fixed configurations (or one ticket) now; the search adds the
+    others one at a time as it runs (``_Refill``), so a budget that ends leaves nothing
+    queued behind it."""
     study, settings, warm = session.study, session.settings, session.warm
     notes = []
     adopted = adopt(study, owner, settings.trials) if owner != WORKERS else 0
     if adopted:
         notes.append(f"resuming: {adopted} queued trials left by a search that stopped run first")
     new = settings.trials - adopted
-    if new <= 0:
+    if new <= 0 or (lazy and adopted):
         return notes
     if study.get_trials(deepcopy=False):
-        add_tickets(study, new, owner=owner)
+        add_tickets(study, 1 if lazy else new, owner=owner)
         return notes + (["--warm-start ignored: the study already has trials"] if warm else [])
     fixed: list[tuple[dict[str, Any], str]] = []
     if warm:
@@ -100,7 +104,8 @@ def queue_trials(session: Session, owner: Owner = WORKERS) -> list[str]:
     if baseline and all(params != baseline for params, _ in fixed):
         fixed.append((dict(baseline), "baseline"))
     fixed = fixed[:new]
-    add_tickets(study, new, [p for p, _ in fixed], [o for _, o in fixed], owner=owner)
+    now = max(1, len(fixed)) if lazy else new
+    add_tickets(study, now, [p for p, _ in fixed], [o for _, o in fixed], owner=owner)
     notes += list(warm.skipped) if warm else []
     for number, (_, origin) in enumerate(fixed):
         what = "the space's baseline" if origin == "baseline" else f"warm start from {origin}"
@@ -130,6 +135,23 @@ class _Reporter:
                 self.report(self.session.study, trial)
 
 
+class _Refill:
+    """Queues a lone search's next ticket when its last one is claimed, until ``--trials``
+    were queued: with a budget, the deadline then leaves no ticket behind."""
+
+    def __init__(self, study: optuna.Study, owner: Owner, tickets: set[int], left: int) -> None:
+        self.study, self.owner, self.tickets, self.left = study, owner, tickets, left
+
+    def __call__(self) -> bool:
+        if self.left <= 0:
+            return False
+        add_tickets(self.study, 1, owner=self.owner)
+        self.left -= 1
+        queued = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        self.tickets.update(t.number for t in queued if self.owner.holds(t))
+        return True
+
+
 def run_trials(session: Session) -> SearchOutcome:
     """Run this search's tickets in ``--jobs`` processes; an interrupt closes the runs and
     raises ``Interrupted`` once every process has stopped."""
@@ -140,10 +162,12 @@ def run_trials(session: Session) -> SearchOutcome:
 
 def _run_owned(session: Session, owner: Owner) -> SearchOutcome:
     study, settings = session.study, session.settings
-    for note in queue_trials(session, owner):
+    lazy = settings.timeout is not None and settings.jobs == 1  # a budget: queue as it goes
+    for note in queue_trials(session, owner, lazy=lazy):
         session.hooks.on_note(note)
     queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     tickets = {t.number for t in queued if owner.holds(t)}
+    refill = _Refill(study, owner, tickets, settings.trials - len(tickets)) if lazy else None
     reporter = _Reporter(session, tickets)
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
@@ -152,6 +176,7 @@ def _run_owned(session: Session, owner: Owner) -> SearchOutcome:
     processes = spawn_jobs(settings, devices, threads, deadline, owner)
     # This process takes the first device; alone, the one the settings resolved to.
     objective = session.objective(torch.device(devices[0]) if processes else None)
+    objective.deadline = deadline
     stop_polling = threading.Event()
     poller = threading.Thread(target=_poll, args=(reporter, stop_polling), daemon=True)
     if not settings.alone:  # other processes' trials are reported as they end
@@ -164,7 +189,7 @@ def _run_owned(session: Session, owner: Owner) -> SearchOutcome:
             torch.set_num_threads(threads)
         failed_jobs = _drain(
             session, objective, processes, tickets, reporter=reporter, deadline=deadline,
-            owner=owner,
+            owner=owner, refill=refill,
         )  # fmt: skip
     except KeyboardInterrupt as stop:
         interrupted = stop
@@ -208,6 +233,7 @@ def _drain(
     reporter: _Reporter,
     deadline: float | None,
     owner: Owner,
+    refill: Callable[[], bool] | None = None,
 ) -> int:
     """Run tickets here until none is left, wait for the job processes and for trials
     running elsewhere, then run the retries of dead workers' trials; returns how many job
@@ -216,7 +242,7 @@ def _drain(
     while True:
         work(
             session.study, objective, on_trial_end=reporter.report, deadline=deadline,
-            on_stale=session.close_stale, owner=owner,
+            on_stale=session.close_stale, owner=owner, refill=refill,
         )  # fmt: skip
         for process in processes:
             process.join()

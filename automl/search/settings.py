@@ -134,7 +134,10 @@ class SearchSettings:
         check=at_least(1, 100_000),
     )
     timeout: float | None = option(
-        None, "Stop starting trials after this many seconds.", "run", check=positive
+        None,
+        "Budget in seconds: running trials stop after their current epoch, which counts.",
+        "run",
+        check=positive,
     )
     space: Path = option(
         DEFAULT_SPACE,

@@ -266,10 +266,13 @@ def fit(
     norm: Normalizer,
     device: torch.device,
     seed: int,
-    on_epoch: Callable[[EpochResult], None] | None = None,
+    on_epoch: Callable[[EpochResult], bool | None] | None = None,
     compile: bool = False,
 ) -> list[EpochResult]:
-    """Train ``model`` in place for ``schedule.epochs`` epochs; returns every epoch's figures."""
+    """Train ``model`` in place for ``schedule.epochs`` epochs; returns every epoch's figures.
+
+    ``on_epoch`` sees each epoch's figures; it stops training by raising (pruning) or by
+    returning True (the epochs so far stand)."""
     model.to(device)
     norm.to(device)
     if device.type == "cuda":
@@ -298,6 +301,6 @@ def fit(
                 images_per_second=loop.steps * loop.batch_size / max(train_seconds, 1e-9),
             )
             history.append(result)
-            if on_epoch is not None:
-                on_epoch(result)
+            if on_epoch is not None and on_epoch(result):
+                break  # the caller stops here: a budget ended, say
     return history

@@ -56,7 +56,7 @@ def fit_config(
     lr_scale: float = 1.0,
     freeze_epochs: int | None = None,
     norm: Normalizer | None = None,
-    on_epoch: Callable[[EpochResult], None] | None = None,
+    on_epoch: Callable[[EpochResult], bool | None] | None = None,
     compile: bool = False,
 ) -> list[EpochResult]:
     """Train ``model`` in place as ``config`` says, validating on ``data.val`` each epoch.

@@ -1,0 +1,40 @@
+"""A budget is a budget: at ``--timeout`` the running trial stops after its epoch and
+counts, no trial starts, and nothing is left queued."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+from automl.search.runner import run_search
+from tests.conftest import TINY_SPACE, search_settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_deadline_cuts_the_running_trial_and_leaves_no_ticket(tmp_path):
+    long = TINY_SPACE.replace("epochs: 2", "epochs: 300")
+    settings = search_settings(
+        tmp_path, long, trials=1000, study_name="budget", max_epochs=300, timeout=4, pruner="none"
+    )
+    start = time.monotonic()
+    outcome = run_search(settings)
+    took = time.monotonic() - start
+    trials = outcome.study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE]  # one trial, nothing queued
+    [trial] = trials
+    epochs = len(trial.intermediate_values)
+    assert 1 <= epochs < 300
+    assert trial.user_attrs["cut"] == f"budget ended after epoch {epochs}"
+    assert trial.values[0] == trial.intermediate_values[max(trial.intermediate_values)]
+    assert outcome.registration is not None  # its result and weights count
+    assert took < 120  # 4 s of trials, one epoch past it, then the registration
+
+
+def test_a_budget_runs_at_most_the_trials_asked_for(tmp_path):
+    settings = search_settings(tmp_path, trials=3, study_name="few", timeout=600)
+    outcome = run_search(settings)
+    assert len(outcome.study.trials) == 3
+    assert all(t.state != TrialState.WAITING for t in outcome.study.trials)

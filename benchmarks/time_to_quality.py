@@ -76,7 +76,15 @@ def default_search(seed: int, trials: int, folder: Path) -> dict[str, Any]:
     reg = outcome.registration
     final = reg.test_acc if reg else float("nan")
     curve.append((wall, reg.val_acc if reg else best, final))
-    return {"curve": curve, "wall": wall, "final_test": final, "epochs": outcome.epochs_run}
+    result = {"curve": curve, "wall": wall, "final_test": final, "epochs": outcome.epochs_run}
+    if reg is not None:
+        from automl.tracking import Registry
+
+        tags = Registry(settings.tracking_uri).version(reg.name, reg.version).tags
+        result["calibration"] = {k: tags.get(k) for k in ("temperature", "ece_uncalibrated", "ece")}
+    trials = outcome.trials_run
+    result["states"] = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED")}
+    return result
 
 
 def reference_network(trial: optuna.Trial, channels: int, classes: int) -> nn.Module:
@@ -230,6 +238,7 @@ def main() -> None:
                 f"  {name:<9} {result['wall']:>6.0f}s {result['epochs']:>7} "
                 f"{result['final_test']:>10.4f} {seconds(first_time(result['curve'], TARGET)):>8}"
             )
+        print(f"  default: {ours.get('states')} calibration {ours.get('calibration')}")
         print(
             f"  default reaches the reference's final test {target:.4f} after "
             f"{seconds(reached)} = {share} of the reference's wall time (goal <= 0.33)"

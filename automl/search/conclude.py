@@ -19,6 +19,7 @@ from automl.search.pruning import epochs_run
 from automl.tracking import Registry, Tracker, load_image_model
 from automl.training.calibration import calibrate
 from automl.training.config import TrialConfig
+from automl.training.ensemble import Ensemble
 from automl.training.loop import Normalizer, evaluate
 from automl.training.recipe import build_network, fit_config, seeded_network, trial_seed
 
@@ -94,6 +95,7 @@ def register_best(
     device: torch.device,
     dataset_options: dict[str, Any] | None = None,
     refit: bool = False,
+    ensemble: int = 1,
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> list[Registration]:
     """Register the best trial, or the Pareto front's trials (most accurate first) when the
@@ -101,7 +103,8 @@ def register_best(
 
     ``dataset_options``: how the data was loaded (image size, group level), recorded so
     promotion and evaluation reload exactly the same test split. ``refit``: register the
-    winning configuration retrained on train + validation (see ``_refit``).
+    winning configuration retrained on train + validation (see ``_refit``). ``ensemble``:
+    register the K best complete trials as one model (see ``_ensemble``).
     """
     multi = len(study.directions) > 1
     if multi:
@@ -109,6 +112,10 @@ def register_best(
         trials = front[:MAX_PARETO]
     else:
         trials = [study.best_trial]
+    members: list[optuna.trial.FrozenTrial] = []
+    if ensemble > 1 and not multi:
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        members = sorted(complete, key=lambda t: (-t.values[0], t.number))[:ensemble]
     with tracker.timed():
         registry = Registry(tracker.tracking_uri)
     registrations = [
@@ -123,6 +130,7 @@ def register_best(
             device=device,
             dataset_options=dataset_options or {},
             refit=refit,
+            members=members,
             on_stage=on_stage,
         )
         for trial in trials
@@ -145,6 +153,7 @@ def _register_trial(
     device: torch.device,
     dataset_options: dict[str, Any],
     refit: bool,
+    members: list[optuna.trial.FrozenTrial],
     on_stage: Callable[[str], None],
 ) -> Registration:
     model, note = trained_model(trial, data, tracker, device)
@@ -154,6 +163,8 @@ def _register_trial(
     identity = {"study": study.study_name, "trial_number": str(trial.number)}
     if refit:
         identity["refit"] = "true"
+    if len(members) > 1:
+        identity["ensemble"] = ",".join(str(t.number) for t in members)
     with tracker.timed():
         existing = registry.find_version(model_name, identity)
     if existing is not None:
@@ -186,8 +197,15 @@ def _register_trial(
         model, temperature, test_acc, change = _refit(trial, model, data, device, test_acc)
         tags.update(change)
         tags["test_acc"] = repr(test_acc)
-        note = "; ".join(filter(None, [note, f"refit: test_acc {change['test_acc_search']} "
-                                        f"-> {test_acc:.4f}"]))  # fmt: skip
+        said = f"refit: test_acc {change['test_acc_search']}"
+        note = "; ".join(filter(None, [note, f"{said} -> {test_acc:.4f}"]))
+    if len(members) > 1:
+        on_stage(f"averaging the {len(members)} best trials")
+        model, test_acc, val_acc = _ensemble(model, members[1:], data, tracker, device)
+        tags.update(ensemble=identity["ensemble"], test_acc_single=f"{float(tags['test_acc']):.4f}")
+        tags.update(test_acc=repr(test_acc), val_acc=repr(val_acc))
+        said = f"ensemble of trials {identity['ensemble']}: test_acc {tags['test_acc_single']}"
+        note = "; ".join(filter(None, [note, f"{said} -> {test_acc:.4f}"]))
     with tracker.timed():
         version, reloaded = publish(
             model, data, params, registry=registry, run_id=parent_run_id,
@@ -222,6 +240,24 @@ def _refit(
         "test_acc_search": f"{searched_test_acc:.4f}",
     }
     return model, figures.get("temperature", 1.0), test_acc, tags
+
+
+def _ensemble(
+    best: torch.nn.Module,
+    others: list[optuna.trial.FrozenTrial],
+    data: ImageData,
+    tracker: Tracker,
+    device: torch.device,
+) -> tuple[torch.nn.Module, float, float]:
+    """The best trial's network and the next ones' (their logged weights, or retrained),
+    each calibrated on the validation split, averaged; with its test and validation
+    accuracy. The ensemble is calibrated once more as a whole when it is published."""
+    networks = [best, *(trained_model(t, data, tracker, device)[0] for t in others)]
+    model = Ensemble([calibrate(network, data)[0] for network in networks]).eval()
+    norm = Normalizer(data.mean, data.std)
+    _, test_acc = evaluate(model, data.test, norm, CPU)
+    _, val_acc = evaluate(model, data.val, norm, CPU)
+    return model, test_acc, val_acc
 
 
 def evaluate_and_record(

@@ -204,6 +204,14 @@ class SearchSettings:
         "testing and registering it.",
         "run",
     )
+    ensemble: int = option(
+        1,
+        "Register the K best complete trials as one model averaging their calibrated "
+        "probabilities.",
+        "run",
+        check=at_least(1, 20),
+        metavar="K",
+    )
     objectives: tuple[str, ...] = option(
         ("accuracy",),
         "accuracy, or accuracy plus any of latency, params, robust_accuracy "
@@ -366,6 +374,11 @@ class SearchSettings:
             )
         if len(self.objectives) > 1 and self.sampler == "cmaes":
             raise ConfigError("--sampler: cmaes optimizes one objective; use tpe, nsga2 or random")
+        if self.ensemble > 1 and (len(self.objectives) > 1 or self.refit):
+            other = "--refit" if self.refit else "--objective with several objectives"
+            raise ConfigError(
+                f"--ensemble: averages single-objective trials as searched; not with {other}"
+            )
 
     def public(self) -> dict[str, Any]:
         """Settings safe to print and log: passwords masked, paths as text."""

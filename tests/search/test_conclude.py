@@ -3,6 +3,7 @@ winning configuration retrained on train + validation, recorded as such."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,3 +39,32 @@ def test_registered_model_is_calibrated_and_refit_when_asked(tmp_path, refit):
     assert version.tags["refit_epochs"] == "2"
     assert 0 < float(version.tags["test_acc_search"]) <= 1
     assert "refit: test_acc" in reg.note
+
+
+def test_an_ensemble_of_the_best_trials_registers_and_exports_like_any_model(tmp_path, digits):
+    from automl.release.export import export_model
+
+    settings = search_settings(tmp_path, trials=3, study_name="ens", seed=5, ensemble=3)
+    outcome = run_search(settings)
+    reg = outcome.registration
+    complete = [t for t in outcome.study.trials if t.state.name == "COMPLETE"]
+    order = sorted(complete, key=lambda t: (-t.values[0], t.number))
+    version = Registry(settings.tracking_uri).version(reg.name, reg.version)
+    assert version.tags["ensemble"] == ",".join(str(t.number) for t in order)
+    assert reg.trial_number == order[0].number
+    single = float(version.tags["test_acc_single"])
+    assert 0 < single <= 1 and f"test_acc {single:.4f} -> {reg.test_acc:.4f}" in reg.note
+    model = load_image_model(reg.uri, settings.tracking_uri)
+    predicted = model.predict(digits.test.hwc()[:50])
+    probabilities = np.stack(predicted["probabilities"].to_numpy())
+    assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    assert reg.reloaded_test_acc == pytest.approx(reg.test_acc)
+    exported = export_model(model, "onnx", tmp_path / "ensemble.onnx")  # one program
+    assert exported.max_abs_diff <= 1e-4
+
+
+def test_ensemble_is_refused_with_refit_before_anything_runs(tmp_path):
+    from automl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--ensemble: .* not with --refit"):
+        search_settings(tmp_path, trials=3, study_name="x", ensemble=2, refit=True).check()

@@ -1,0 +1,132 @@
+"""Searches under one wall-clock budget on real photos: CIFAR-10 as JPEG files.
+
+Unpacks ``../shared/data/cifar10-jpg.tar.gz`` to a scratch folder (once), optionally keeps
+a stratified subset (``--per-class`` training images a class, ``--test-per-class`` test
+images a class; 0 keeps all), and runs, under the same ``--timeout`` budget and seed, the
+default search (TPE + Hyperband), TPE without pruning, and random search with median
+pruning. Prints test accuracy of the registered model, epochs, complete/pruned counts and
+wall time for each, per seed and on average. Asserts nothing.
+
+    python benchmarks/cifar_budget.py [--budget 900] [--seeds 0 1] [--per-class 500]
+        [--test-per-class 0] [--space default] [--device auto] [--scratch DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from automl.search.runner import run_search
+from automl.search.settings import SearchSettings
+
+REPO = Path(__file__).resolve().parent.parent
+ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+CONFIGS = {
+    "default (tpe + hyperband)": {"sampler": "tpe", "pruner": "hyperband"},
+    "tpe, no pruning": {"sampler": "tpe", "pruner": "none"},
+    "random + median": {"sampler": "random", "pruner": "median"},
+}
+
+
+def unpack(scratch: Path) -> Path:
+    root = scratch / "cifar10-jpg"
+    if not (root / "test").is_dir():
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(ARCHIVE) as archive:
+            archive.extractall(scratch, filter="data")
+    return root
+
+
+def subset(root: Path, per_class: int, test_per_class: int, seed: int = 0) -> Path:
+    """A stratified subset as a folder of hard links (the same files, no copies)."""
+    if per_class == 0 and test_per_class == 0:
+        return root
+    folder = root.parent / f"cifar10-{per_class or 'all'}-{test_per_class or 'all'}"
+    if folder.is_dir():
+        return folder
+    rng = random.Random(seed)
+    for split, keep in (("train", per_class), ("test", test_per_class)):
+        for class_dir in sorted((root / split).iterdir()):
+            files = sorted(class_dir.iterdir())
+            rng.shuffle(files)
+            target = folder / split / class_dir.name
+            target.mkdir(parents=True)
+            for file in files[: keep or None]:
+                os.link(file, target / file.name)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=900.0, help="seconds per search")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--per-class", type=int, default=500)
+    parser.add_argument("--test-per-class", type=int, default=0)
+    parser.add_argument("--space", default="default")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/automl-cifar"))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    args = parser.parse_args()
+    folder = subset(unpack(args.scratch), args.per_class, args.test_per_class)
+    print(f"data: {folder}, budget {args.budget:.0f} s per search, space {args.space}")
+    header = f"{'search':<27} {'seed':>4} {'test':>7} {'val':>7} {'epochs':>6} {'done':>5}"
+    print(header + f" {'pruned':>6} {'wall s':>7}")
+    rows: dict[str, list[tuple[float, float, int, int, int, float]]] = {c: [] for c in args.configs}
+    for seed in args.seeds:
+        for name in args.configs:
+            work = args.scratch / f"run-{name.split()[0]}-{seed}-{time.time_ns()}"
+            work.mkdir(parents=True)
+            settings = SearchSettings(
+                dataset=f"imagefolder:{folder}",
+                data_dir=args.scratch / "cache",
+                trials=100_000,
+                timeout=args.budget,
+                space=args.space,
+                study_name="cifar-budget",
+                storage=f"sqlite:///{work}/automl.db",
+                tracking_uri=f"sqlite:///{work}/mlflow.db",
+                max_epochs=args.max_epochs,
+                seed=seed,
+                device=args.device,
+                evaluate=False,
+                **CONFIGS[name],
+            )
+            start = time.perf_counter()
+            outcome = run_search(settings)
+            wall = time.perf_counter() - start
+            states = outcome.states
+            reg = outcome.registration
+            row = (
+                reg.test_acc if reg else float("nan"),
+                reg.val_acc if reg else float("nan"),
+                outcome.epochs_run,
+                states["COMPLETE"],
+                states["PRUNED"],
+                wall,
+            )
+            rows[name].append(row)
+            print(
+                f"{name:<27} {seed:>4} {row[0]:>7.4f} {row[1]:>7.4f} {row[2]:>6} {row[3]:>5} "
+                f"{row[4]:>6} {row[5]:>7.0f}",
+                flush=True,
+            )
+    print("\nmeans over seeds")
+    for name, found in rows.items():
+        test, val, epochs, done, pruned, wall = (
+            float(np.mean(c)) for c in zip(*found, strict=True)
+        )
+        print(
+            f"{name:<27} test {test:.4f}  val {val:.4f}  epochs {epochs:5.0f}  "
+            f"complete {done:4.0f}  pruned {pruned:4.0f}  wall {wall:5.0f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

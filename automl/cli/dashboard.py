@@ -66,16 +66,29 @@ def dashboard(
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port: must be 1..65535, got {port}")
     store = open_for_reading(storage)
-    from optuna_dashboard import wsgi
+    server = listen(host, port)  # at once: a port in use is said before the slow import
+    try:  # stopped cleanly from here on; requests made meanwhile wait in the socket's queue
+        with sigterm_as_interrupt():
+            announce(store, storage, page_url(host, port), published_on or host, allow_edits)
+            from optuna_dashboard import wsgi  # imports scikit-learn (importances): seconds
 
-    server = listen(host, port, guarded(wsgi(store), allow_edits, loopback=is_loopback(host)))
+            server.set_app(guarded(wsgi(store), allow_edits, loopback=is_loopback(host)))
+            server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (docker stop): the normal way to stop
+        console.print("dashboard stopped")
+    finally:
+        server.server_close()
+
+
+def announce(store: BaseStorage, url: str, page: str, exposed: str, allow_edits: bool) -> None:
+    """Where the page is, what it shows, how to stop it, and a warning when other
+    machines can reach it (``exposed``: the address it listens or is published on)."""
     names = [s.study_name for s in store.get_all_studies()]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     console.print(
-        f"optuna-dashboard on {page_url(host, port)} — {len(names)} studies in "
-        f"{mask_url(storage)}" + (f": {shown}" if names else " (a search adds them live)")
+        f"optuna-dashboard on {page} — {len(names)} studies in {mask_url(url)}"
+        + (f": {shown}" if names else " (a search adds them live)")
     )
-    exposed = published_on or host
     if not is_loopback(exposed):
         errors.print(
             f"[yellow]warning[/]: the dashboard is reachable on {exposed}, without a login: "
@@ -84,13 +97,6 @@ def dashboard(
             highlight=False,
         )
     console.print(f"{'edits allowed' if allow_edits else 'read-only'}; Ctrl-C stops it")
-    try:
-        with sigterm_as_interrupt():
-            server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (docker stop): the normal way to stop
-        console.print("dashboard stopped")
-    finally:
-        server.server_close()
 
 
 def open_for_reading(url: str) -> BaseStorage:
@@ -156,12 +162,13 @@ def host_name(header: str) -> str:
     return header.rpartition(":")[0] if ":" in header else header
 
 
-def listen(host: str, port: int, app_: WsgiApp) -> WSGIServer:
+def listen(host: str, port: int) -> WSGIServer:
     """A threaded WSGI server (the dashboard's pages poll while plots compute), quiet about
-    each request; a port in use or an address not on this machine is one line, exit 2."""
+    each request, bound at once and given its app later; a port in use or an address not
+    on this machine is one line, exit 2."""
     import socket
     from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True  # a page still polling does not hold up Ctrl-C
@@ -172,7 +179,7 @@ def listen(host: str, port: int, app_: WsgiApp) -> WSGIServer:
             pass
 
     try:
-        return make_server(host.strip("[]"), port, app_, server_class=Server, handler_class=Quiet)
+        return Server((host.strip("[]"), port), Quiet)  # serve_forever answers once set_app
     except OSError as exc:
         raise ConfigError(
             f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}"

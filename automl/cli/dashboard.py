@@ -72,7 +72,8 @@ def dashboard(
             announce(store, storage, page_url(host, port), published_on or host, allow_edits)
             from optuna_dashboard import wsgi  # imports scikit-learn (importances): seconds
 
-            server.set_app(guarded(wsgi(store), allow_edits, loopback=is_loopback(host)))
+            only_local = is_loopback(published_on or host)
+            server.set_app(guarded(wsgi(store), allow_edits, loopback=only_local))
             server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (docker stop): the normal way to stop
         console.print("dashboard stopped")
@@ -139,7 +140,8 @@ def page_url(host: str, port: int) -> str:
 def guarded(inner: WsgiApp, allow_edits: bool, *, loopback: bool) -> WsgiApp:
     """The dashboard behind two checks: writes refused unless allowed, and, on the loopback
     address, requests for another host name refused (a web page that points its own name
-    at 127.0.0.1 must not read the studies through the user's browser)."""
+    at 127.0.0.1 must not read the studies through the user's browser; in a container,
+    when its port is published on the loopback address)."""
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         why = None

@@ -14,12 +14,20 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from contextlib import closing
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import typer
 
 from automl.cli import StorageOption, app, console, errors, sigterm_as_interrupt
 from automl.errors import ConfigError, StoreError
-from automl.stores import DEFAULT_STORAGE, mask_url, sqlite_file
+from automl.stores import (
+    DEFAULT_STORAGE,
+    check_storage_url,
+    mask_url,
+    open_storage,
+    require_existing,
+    sqlite_file,
+)
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -58,7 +66,8 @@ def dashboard(
             envvar="AUTOML_DASHBOARD_PUBLISHED_ON",
             hidden=True,
             help="In a container: the address its port is published on, which decides "
-            "the exposure warning instead of --host (docker-compose.yml sets it).",
+            "instead of --host whether to warn, or to answer loopback names only "
+            "(docker-compose.yml sets it).",
         ),
     ] = None,
 ) -> None:
@@ -66,14 +75,14 @@ def dashboard(
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port: must be 1..65535, got {port}")
     store = open_for_reading(storage)
+    exposed = published_on or host
     server = listen(host, port)  # at once: a port in use is said before the slow import
     try:  # stopped cleanly from here on; requests made meanwhile wait in the socket's queue
         with sigterm_as_interrupt():
-            announce(store, storage, page_url(host, port), published_on or host, allow_edits)
+            announce(store, storage, page_url(host, port), exposed, allow_edits)
             from optuna_dashboard import wsgi  # imports scikit-learn (importances): seconds
 
-            only_local = is_loopback(published_on or host)
-            server.set_app(guarded(wsgi(store), allow_edits, loopback=only_local))
+            server.set_app(guarded(wsgi(store), allow_edits, loopback=is_loopback(exposed)))
             server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (docker stop): the normal way to stop
         console.print("dashboard stopped")
@@ -87,8 +96,8 @@ def announce(store: BaseStorage, url: str, page: str, exposed: str, allow_edits:
     names = [s.study_name for s in store.get_all_studies()]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     console.print(
-        f"optuna-dashboard on {page} — {len(names)} studies in {mask_url(url)}"
-        + (f": {shown}" if names else " (a search adds them live)")
+        f"optuna-dashboard on {page} — {len(names)} {'study' if len(names) == 1 else 'studies'}"
+        f" in {mask_url(url)}" + (f": {shown}" if names else " (a search adds them live)")
     )
     if not is_loopback(exposed):
         errors.print(
@@ -104,14 +113,13 @@ def open_for_reading(url: str) -> BaseStorage:
     """The study storage, refused in one line when it is not one: a missing local file
     (never created here), a file that is no database, or a database without Optuna's
     tables (the MLflow store named by mistake) is left untouched."""
-    from automl.stores import check_storage_url, open_storage, require_existing
-
     check_storage_url(url, "--storage")
     require_existing(url, "--storage", "Optuna storage")
     path = sqlite_file(url)
     if path is not None:
         try:
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            read_only = f"file:{quote(str(path))}?mode=ro"  # a ? or # in the name stays in it
+            with closing(sqlite3.connect(read_only, uri=True)) as connection:
                 rows = connection.execute("select name from sqlite_master where type = 'table'")
                 tables = {name for (name,) in rows}
         except sqlite3.DatabaseError as exc:

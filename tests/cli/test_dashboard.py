@@ -119,7 +119,7 @@ def test_the_dashboard_shows_a_running_study_and_stops_on_ctrl_c(store):
     finally:
         if process.poll() is None:
             out, err = stopped(process, signal.SIGINT)
-    assert f"optuna-dashboard on {base}/dashboard — 1 studies in {store}: digits-live" in out
+    assert f"optuna-dashboard on {base}/dashboard — 1 study in {store}: digits-live" in out
     assert "Ctrl-C stops it" in out and err == ""
 
 

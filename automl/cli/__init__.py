@@ -154,6 +154,6 @@ def run() -> None:
 
 
 # Each module registers its commands on ``app``, in the order ``automl --help`` lists them.
-COMMAND_MODULES = ("search", "distributed", "models", "insight", "continual")
+COMMAND_MODULES = ("search", "distributed", "dashboard", "models", "insight", "continual")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"automl.cli.{_module}")

@@ -186,3 +186,33 @@ def test_ports_are_published_on_loopback_unless_opted_in(secrets_dir):
     assert services["mlflow"]["ports"] == ["0.0.0.0:8080:5000/tcp"]
     assert services["mlflow"]["environment"]["MLFLOW_BIND"] == "0.0.0.0"  # seen by the check
     assert services["minio"]["ports"][1] == "192.0.2.7:9001:9001/tcp"
+
+
+def test_the_dashboard_service_reads_the_study_database_on_loopback(compose):
+    dashboard = compose["services"]["dashboard"]
+    worker = compose["services"]["worker"]
+    assert dashboard["build"] == worker["build"] == "."  # the worker image: uid 10001
+    assert dashboard["command"][:3] == ["dashboard", "--host", "0.0.0.0"]
+    assert "--allow-edits" not in dashboard["command"]  # read-only
+    assert dashboard["ports"] == ["${DASHBOARD_BIND:-127.0.0.1}:${DASHBOARD_PORT:-8080}:8080"]
+    env = dashboard["environment"]
+    # the command learns where the port is published: it warns beyond loopback, and on it
+    # answers loopback host names only
+    assert env["AUTOML_DASHBOARD_PUBLISHED_ON"] == "${DASHBOARD_BIND:-127.0.0.1}"
+    for key in ("AUTOML_DB_HOST", "AUTOML_DB_USER", "AUTOML_DB_NAME", "AUTOML_DB_PASSWORD_FILE"):
+        assert env[key] == worker["environment"][key]
+    assert "AUTOML_STORAGE" not in env and dashboard["secrets"] == ["postgres_password"]
+    assert dashboard["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "/api/meta" in " ".join(dashboard["healthcheck"]["test"])
+
+
+@needs_compose
+def test_the_dashboard_is_published_on_loopback_unless_opted_in(secrets_dir):
+    default = yaml.safe_load(compose_config(secrets_dir).stdout)["services"]["dashboard"]
+    assert default["ports"] == ["127.0.0.1:8080:8080/tcp"]
+    assert default["environment"]["AUTOML_DASHBOARD_PUBLISHED_ON"] == "127.0.0.1"
+    exposed = compose_config(secrets_dir, DASHBOARD_BIND="0.0.0.0", DASHBOARD_PORT="8081")
+    assert exposed.returncode == 0, exposed.stderr
+    service = yaml.safe_load(exposed.stdout)["services"]["dashboard"]
+    assert service["ports"] == ["0.0.0.0:8081:8080/tcp"]
+    assert service["environment"]["AUTOML_DASHBOARD_PUBLISHED_ON"] == "0.0.0.0"  # it warns

@@ -338,3 +338,37 @@ def test_worker_entrypoint_builds_a_working_storage_url_from_the_password_file(t
                 "select count(*) from information_schema.tables where table_name = 'studies'"
             ).fetchone()
         assert tables == (1,)
+
+
+@pytest.mark.postgres
+def test_the_dashboard_service_command_serves_the_postgres_study_on_loopback_names(tmp_path):
+    """What the compose service runs: the entrypoint builds the storage URL from the
+    password file, and the dashboard, published on 127.0.0.1, answers loopback names only."""
+    (tmp_path / "db_password").write_text(DB_PASSWORD + "\n")
+    port = free_port()
+    with scratch_database("dashboard") as database:
+        env = bin_env(AUTOML_DB_HOST="127.0.0.1", AUTOML_DB_USER="postgres",
+                      AUTOML_DB_NAME=database, AUTOML_DASHBOARD_PUBLISHED_ON="127.0.0.1",
+                      AUTOML_DB_PASSWORD_FILE=str(tmp_path / "db_password"))  # fmt: skip
+        process = subprocess.Popen(
+            ["sh", str(WORKER_ENTRYPOINT), "dashboard", "--host", "127.0.0.1", "--port",
+             str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            api = f"http://127.0.0.1:{port}/api/studies"
+            wait_for_http(api, limit=60, process=process)
+            assert json.loads(urllib.request.urlopen(api, timeout=10).read()) == {
+                "study_summaries": []
+            }
+            rebound = urllib.request.Request(api, headers={"Host": f"automl.example:{port}"})
+            with pytest.raises(urllib.error.HTTPError) as refused_host:
+                urllib.request.urlopen(rebound, timeout=10)
+            assert refused_host.value.code == 403
+        finally:
+            process.send_signal(signal.SIGTERM)  # the entrypoint exec'd automl: it gets it
+            out, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and err == "", err  # published on loopback: no warning
+    assert "postgresql+psycopg2://postgres:***@127.0.0.1:5432/" in out
+    for secret in (DB_PASSWORD, quote(DB_PASSWORD, safe="")):
+        assert secret not in out
+    assert out.splitlines()[-1] == "dashboard stopped"

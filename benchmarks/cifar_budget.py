@@ -75,6 +75,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
     folder = subset(unpack(args.scratch), args.per_class, args.test_per_class)
+    space = Path(args.space)
+    if not space.is_file():  # a bundled space by name
+        space = REPO / "search_spaces" / f"{args.space}.yaml"
     print(f"data: {folder}, budget {args.budget:.0f} s per search, space {args.space}")
     header = f"{'search':<27} {'seed':>4} {'test':>7} {'val':>7} {'epochs':>6} {'done':>5}"
     print(header + f" {'pruned':>6} {'wall s':>7}")
@@ -88,7 +91,7 @@ def main() -> None:
                 data_dir=args.scratch / "cache",
                 trials=100_000,
                 timeout=args.budget,
-                space=args.space,
+                space=space,
                 study_name="cifar-budget",
                 storage=f"sqlite:///{work}/automl.db",
                 tracking_uri=f"sqlite:///{work}/mlflow.db",

@@ -244,6 +244,7 @@ def test_interrupt_fails_the_trial_kills_the_runs_and_a_rerun_finishes(sig, code
     [
         (["--help"], {"torch", "mlflow", "optuna"}),
         (["search", "--help"], {"torch", "mlflow", "optuna"}),
+        (["dashboard", "--help"], {"torch", "mlflow", "optuna"}),
         (["models"], {"torch"}),
         (["study", "status", "x"], {"torch", "mlflow"}),
     ],

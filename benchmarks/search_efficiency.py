@@ -1,8 +1,10 @@
 """How much search the defaults buy: TPE + Hyperband against random search + median
 pruning and against TPE without pruning, on digits, same trial budget, several seeds.
+``default, epochs compared`` is the default with the pruning rule of before: trials
+compared at the same epoch whatever their schedule's length (see search/pruning.py).
 
-Prints best val_acc, test_acc, epochs trained and wall time per run and on average;
-asserts nothing.
+Prints best val_acc, test_acc, epochs trained, the mean schedule length of complete
+trials and wall time per run and on average; asserts nothing.
 
     python benchmarks/search_efficiency.py [--trials 50] [--seeds 0 1 2]
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from automl.search import pruning
 from automl.search.runner import run_search
 from automl.search.settings import SearchSettings
 
@@ -24,18 +27,27 @@ CONFIGS = {
     "default (tpe + hyperband)": {"sampler": "tpe", "pruner": "hyperband"},
     "random + median": {"sampler": "random", "pruner": "median"},
     "tpe, no pruning": {"sampler": "tpe", "pruner": "none"},
+    "default, epochs compared": {"sampler": "tpe", "pruner": "hyperband"},
 }
+SAME_EPOCH = "default, epochs compared"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
-    results: dict[str, list[tuple[float, float, int, float]]] = {name: [] for name in CONFIGS}
-    print(f"{'search':<28} {'seed':>4} {'best val':>9} {'test':>7} {'epochs':>7} {'wall s':>7}")
+    results: dict[str, list[tuple[float, float, int, float, float]]] = {
+        name: [] for name in args.configs
+    }
+    print(
+        f"{'search':<28} {'seed':>4} {'best val':>9} {'test':>7} {'epochs':>7} "
+        f"{'schedule':>8} {'wall s':>7}"
+    )
     for seed in args.seeds:
-        for name, options in CONFIGS.items():
+        for name in args.configs:
+            options = CONFIGS[name]
             with tempfile.TemporaryDirectory() as folder:
                 settings = SearchSettings(
                     trials=args.trials,
@@ -48,19 +60,31 @@ def main() -> None:
                     evaluate=False,
                     **options,
                 )
+                rule = pruning.progress_step
+                if name == SAME_EPOCH:  # the rule of before: step = epoch
+                    pruning.progress_step = lambda epoch, epochs, grid: epoch
                 start = time.perf_counter()
-                outcome = run_search(settings)
+                try:
+                    outcome = run_search(settings)
+                finally:
+                    pruning.progress_step = rule
                 wall = time.perf_counter() - start
             reg = outcome.registration
-            row = (reg.val_acc, reg.test_acc, outcome.epochs_run, wall)
+            complete = [t for t in outcome.trials_run if t.state.name == "COMPLETE"]
+            schedule = float(np.mean([pruning.epochs_run(t) for t in complete]))
+            row = (reg.val_acc, reg.test_acc, outcome.epochs_run, schedule, wall)
             results[name].append(row)
-            print(f"{name:<28} {seed:>4} {row[0]:>9.4f} {row[1]:>7.4f} {row[2]:>7} {row[3]:>7.1f}")
+            print(
+                f"{name:<28} {seed:>4} {row[0]:>9.4f} {row[1]:>7.4f} {row[2]:>7} "
+                f"{row[3]:>8.1f} {row[4]:>7.1f}",
+                flush=True,
+            )
     print("\nmeans over seeds")
     for name, rows in results.items():
-        best, test, epochs, wall = (np.mean(col) for col in zip(*rows, strict=True))
+        best, test, epochs, schedule, wall = (np.mean(col) for col in zip(*rows, strict=True))
         print(
             f"{name:<28} best val {best:.4f}  test {test:.4f}  "
-            f"epochs {epochs:6.0f}  wall {wall:6.1f} s"
+            f"epochs {epochs:6.0f}  schedule {schedule:4.1f}  wall {wall:6.1f} s"
         )
 
 

@@ -16,7 +16,7 @@ import torch
 from automl.data import ImageData
 from automl.release.publish import preprocessing, publish
 from automl.search.pruning import epochs_run
-from automl.tracking import Registry, Tracker, load_image_model
+from automl.tracking import Registry, Tracker, figure, load_image_model
 from automl.training.config import TrialConfig
 from automl.training.loop import Normalizer, evaluate
 from automl.training.recipe import build_network, fit_config, seeded_network, trial_seed
@@ -39,6 +39,7 @@ class Registration:
     reloaded_test_acc: float | None
     reused: bool
     note: str = ""
+    run_id: str = ""  # the trial's run: the version's source run, and it names the version
 
 
 def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
@@ -131,13 +132,16 @@ def _register_trial(
     model = model.to(CPU).eval()
     _, test_acc = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
     val_acc = float(trial.values[0])
+    trial_run = str(trial.user_attrs.get("mlflow_run_id") or "")
+    if trial_run and tracker.experiment_of(trial_run) is None:  # its run was deleted
+        trial_run = ""
     identity = {"study": study.study_name, "trial_number": str(trial.number)}
     with tracker.timed():
         existing = registry.find_version(model_name, identity)
     if existing is not None:
         uri = f"models:/{model_name}/{existing}"
         return Registration(
-            model_name, existing, uri, trial.number, val_acc, test_acc, None, True, note
+            model_name, existing, uri, trial.number, val_acc, test_acc, None, True, note, trial_run
         )
     preprocess = preprocessing(data)
     tags = {
@@ -145,27 +149,32 @@ def _register_trial(
         "dataset": preprocess["dataset"],
         "data_digest": preprocess["data_digest"],
         "test_digest": preprocess["test_digest"],
-        "val_acc": repr(val_acc),
-        "test_acc": repr(test_acc),
-        "trial_run_id": str(trial.user_attrs.get("mlflow_run_id", "")),
+        "val_acc": figure(val_acc),
+        "test_acc": figure(test_acc),
+        "trial_run_id": trial_run,
         "dataset_options": json.dumps(dataset_options),
     }
     if len(study.directions) > 1:
         names = study.metric_names or [f"objective{i}" for i in range(len(trial.values))]
-        tags["objectives"] = json.dumps(dict(zip(names, trial.values, strict=True)))
+        values = (round(float(v), 4) for v in trial.values)
+        tags["objectives"] = json.dumps(dict(zip(names, values, strict=True)))
         tags["pareto"] = "true"
     if "weights" in trial.user_attrs:  # a fine-tuned backbone: which weights it started from
         tags["weights"] = str(trial.user_attrs["weights"])
         preprocess["weights"] = tags["weights"]
     params = dict(trial.user_attrs.get("params", trial.params))
     with tracker.timed():
+        # The trial's run is the source run: its page lists the registered version, and
+        # the version's page names the trial. The parent stands in for a trial without one.
         version, reloaded = publish(
-            model, data, params, registry=registry, run_id=parent_run_id,
+            model, data, params, registry=registry, run_id=trial_run or parent_run_id,
             model_name=model_name, tags=tags, preprocess=preprocess,
         )  # fmt: skip
+    if trial_run:
+        tracker.set_run_tags(trial_run, {"registered_model": f"{model_name}/{version}"})
     uri = f"models:/{model_name}/{version}"
     return Registration(
-        model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note
+        model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note, trial_run
     )
 
 

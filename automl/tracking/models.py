@@ -69,15 +69,18 @@ def input_schema(preprocess: Mapping[str, Any]) -> Schema:
     channels, ``(-1, H, W, C)``. A signature holds one schema, and this is the form every
     caller can produce (the input example is one); the model's own code also takes other
     sizes and encoded files, but only where it is called directly (``ImageModel``)."""
+    return Schema([TensorSpec(np.dtype(np.uint8), input_shape(preprocess))])
+
+
+def input_shape(preprocess: Mapping[str, Any]) -> tuple[int, int, int, int]:
     height, width = (int(side) for side in preprocess["image_size"])
-    shape = (-1, height, width, int(preprocess["channels"]))
-    return Schema([TensorSpec(np.dtype(np.uint8), shape)])
+    return (-1, height, width, int(preprocess["channels"]))
 
 
 def describe_io(preprocess: Mapping[str, Any]) -> str:
     """What a registered version takes and gives, for its page (Markdown): the signature
     holds one input form, the model's own code accepts more."""
-    shape = tuple(input_schema(preprocess).inputs[0].shape)
+    shape = input_shape(preprocess)
     return (
         f"**Input**: a batch of uint8 images `{shape}` (N, height, width, channels), the "
         "signature: MLflow checks every request against it (`mlflow models serve`, "

@@ -273,7 +273,7 @@ def test_the_version_page_names_the_trial_run_and_shows_the_input_schema(searche
 
     from tests.conftest import ARTIFACTS, bin_env, chromium, free_port, wait_for_http
 
-    settings, outcome, _ = searched
+    settings, outcome, client = searched
     reg = outcome.registration
     port, log = free_port(), tmp_path / "server.log"
     server = subprocess.Popen(
@@ -287,6 +287,11 @@ def test_the_version_page_names_the_trial_run_and_shows_the_input_schema(searche
         wait_for_http(f"{url}/health", process=server, output=log.read_text, expect=b"OK")
         shot = ARTIFACTS / "mlflow-model-version.png"
         dom = chromium(f"{url}/#/models/e2e/versions/{reg.version}", screenshot=shot)
+        experiment = client.get_experiment_by_name("e2e").experiment_id
+        trial_page = chromium(
+            f"{url}/#/experiments/{experiment}/runs/{reg.run_id}",
+            screenshot=ARTIFACTS / "mlflow-trial-run.png",
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -295,3 +300,5 @@ def test_the_version_page_names_the_trial_run_and_shows_the_input_schema(searche
     assert "Inputs (1)" in dom and "Outputs (4)" in dom  # the signature; was "Inputs (0)"
     assert "uint8 images <code>(-1, 8, 8, 1)</code>" in dom  # the description says which
     assert shot.stat().st_size > 10_000
+    # The trial's page lists the version it produced.
+    assert f"#/models/e2e/versions/{reg.version}" in trial_page, trial_page[-3000:]

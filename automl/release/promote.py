@@ -15,7 +15,7 @@ from automl.data.adapt import load_like
 from automl.errors import AutomlError, ConfigError
 from automl.tracking import Registry, VersionInfo, load_image_model
 from automl.tracking.models import ImageModel
-from automl.tracking.registry import now
+from automl.tracking.registry import figure, now
 
 
 class PromotionRefused(AutomlError):
@@ -189,8 +189,8 @@ def _move(registry: Registry, result: Promotion) -> None:
         {
             f"promoted.{alias}.at": when,
             f"promoted.{alias}.from_version": str(champion.version) if champion else "none",
-            f"promoted.{alias}.test_acc": repr(result.candidate_acc),
-            f"promoted.{alias}.previous_test_acc": repr(result.champion_acc),
+            f"promoted.{alias}.test_acc": figure(result.candidate_acc),
+            f"promoted.{alias}.previous_test_acc": figure(result.champion_acc),
             f"promoted.{alias}.test_images": str(result.test_images),
             f"promoted.{alias}.test_split": result.split,
             f"promoted.{alias}.forced": str(result.forced).lower(),

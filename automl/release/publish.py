@@ -2,18 +2,19 @@
 as a new version, reloaded once to check it scores as it did before logging.
 
 The search's conclusion and ``automl retrain`` both publish through here; the flat params
-travel with every version so its configuration can be rebuilt without the study.
+travel with every version (model metadata and ``params.json``) so its configuration can be
+rebuilt without the study.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 
 from automl.data import ImageData, split_digest
 from automl.tracking import Registry, load_image_model, log_image_model
+from automl.tracking.models import describe_io
 from automl.training.calibration import calibrate
 
 
@@ -44,23 +45,26 @@ def publish(
     preprocess: dict[str, Any] | None = None,
     temperature: float | None = None,
 ) -> tuple[int, float]:
-    """Log ``model`` under ``run_id`` as a self-contained model and register it as a new
-    version of ``model_name``; returns the version and the reloaded model's test accuracy.
+    """Log ``model`` under ``run_id`` (the run that trained it, so the version's source run
+    is that run) as a self-contained model and register it as a new version of
+    ``model_name``; returns the version and the reloaded model's test accuracy.
 
     The model is calibrated first (a temperature fitted on the validation split, kept in
     the exported network); the version's tags ``temperature``, ``ece_uncalibrated`` and
     ``ece`` (test split) say what it changed. ``temperature``: one already fitted (a
     refit model has trained on the validation split).
 
-    The flat params travel with the version (tag and model metadata), so the exact
-    configuration can be rebuilt later (retraining) without the study that found it.
+    The flat params travel with the version (model metadata, and ``params.json`` beside the
+    network), so the exact configuration can be rebuilt later (retraining) without the
+    study that found it; the version's tags stay short.
     """
     model, calibration = calibrate(model, data, temperature)  # kept inside the model
     preprocess = {**(preprocess or preprocessing(data)), "params": params}
-    tags = {**tags, "params": json.dumps(params, sort_keys=True)}
-    tags.update({name: f"{value:.4f}" for name, value in calibration.items()})
-    model_uri = log_image_model(run_id, model, preprocess, example=data.test.hwc()[:4])
-    version = registry.register(model_name, model_uri, tags)
+    tags = {**tags, **{name: f"{value:.4f}" for name, value in calibration.items()}}
+    model_uri = log_image_model(
+        run_id, model, preprocess, example=data.test.hwc()[:4], params=params
+    )
+    version = registry.register(model_name, model_uri, tags, describe_io(preprocess))
     reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(
         data.test.hwc(), data.test.labels.numpy()
     )

@@ -24,7 +24,7 @@ from automl.data.adapt import class_change, in_class_order, load_like
 from automl.errors import AutomlError, ConfigError
 from automl.release.promote import score
 from automl.release.publish import preprocessing, publish
-from automl.tracking import Registry, Tracker, VersionInfo, load_image_model
+from automl.tracking import Registry, Tracker, VersionInfo, figure, load_image_model
 from automl.tracking.models import ImageModel
 from automl.tracking.runs import TrialRun
 from automl.training.config import TrialConfig
@@ -100,13 +100,16 @@ class RetrainOutcome:
         return f"models:/{self.source.name}/{self.version}"
 
 
-def recorded_params(version: VersionInfo) -> dict[str, Any]:
-    """The flat params a version was trained with (tag ``params``)."""
-    raw = version.tags.get("params")
+def recorded_params(version: VersionInfo, model: ImageModel) -> dict[str, Any]:
+    """The flat params a version was trained with: in its model's metadata (``params.json``
+    beside the network holds the same), or the ``params`` tag of versions registered before."""
+    recorded = model.preprocess.get("params")
+    raw = json.dumps(recorded) if recorded is not None else version.tags.get("params")
     if not raw:
         raise ConfigError(
-            f"{version.uri}: the version has no recorded params (tag 'params'), so its "
-            "configuration cannot be rebuilt; register it with this automl version"
+            f"{version.uri}: the version has no recorded params (model metadata or tag "
+            "'params'), so its configuration cannot be rebuilt; register it with this "
+            "automl version"
         )
     try:
         params = json.loads(raw)
@@ -158,9 +161,9 @@ def plan(model_uri: str, tracking_uri: str, options: RetrainOptions) -> _Plan:
     source = Registry(tracking_uri).resolve(model_uri)
     if source is None:
         raise ConfigError(f"{model_uri}: name a registered version (models:/NAME@ALIAS or /V)")
-    params = recorded_params(source)
-    config = TrialConfig.from_params(params)
     parent = load_image_model(source.uri, tracking_uri)
+    params = recorded_params(source, parent)
+    config = TrialConfig.from_params(params)
     data, notes = _new_data(parent, options)
     from_weights = not options.from_scratch
     if from_weights:  # the weights expect the normalisation they were trained with
@@ -270,8 +273,8 @@ def _register(
                 "classes": list(data.classes),
             }
         ),
-        "val_acc": repr(history[-1].val_acc),
-        "test_acc": repr(test_acc),
+        "val_acc": figure(history[-1].val_acc),
+        "test_acc": figure(test_acc),
         "retrain_run_id": run_id,
     }
     version, _ = publish(
@@ -377,4 +380,4 @@ def _record(
         metrics[f"{key}_acc.parent"] = comparison.parent_acc
         metrics[f"{key}_acc.candidate"] = comparison.candidate_acc
     tracker.log_metrics(run_id, metrics)
-    registry.tag_version(*version, {f"compare.{k}": repr(v) for k, v in metrics.items()})
+    registry.tag_version(*version, {f"compare.{k}": figure(v) for k, v in metrics.items()})

@@ -16,7 +16,7 @@ import torch
 from automl.data import ImageData
 from automl.release.publish import preprocessing, publish
 from automl.search.pruning import epochs_run
-from automl.tracking import Registry, Tracker, load_image_model
+from automl.tracking import Registry, Tracker, figure, load_image_model
 from automl.training.calibration import calibrate
 from automl.training.config import TrialConfig
 from automl.training.ensemble import Ensemble
@@ -41,6 +41,7 @@ class Registration:
     reloaded_test_acc: float | None
     reused: bool
     note: str = ""
+    run_id: str = ""  # the trial's run: the version's source run, and it names the version
 
 
 def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
@@ -160,6 +161,9 @@ def _register_trial(
     model = model.to(CPU).eval()
     _, test_acc = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
     val_acc = float(trial.values[0])
+    trial_run = str(trial.user_attrs.get("mlflow_run_id") or "")
+    if trial_run and tracker.experiment_of(trial_run) is None:  # its run was deleted
+        trial_run = ""
     identity = {"study": study.study_name, "trial_number": str(trial.number)}
     if refit:
         identity["refit"] = "true"
@@ -170,7 +174,7 @@ def _register_trial(
     if existing is not None:
         uri = f"models:/{model_name}/{existing}"
         return Registration(
-            model_name, existing, uri, trial.number, val_acc, test_acc, None, True, note
+            model_name, existing, uri, trial.number, val_acc, test_acc, None, True, note, trial_run
         )
     preprocess = preprocessing(data)
     tags = {
@@ -178,14 +182,15 @@ def _register_trial(
         "dataset": preprocess["dataset"],
         "data_digest": preprocess["data_digest"],
         "test_digest": preprocess["test_digest"],
-        "val_acc": repr(val_acc),
-        "test_acc": repr(test_acc),
-        "trial_run_id": str(trial.user_attrs.get("mlflow_run_id", "")),
+        "val_acc": figure(val_acc),
+        "test_acc": figure(test_acc),
+        "trial_run_id": trial_run,
         "dataset_options": json.dumps(dataset_options),
     }
     if len(study.directions) > 1:
         names = study.metric_names or [f"objective{i}" for i in range(len(trial.values))]
-        tags["objectives"] = json.dumps(dict(zip(names, trial.values, strict=True)))
+        values = (round(float(v), 4) for v in trial.values)
+        tags["objectives"] = json.dumps(dict(zip(names, values, strict=True)))
         tags["pareto"] = "true"
     if "weights" in trial.user_attrs:  # a fine-tuned backbone: which weights it started from
         tags["weights"] = str(trial.user_attrs["weights"])
@@ -196,24 +201,28 @@ def _register_trial(
         on_stage(f"refitting trial {trial.number} on train + validation")
         model, temperature, test_acc, change = _refit(trial, model, data, device, test_acc)
         tags.update(change)
-        tags["test_acc"] = repr(test_acc)
+        tags["test_acc"] = figure(test_acc)
         said = f"refit: test_acc {change['test_acc_search']}"
         note = "; ".join(filter(None, [note, f"{said} -> {test_acc:.4f}"]))
     if len(members) > 1:
         on_stage(f"averaging the {len(members)} best trials")
         model, test_acc, val_acc = _ensemble(model, members[1:], data, tracker, device)
-        tags.update(ensemble=identity["ensemble"], test_acc_single=f"{float(tags['test_acc']):.4f}")
-        tags.update(test_acc=repr(test_acc), val_acc=repr(val_acc))
+        tags.update(ensemble=identity["ensemble"], test_acc_single=tags["test_acc"])
+        tags.update(test_acc=figure(test_acc), val_acc=figure(val_acc))
         said = f"ensemble of trials {identity['ensemble']}: test_acc {tags['test_acc_single']}"
         note = "; ".join(filter(None, [note, f"{said} -> {test_acc:.4f}"]))
     with tracker.timed():
+        # The trial's run is the source run: its page lists the registered version, and
+        # the version's page names the trial. The parent stands in for a trial without one.
         version, reloaded = publish(
-            model, data, params, registry=registry, run_id=parent_run_id,
+            model, data, params, registry=registry, run_id=trial_run or parent_run_id,
             model_name=model_name, tags=tags, preprocess=preprocess, temperature=temperature,
         )  # fmt: skip
+    if trial_run:
+        tracker.set_run_tags(trial_run, {"registered_model": f"{model_name}/{version}"})
     uri = f"models:/{model_name}/{version}"
     return Registration(
-        model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note
+        model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note, trial_run
     )
 
 

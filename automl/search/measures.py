@@ -9,7 +9,7 @@ corrupted validation images after training. A new objective is one entry in
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -46,15 +46,24 @@ class Measurements:
 class Objective:
     direction: str  # Optuna's "maximize" or "minimize"
     measure: Callable[[Measurements], float]
+    # The metric a trial's run already holds this figure as (None: logged under its own
+    # name when the trial completes), so no run carries the same figure twice.
+    recorded_as: str | None = None
 
 
 # The first objective of a search is always accuracy; the others trade against it.
 OBJECTIVES: dict[str, Objective] = {
-    "accuracy": Objective("maximize", lambda m: m.accuracy),
+    "accuracy": Objective("maximize", lambda m: m.accuracy, "val_acc"),
     "robust_accuracy": Objective("maximize", lambda m: m.robust_accuracy),
-    "latency": Objective("minimize", lambda m: m.latency),
-    "params": Objective("minimize", lambda m: m.params),
+    "latency": Objective("minimize", lambda m: m.latency, "latency_ms"),
+    "params": Objective("minimize", lambda m: m.params, "n_params"),
 }
+
+
+def unrecorded(names: Sequence[str], values: Sequence[float]) -> dict[str, float]:
+    """The objective values a completed trial's run does not hold yet, by name."""
+    pairs = zip(names, values, strict=True)
+    return {name: value for name, value in pairs if OBJECTIVES[name].recorded_as is None}
 
 
 def measure_latency(

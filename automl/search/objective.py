@@ -27,7 +27,7 @@ from automl.errors import AutomlError, TrialError, stop_if_asked
 from automl.search import pruning
 from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
-from automl.search.measures import OBJECTIVES, Measurements, dominates
+from automl.search.measures import OBJECTIVES, Measurements, dominates, unrecorded
 from automl.search.optuna_compat import flush
 from automl.search.queue import TrialResult
 from automl.search.settings import SearchSettings
@@ -150,7 +150,7 @@ class Objective:
             measured.accuracy = history[-1].val_acc
             objectives = self.settings.objectives
             values = tuple(OBJECTIVES[name].measure(measured) for name in objectives)
-            record.log_epoch(len(history), dict(zip(objectives, values, strict=True)))
+            record.log_epoch(len(history), unrecorded(objectives, values))
             if self._beats_best(trial, values):
                 record.save_weights(model)
             record.finish("COMPLETE", epochs=str(len(history)))

@@ -419,6 +419,9 @@ def _finish(session: Session, outcome: SearchOutcome, status: str) -> None:
         metrics["test_acc"] = outcome.registration.test_acc
         tags["best_trial"] = str(outcome.registration.trial_number)
         tags["registered_model"] = outcome.registration.uri
+        tags["registered_version"] = f"{outcome.registration.name}/{outcome.registration.version}"
+        if outcome.registration.run_id:  # the version's source run
+            tags["best_trial_run_id"] = outcome.registration.run_id
     outcome.wall_seconds = time.perf_counter() - session.started
     metrics["wall_seconds"] = outcome.wall_seconds
     outcome.tracker.finish_study_run(outcome.parent_run_id, status, metrics, tags)

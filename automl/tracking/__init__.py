@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         log_image_model,
     )
     from automl.tracking.recorder import TrialRecorder
-    from automl.tracking.registry import Registry, VersionInfo
+    from automl.tracking.registry import Registry, VersionInfo, figure
     from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
 
 _WHERE = {
@@ -35,6 +35,7 @@ _WHERE = {
     "TrialRecorder": "recorder",
     "Registry": "registry",
     "VersionInfo": "registry",
+    "figure": "registry",
     "TRACKING_ERRORS": "calls",
     "Tracker": "runs",
     "TrialRun": "runs",
@@ -51,6 +52,7 @@ __all__ = [
     "VersionInfo",
     "artifact_root_for",
     "checked_model_folder",
+    "figure",
     "load_image_model",
     "log_image_model",
     "store_errors_in",

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
 
 from automl.errors import ConfigError
 from automl.serving.automl_serving import predict_frame
@@ -33,8 +34,10 @@ OUTPUT_SCHEMA = Schema(
         ColSpec("string", "label"),
         ColSpec("long", "class_index"),
         ColSpec("double", "probability"),
+        ColSpec(Array(DataType.double), "probabilities"),
     ]
 )
+PARAMS_FILE = "params.json"  # the configuration, beside the network in the model's artifacts
 
 
 def _requirements() -> list[str]:
@@ -61,35 +64,75 @@ def export_network(network: torch.nn.Module, preprocess: Mapping[str, Any]) -> A
     return torch.export.export(network, (sample,), dynamic_shapes=({0: batch},))
 
 
+def input_schema(preprocess: Mapping[str, Any]) -> Schema:
+    """The one input form MLflow checks: a batch of uint8 images at the training size and
+    channels, ``(-1, H, W, C)``. A signature holds one schema, and this is the form every
+    caller can produce (the input example is one); the model's own code also takes other
+    sizes and encoded files, but only where it is called directly (``ImageModel``)."""
+    return Schema([TensorSpec(np.dtype(np.uint8), input_shape(preprocess))])
+
+
+def input_shape(preprocess: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    height, width = (int(side) for side in preprocess["image_size"])
+    return (-1, height, width, int(preprocess["channels"]))
+
+
+def describe_io(preprocess: Mapping[str, Any]) -> str:
+    """What a registered version takes and gives, for its page (Markdown): the signature
+    holds one input form, the model's own code accepts more."""
+    shape = input_shape(preprocess)
+    return (
+        f"**Input**: a batch of uint8 images `{shape}` (N, height, width, channels), the "
+        "signature: MLflow checks every request against it (`mlflow models serve`, "
+        "`mlflow.pyfunc`). Through automl (`automl predict`, `load_image_model`) the model "
+        "also takes images of any size and channel count, and encoded files (PNG, JPEG; bytes "
+        "or base64, in a list or an `image` column), converted as in training.\n\n"
+        "**Output**: one row per image: `label`, `class_index`, `probability`, "
+        f"`probabilities`. The configuration that trained it: `artifacts/{PARAMS_FILE}`."
+    )
+
+
 def log_image_model(
     run_id: str,
     network: torch.nn.Module,
     preprocess: Mapping[str, Any],
     example: np.ndarray,
+    params: Mapping[str, Any] | None = None,
 ) -> str:
-    """Log the model under ``run_id``; returns its ``models:/m-...`` URI.
-
-    The input is not schema-enforced on purpose: the model accepts arrays, lists of images
-    of any size and encoded image bytes (see ``automl_serving``), and checks them itself.
-    """
+    """Log the model under ``run_id`` (which may be finished: its status and end time are
+    left as they are); returns its ``models:/m-...`` URI. ``params``, the configuration
+    that trained it, are written beside the network as ``params.json``."""
     program = export_network(network, preprocess)
     predict_frame(program.module(), preprocess, example)  # fail now, not when served
     with tempfile.TemporaryDirectory() as folder:
         network_path = Path(folder, "network.pt2")
         torch.export.save(program, str(network_path))
-        preprocess_path = Path(folder, "preprocess.json")
-        preprocess_path.write_text(json.dumps(dict(preprocess), indent=2))
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_CODE),
-                code_paths=[str(SERVING_CODE)],
-                artifacts={"network": str(network_path), "preprocess": str(preprocess_path)},
-                signature=ModelSignature(inputs=None, outputs=OUTPUT_SCHEMA),
-                input_example=example,
-                pip_requirements=_requirements(),
-                metadata={METADATA_KEY: dict(preprocess)},
-            )
+        files = {"network": network_path, "preprocess": Path(folder, "preprocess.json")}
+        files["preprocess"].write_text(json.dumps(dict(preprocess), indent=2))
+        if params is not None:
+            files["params"] = Path(folder, PARAMS_FILE)
+            files["params"].write_text(json.dumps(dict(params), indent=2, sort_keys=True))
+        # Not start_run(run_id): reopening a finished run sets it RUNNING, then FINISHED
+        # again with a new end time. The logged model is made in the run's own experiment.
+        run = MlflowClient().get_run(run_id)
+        logged = mlflow.initialize_logged_model(
+            name="model", source_run_id=run_id, experiment_id=run.info.experiment_id,
+            params=dict(run.data.params),
+        )  # fmt: skip
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            python_model=str(PYFUNC_CODE),
+            code_paths=[str(SERVING_CODE)],
+            artifacts={key: str(path) for key, path in files.items()},
+            signature=ModelSignature(inputs=input_schema(preprocess), outputs=OUTPUT_SCHEMA),
+            input_example=example,
+            pip_requirements=_requirements(),
+            metadata={METADATA_KEY: dict(preprocess)},
+        )
     return str(info.model_uri)
 
 
@@ -108,7 +151,9 @@ class ImageModel:
         return [str(c) for c in self.preprocess["classes"]]
 
     def predict(self, images: Any) -> pd.DataFrame:
-        frame: pd.DataFrame = self.pyfunc.predict(images)
+        """Every input form the model's code accepts (any size, lists, encoded files): the
+        model is called directly, past MLflow's check of the signature's one form."""
+        frame: pd.DataFrame = self.pyfunc.unwrap_python_model().predict(None, images)
         return frame
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:

@@ -67,7 +67,9 @@ class Registry:
         self.tracking_uri = tracking_uri
         self.client = client_for(tracking_uri, create=False)  # its models are in it already
 
-    def register(self, name: str, model_uri: str, tags: dict[str, str]) -> int:
+    def register(
+        self, name: str, model_uri: str, tags: dict[str, str], description: str = ""
+    ) -> int:
         """A new version of ``name``, tagged with the SHA-256 of each of its files, so
         that loading it later can prove nobody changed them in the artifact store."""
         with tempfile.TemporaryDirectory(prefix="automl-register-") as folder:
@@ -75,6 +77,8 @@ class Registry:
             tags = {**tags, **digest_tags(Path(local))}
         with contextlib.redirect_stderr(io.StringIO()):  # it prints "Successfully registered"
             version = mlflow.register_model(model_uri, name, tags=tags)
+        if description:
+            self.client.update_model_version(name, version.version, description=description)
         self.client.set_registered_model_tag(name, "task", "image-classification")
         return int(version.version)
 
@@ -175,6 +179,12 @@ class Registry:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
                 raise ConfigError(f"no registered model named '{name}'{hint}") from None
             raise ConfigError(f"cannot read model '{name}': {first_line(exc)}") from None
+
+
+def figure(value: float | None) -> str:
+    """A measured figure as a tag: four decimals are what anyone compares or reads, and the
+    exact value is a metric of the run (``none`` when there is no figure)."""
+    return "none" if value is None else f"{value:.4f}"
 
 
 def _quote(name: str) -> str:

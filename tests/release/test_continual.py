@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import optuna
 import pytest
@@ -23,7 +24,7 @@ from automl.search.runner import run_search
 from automl.search.settings import SearchSettings
 from automl.search.space import parse_space
 from automl.search.warmstart import fitting
-from automl.tracking import Registry
+from automl.tracking import Registry, load_image_model, log_image_model
 from tests.conftest import TINY_SPACE, mlflow_client
 
 pytestmark = pytest.mark.slow
@@ -193,7 +194,9 @@ def test_retrain_on_new_data_records_lineage_and_compares_both_splits(cli, lab):
     assert tags["parent_dataset"] == "digits"
     assert tags["dataset"] == "imagefolder:" + str(Path(lab["all"][12:]).resolve())
     assert tags["retrain.start"] == "weights"
-    assert json.loads(tags["params"]) == json.loads(champion.tags["params"])
+    assert "params" not in tags  # the same configuration travels in the model instead
+    params = load_image_model(champion.uri, lab["uri"]).preprocess["params"]
+    assert load_image_model(f"models:/{NAME}/{new}", lab["uri"]).preprocess["params"] == params
     assert Registry(lab["uri"]).by_alias(NAME, "candidate").version == new
     for key in ("old_test_acc.parent", "old_test_acc.candidate", "new_test_acc.parent",
                 "new_test_acc.candidate"):  # fmt: skip
@@ -226,9 +229,17 @@ def test_bad_retrain_is_one_line_and_registers_nothing(cli, lab, setup, args, me
     client = mlflow_client(lab["uri"])
     if setup == "strip":  # a version registered before params were recorded
         champion = client.get_model_version_by_alias(NAME, "champion")
-        tags = {k: v for k, v in champion.tags.items() if k != "params"}
-        bare = client.create_model_version(NAME, champion.source, tags=tags)
-        uri = f"models:/{NAME}/{bare.version}"
+        held = f"models:/{NAME}/{champion.version}"
+        preprocess = dict(load_image_model(held, lab["uri"]).preprocess)
+        del preprocess["params"]
+        mlflow.set_tracking_uri(lab["uri"])
+        run = client.create_run(client.get_run(champion.run_id).info.experiment_id)
+        network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        logged = log_image_model(
+            run.info.run_id, network, preprocess, np.zeros((1, 8, 8, 1), np.uint8)
+        )
+        bare = Registry(lab["uri"]).register(NAME, logged, {"dataset": "digits"})
+        uri = f"models:/{NAME}/{bare}"
     args = [lab.get(a, a) for a in args]
     before = versions(lab["uri"])
     code, _, err = cli("retrain", uri, *args, "--device", "cpu")
@@ -243,8 +254,6 @@ def test_new_head_retrains_for_other_classes_and_says_so(cli, lab):
     assert "the head was rebuilt" in out
     candidate = Registry(lab["uri"]).by_alias(NAME, "candidate")
     assert candidate.tags["retrain.new_head"] == "true"
-    from automl.tracking import load_image_model
-
     assert "3" not in load_image_model(candidate.uri, lab["uri"]).classes
 
 

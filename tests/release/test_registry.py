@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -252,7 +253,8 @@ def test_every_version_records_the_sha256_of_each_of_its_files(registry_dir):
     folder = model_folder(registry_dir, 2)
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     files = {f for f in files if not f.startswith("evaluation/")}  # reports, attached later
-    assert {"MLmodel", "artifacts/network.pt2", "code/automl_serving.py"} <= files
+    assert {"MLmodel", "artifacts/network.pt2", "artifacts/params.json",
+            "code/automl_serving.py"} <= files  # fmt: skip
     for name in files:
         digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         assert tags[f"automl.sha256/{name}"] == digest
@@ -339,6 +341,14 @@ def post(port: int, payload: dict) -> list[dict]:
         return json.loads(response.read())["predictions"]
 
 
+def refused(port: int, payload: dict) -> str:
+    """The scoring server's answer to a request the signature does not allow: 400 and why."""
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        post(port, payload)
+    assert caught.value.code == 400
+    return str(json.loads(caught.value.read())["message"])
+
+
 def test_automl_serve_answers_like_predict(cli, registry_dir, image_files, digits):
     """`automl serve` checks the files, then MLflow's scoring server serves the copy."""
     _, paths = image_files
@@ -363,17 +373,28 @@ def test_automl_serve_answers_like_predict(cli, registry_dir, image_files, digit
             for r in map(json.loads, out.splitlines())
         }
 
-        encoded = [base64.b64encode(p.read_bytes()).decode() for p in paths]
-        served = post(
-            port, {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
-        )
-        assert [s["label"] for s in served] == [expected[p.name] for p in paths]
+        # The signature's form: uint8 pixels at the training size, as the files decode.
+        arrays = [np.asarray(Image.open(p).convert("L").resize((8, 8))) for p in paths]
+        pixels = np.stack(arrays)[..., None]
+        served = post(port, {"inputs": pixels.astype(int).tolist()})
+        local = load_image_model(f"models:/reg/{holder}").predict(pixels)
+        assert [s["label"] for s in served] == list(local["label"])
+        assert [s["label"] for s in served][:3] == [expected[p.name] for p in paths][:3]
 
         arrays = digits.test.hwc()[:5]
         served = post(port, {"inputs": arrays.astype(int).tolist()})
         local = load_image_model(f"models:/reg/{holder}").predict(arrays)
         assert [s["label"] for s in served] == list(local["label"])
         assert [s["probability"] for s in served] == pytest.approx(list(local["probability"]))
+
+        # Requests the signature does not allow are refused with the reason, not scored.
+        message = refused(port, {"inputs": arrays[:, :4, :4].astype(int).tolist()})
+        assert "Shape of input (5, 4, 4, 1) does not match expected shape (-1, 8, 8, 1)" in message
+        message = refused(port, {"inputs": (arrays.astype(int) + 300).tolist()})
+        assert "out of bounds for uint8" in message
+        encoded = base64.b64encode(paths[0].read_bytes()).decode()
+        message = refused(port, {"dataframe_split": {"columns": ["image"], "data": [[encoded]]}})
+        assert "Failed to convert column image to type 'uint8'" in message
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -37,7 +37,8 @@ from automl.search.pruning import epochs_run
 from automl.search.queue import add_tickets, fail_stale, running_trials, waiting, work
 from automl.search.session import Session, prepare
 from automl.search.settings import SearchSettings
-from automl.tracking import Tracker
+from automl.search.story import Search, StoryLinks, tell
+from automl.tracking import TRACKING_ERRORS, Tracker
 
 POLL_SECONDS = 1.0
 
@@ -65,6 +66,7 @@ class SearchOutcome:
     interrupted: bool = False
     tracking_seconds_search: float = 0.0  # MLflow calls up to the end of the last trial
     notes: list[str] = field(default_factory=list)  # said after the trials (failed workers)
+    story: StoryLinks | None = None  # where the MLflow UI tells it
 
     @property
     def states(self) -> Counter[str]:
@@ -390,6 +392,14 @@ def _finish(session: Session, outcome: SearchOutcome, status: str) -> None:
         metrics["test_acc"] = outcome.registration.test_acc
         tags["best_trial"] = str(outcome.registration.trial_number)
         tags["registered_model"] = outcome.registration.uri
+    try:  # the record is complete without it: a store that fails here is only said
+        told = Search(
+            outcome.study, outcome.settings, outcome.parent_run_id, outcome.registration,
+            [t.number for t in outcome.trials_run], outcome.interrupted,
+        )  # fmt: skip
+        outcome.story = tell(told, outcome.tracker)
+    except TRACKING_ERRORS as exc:
+        outcome.notes.append(f"the study's story was not written to MLflow: {exc}")
     outcome.wall_seconds = time.perf_counter() - session.started
     metrics["wall_seconds"] = outcome.wall_seconds
     outcome.tracker.finish_study_run(outcome.parent_run_id, status, metrics, tags)

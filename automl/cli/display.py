@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # types only: `automl study status` must not load torch to pr
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
 LEADERBOARD_ROWS = 10
-LOCAL_UI = "http://127.0.0.1:5000/"  # where `mlflow ui` serves by default
 
 
 class SearchDisplay:
@@ -337,7 +336,7 @@ def print_links(console: Console, outcome: SearchOutcome) -> None:
     else:
         console.print(
             f"see the study in MLflow: [bold]{escape(story.open)}[/], then open "
-            f"{LOCAL_UI} followed by"
+            f"{story.address} followed by"
         )
     for what, link in story.lines():
         console.print(f"  {what:<34} {escape(link)}", soft_wrap=True, highlight=False)

@@ -86,6 +86,7 @@ class StoryLinks:
     ``open`` (the command that starts it) serves."""
 
     open: str
+    address: str  # of the UI
     parent: str
     trials: str
     compare: str | None = None
@@ -117,6 +118,7 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
     """Write the story into MLflow (descriptions, the saved view) and return its links."""
     from automl.tracking.story import (
         DURATION,
+        address,
         column,
         describe_experiment,
         describe_run,
@@ -156,6 +158,7 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
     reg = search.registration
     return StoryLinks(
         open=open_command(settings.tracking_uri),
+        address=address(settings.tracking_uri),
         parent=full.run(search.parent_run_id),
         trials=full.view(key),
         compare=full.compare(top) if top else None,

@@ -332,6 +332,7 @@ class Tracker:
         """Status, times, params, metrics and tags of a run, as plain values."""
         run = self.client.get_run(run_id)
         return {
+            "experiment_id": run.info.experiment_id,
             "status": run.info.status,
             "start_time": run.info.start_time,
             "end_time": run.info.end_time,

@@ -25,6 +25,7 @@ from automl.tracking.runs import Tracker
 
 VIEW_TAG = "mlflow.sharedViewState."  # experiment tag prefix of the UI's saved views
 MAX_NOTE = 5000  # characters of a description (MLflow takes 8000 for a run tag)
+LOCAL_UI = "http://127.0.0.1:5000/"  # where `mlflow ui` serves by default
 
 
 def served(tracking_uri: str) -> bool:
@@ -44,9 +45,10 @@ class UiLinks:
     experiment_id: str
     base: str = ""
 
-    def full(self, tracking_uri: str) -> UiLinks:
-        """The same links as full URLs when the tracking URI is a server (else unchanged)."""
-        return replace(self, base=tracking_uri.rstrip("/") + "/") if served(tracking_uri) else self
+    def full(self, tracking_uri: str, local: str = "") -> UiLinks:
+        """The same links as full URLs when the tracking URI is a server; else on ``local``
+        (as given: "" keeps them relative)."""
+        return replace(self, base=address(tracking_uri) if served(tracking_uri) else local)
 
     def run(self, run_id: str) -> str:
         return f"{self.base}#/experiments/{self.experiment_id}/runs/{run_id}"
@@ -71,6 +73,11 @@ class UiLinks:
 
 def links_for(tracker: Tracker) -> UiLinks:
     return UiLinks(str(tracker.experiment_id))
+
+
+def address(tracking_uri: str) -> str:
+    """Where a person opens the UI: the server, or the address `mlflow ui` serves."""
+    return tracking_uri.rstrip("/") + "/" if served(tracking_uri) else LOCAL_UI
 
 
 def open_command(tracking_uri: str) -> str:
@@ -132,3 +139,9 @@ def describe_experiment(tracker: Tracker, markdown: str) -> None:
 def describe_run(tracker: Tracker, run_id: str, markdown: str) -> None:
     """A run's description: rendered as Markdown on its page."""
     tracker.set_run_tags(run_id, {NOTE: markdown[:MAX_NOTE]})
+
+
+def has_view(tracker: Tracker, experiment_id: str, key: str) -> bool:
+    """Whether the experiment keeps the saved view ``key`` (searches before it did not)."""
+    with tracker.timed():
+        return f"{VIEW_TAG}{key}" in tracker.client.get_experiment(experiment_id).tags

@@ -364,9 +364,25 @@ def test_report_has_every_section_and_its_images_load(searched, tmp_path, capsys
                  "--tracking-uri", settings.tracking_uri])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     html = out.read_text()
-    for section in ("summary", "leaderboard", "data", "study-plots", "evaluation"):
+    for section in ("summary", "leaderboard", "stopped", "data", "study-plots", "evaluation"):
         assert f'<section id="{section}">' in html
     assert "No study plots" not in html and "has not been evaluated" not in html
+    # Links to the MLflow UI that `mlflow ui` serves; the pruned and failed trials and why;
+    # importances from few trials said to be a hint; the slice plot at the page's width.
+    study = optuna.load_study(study_name="e2e", storage=settings.storage)
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    assert f"start it with <code>mlflow ui --backend-store-uri {settings.tracking_uri}" in html
+    assert re.search(rf'href="http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{parent}"', html)
+    assert "viewStateShareKey=automl-e2e" in html and "#/compare-runs?runs=" in html
+    stopped = html.split('<section id="stopped">')[1].split("</section>")[0]
+    for trial in study.trials:
+        run = trial.user_attrs["mlflow_run_id"]
+        shown = f'/runs/{run}">{trial.number}</a></td><td>'
+        assert (shown in stopped) == (trial.state in (TrialState.PRUNED, TrialState.FAIL))
+    assert "injected fault" in stopped
+    complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    assert f"importances rest on {complete} complete trials (fewer than 20)" in html
+    assert '<figure class="wide"><img alt="slice"' in html
     dom = chromium(out.as_uri(), screenshot=ARTIFACTS / "report.png")
 
     total = int(re.search(r'data-images-total="(\d+)"', dom).group(1))

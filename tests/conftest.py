@@ -97,16 +97,12 @@ def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 20000
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-quic", f"--virtual-time-budget={budget_ms}", "--window-size=1400,2400",
     ]  # fmt: skip
+    if screenshot is not None:  # the same rendering: one start of the browser, not two
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        flags.append(f"--screenshot={screenshot}")
     with tempfile.TemporaryDirectory() as profile:
-        run = [CHROMIUM, *flags, f"--user-data-dir={profile}"]
-        if screenshot is not None:
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(
-                [*run, f"--screenshot={screenshot}", url], capture_output=True, timeout=120
-            )
-        result = subprocess.run(
-            [*run, "--dump-dom", url], capture_output=True, text=True, timeout=120
-        )
+        run = [CHROMIUM, *flags, f"--user-data-dir={profile}", "--dump-dom", url]
+        result = subprocess.run(run, capture_output=True, text=True, timeout=120)
     return result.stdout
 
 

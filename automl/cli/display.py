@@ -26,6 +26,7 @@ from rich.text import Text
 from automl import retry
 from automl.search.hooks import Hooks
 from automl.search.pruning import epochs_run
+from automl.search.story import key_params, last_val_acc, ranked
 
 if TYPE_CHECKING:  # types only: `automl study status` must not load torch to print a table
     import optuna
@@ -157,14 +158,6 @@ class _SearchProgress(Progress):
             yield Text.from_markup(self.top_line)
 
 
-def last_val_acc(trial: FrozenTrial) -> float | None:
-    """The accuracy a trial ended with: its result, or its last report when it was cut."""
-    if trial.values:
-        return float(trial.values[0])
-    reports = trial.intermediate_values
-    return reports[max(reports)] if reports else None
-
-
 def trial_line(trial: FrozenTrial, tail: str = "") -> str:
     """``trial   12 PRUNED   val_acc 0.5279 epochs   3   4.1s …`` and why it stopped."""
     state = trial.state.name
@@ -237,23 +230,6 @@ def accuracy(trial: FrozenTrial) -> float | None:
     return trial.values[0] if trial.values else None
 
 
-def _key_params(params: dict[str, Any]) -> str:
-    widths = [str(v) for k, v in sorted(params.items()) if k.endswith(".width")]
-    parts = [str(params["arch.backbone"])] if params.get("arch.backbone", "none") != "none" else []
-    if widths:
-        parts.append("widths " + "/".join(widths))
-    for name, label in (
-        ("optim.name", ""),
-        ("optim.lr", "lr "),
-        ("train.batch_size", "bs "),
-        ("aug.strength", "aug "),
-    ):
-        if name in params:
-            value = params[name]
-            parts.append(f"{label}{value:.3g}" if isinstance(value, float) else f"{label}{value}")
-    return ", ".join(parts)
-
-
 def leaderboard(
     trials: Iterable[FrozenTrial],
     rows: int = LEADERBOARD_ROWS,
@@ -263,17 +239,12 @@ def leaderboard(
     """Completed trials by accuracy (with several objectives, a column for each), then,
     in the rows left, the pruned ones by the accuracy they were cut at, marked as such:
     a short study still shows what was tried."""
-    trials = list(trials)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-    complete.sort(key=lambda t: (-t.values[0], t.number))
-    pruned = [t for t in trials if t.state == TrialState.PRUNED and last_val_acc(t) is not None]
-    pruned.sort(key=lambda t: (-(last_val_acc(t) or 0.0), t.number))
     names = ["val_acc", *(objectives or [])[1:]]
     table = Table(title=title, title_justify="left")
     for column in ("rank", "trial", "state", *names, "epochs", "seconds"):
         table.add_column(column, justify="right")
     table.add_column("key params")
-    for rank, trial in enumerate([*complete, *pruned][:rows], 1):
+    for rank, trial in enumerate(ranked(trials)[:rows], 1):
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         params = trial.user_attrs.get("params", trial.params)
         if trial.state == TrialState.COMPLETE:
@@ -288,17 +259,9 @@ def leaderboard(
             *(_objective_value(n, v) for n, v in zip(names, values, strict=True)),
             str(epochs_run(trial)),
             f"{seconds:.1f}",
-            _key_params(params),
+            key_params(params),
         )
     return table
-
-
-def ui_command(tracking_uri: str) -> str:
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    if tracking_uri == "sqlite:///mlflow.db":
-        return "mlflow ui"
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
 def print_summary(console: Console, outcome: SearchOutcome) -> None:
@@ -359,4 +322,21 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
             "[yellow]interrupted[/]: the running trials were failed and queued again; "
             "run the same command again to finish the search"
         )
-    console.print(f"see every run: [bold]{ui_command(outcome.settings.tracking_uri)}[/]")
+    print_links(console, outcome)
+
+
+def print_links(console: Console, outcome: SearchOutcome) -> None:
+    """Where the MLflow UI tells the study's story (full URLs for a server, else the
+    command that starts the UI and the paths to open in it)."""
+    story = outcome.story
+    if story is None:
+        return
+    if story.open.startswith("open "):
+        console.print(f"see the study in MLflow ({escape(story.open[5:])}):")
+    else:
+        console.print(
+            f"see the study in MLflow: [bold]{escape(story.open)}[/], then open "
+            f"{story.address} followed by"
+        )
+    for what, link in story.lines():
+        console.print(f"  {what:<34} {escape(link)}", soft_wrap=True, highlight=False)

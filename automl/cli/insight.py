@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,6 +13,10 @@ from rich.table import Table
 from automl.cli import DataDirOption, StorageOption, TrackingOption, app, console
 from automl.errors import ConfigError
 from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
+
+if TYPE_CHECKING:  # the commands import what they use when they run
+    from automl.insight.report import MlflowPages
+    from automl.tracking import Tracker
 
 
 @app.command()
@@ -122,6 +126,7 @@ def report(
         data_path = tracker.download(parent_id, "data_report.json", folder) if parent_id else None
         evaluation = tracker.download(parent_id, "evaluation", folder) if parent_id else None
         plots, skipped = study_plots(study, folder / "plots")
+        pages = _mlflow_pages(tracker, study.study_name, parent_id, parent)
         html = build_report(
             study,
             parent=parent,
@@ -130,10 +135,41 @@ def report(
             plots_skipped=skipped,
             evaluation=evaluation,
             epochs_of=epochs_run,
+            pages=pages,
         )
     output.write_text(html)
     images = html.count("<img ")
     console.print(
         f"wrote {output} ({len(html) / 1e6:.1f} MB, {len(SECTIONS)} sections, {images} images); "
         "it opens offline in any browser"
+    )
+
+
+def _mlflow_pages(
+    tracker: Tracker, study: str, parent_id: str | None, parent: dict[str, Any] | None
+) -> MlflowPages | None:
+    """Where the report links to in the MLflow UI (None without the study's run)."""
+    from automl.insight.report import MlflowPages
+    from automl.tracking import Registry
+    from automl.tracking.story import UiLinks, address, has_view, open_command, served, view_key
+
+    if not parent_id or parent is None:
+        return None
+    uri = tracker.tracking_uri
+    experiment_id = str(parent["experiment_id"])
+    links = UiLinks(experiment_id).full(uri, local=address(uri))
+    tags = parent["tags"]
+    model = None
+    name = tags.get("registered_model", "").removeprefix("models:/").partition("@")[0]
+    if name and "best_trial" in tags:
+        identity = {"study": study, "trial_number": tags["best_trial"]}
+        version = Registry(uri).find_version(name, identity)
+        model = (name, version) if version is not None else None
+    key = view_key(study)
+    return MlflowPages(
+        links=links,
+        start="" if served(uri) else open_command(uri),
+        parent_run_id=parent_id,
+        view=key if has_view(tracker, experiment_id, key) else None,
+        model=model,
     )

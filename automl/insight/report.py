@@ -1,6 +1,8 @@
 """One self-contained HTML page about a study: it opens offline, images embedded.
 
-Sections: summary, leaderboard, data, study plots, evaluation of the registered model.
+Sections: summary (with links to the study's pages in the MLflow UI), leaderboard (a
+compact table of the sampled parameters), pruned and failed trials, data, study plots,
+evaluation of the registered model.
 A small script records on ``<body>`` how many images loaded, so a headless browser test
 can check the page as a person would see it.
 """
@@ -11,13 +13,17 @@ import base64
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from automl.tracking.story import UiLinks
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -29,6 +35,7 @@ th { background: #eef2f8; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { max-width: 560px; border: 1px solid #ddd; }
+figure.wide img { max-width: 100%; }
 figcaption { font-size: 13px; color: #555; }
 .note { color: #8a6d00; }
 """
@@ -39,7 +46,25 @@ window.addEventListener("load", () => {
   document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
 });
 """
-SECTIONS = ("summary", "leaderboard", "data", "study-plots", "evaluation")
+SECTIONS = ("summary", "leaderboard", "stopped", "data", "study-plots", "evaluation")
+WIDE = {"slice"}  # plots with many panels, shown at the page's width
+FEW_TRIALS = 20  # importances resting on fewer complete trials are a hint, not a finding
+
+
+@dataclass(frozen=True)
+class MlflowPages:
+    """Where the study lives in the MLflow UI: ``links`` full URLs, ``start`` the command
+    that serves them ("" for a server), ``view`` the key of the saved view of its trials."""
+
+    links: UiLinks
+    start: str
+    parent_run_id: str | None
+    view: str | None
+    model: tuple[str, int] | None  # the version the study registered
+
+
+class Html(str):
+    """A cell already written as HTML (a link)."""
 
 
 class Measure(str):
@@ -56,6 +81,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
             return f'<td class="num">{value:.4g}</td>'
         if isinstance(value, int | Measure):
             return f'<td class="num">{value}</td>'
+        if isinstance(value, Html):
+            return f"<td>{value}</td>"
         return f"<td>{escape(str(value))}</td>"
 
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
@@ -63,12 +90,51 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _figure(path: Path, caption: str) -> str:
+def _figure(path: Path, caption: str, wide: bool = False) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
+    kind = ' class="wide"' if wide else ""
     return (
-        f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
+        f'<figure{kind}><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{escape(caption)}</figcaption></figure>"
     )
+
+
+def _link(href: str, text: str) -> Html:
+    return Html(f'<a href="{escape(href)}">{escape(text)}</a>')
+
+
+def _trial(trial: FrozenTrial, pages: MlflowPages | None) -> Any:
+    """The trial's number, a link to its run when the UI is known."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if pages is None or not run_id:
+        return trial.number
+    return _link(pages.links.run(str(run_id)), str(trial.number))
+
+
+def _mlflow(study: optuna.Study, pages: MlflowPages | None) -> str:
+    """Links to the study's pages in the MLflow UI."""
+    if pages is None:
+        return ""
+    found = []
+    if pages.parent_run_id:
+        found.append(_link(pages.links.run(pages.parent_run_id), "the study's run (leaderboard)"))
+    top = [str(t.user_attrs.get("mlflow_run_id", "")) for t in _ranked(study)[:5]]
+    if any(top):
+        found.append(_link(pages.links.compare([r for r in top if r]), "top five side by side"))
+    if pages.view:
+        found.append(_link(pages.links.view(pages.view), "every trial by val_acc"))
+    if pages.model is not None:
+        name, version = pages.model
+        found.append(_link(pages.links.model_version(name, version), f"{name} v{version}"))
+    start = f" (start it with <code>{escape(pages.start)}</code>)" if pages.start else ""
+    return f"<p>In the MLflow UI{start}: {' · '.join(found)}.</p>" if found else ""
+
+
+def _ranked(study: optuna.Study) -> list[FrozenTrial]:
+    complete = [
+        t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values
+    ]
+    return sorted(complete, key=lambda t: (-t.values[0], t.number))
 
 
 def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
@@ -91,8 +157,9 @@ def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
         return html + "<p class='note'>No trial has completed yet.</p>"
     best = max(complete, key=lambda t: (t.values[0], -t.number))
     html += f"<p>Best trial <b>{best.number}</b>: val_acc <b>{best.values[0]:.4f}</b>.</p>"
-    params = best.user_attrs.get("params", best.params)
-    html += _table(["parameter", "value"], [[k, v] for k, v in sorted(params.items())])
+    params = sorted(best.user_attrs.get("params", best.params).items())
+    rows = [[cell for pair in params[i : i + 3] for cell in pair] for i in range(0, len(params), 3)]
+    html += _table(["parameter", "value"] * min(3, len(params)), rows)
     if parent:
         tags = parent.get("tags", {})
         if "registered_model" in tags:
@@ -104,34 +171,58 @@ def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
     return html
 
 
+def _value(value: Any) -> Any:
+    return f"{value:.3g}" if isinstance(value, float) else value
+
+
 def _leaderboard(
-    study: optuna.Study, epochs_of: Callable[[FrozenTrial], int], rows: int = 15
+    study: optuna.Study,
+    epochs_of: Callable[[FrozenTrial], int],
+    pages: MlflowPages | None = None,
+    rows: int = 15,
 ) -> str:
-    complete = [
-        t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values
-    ]
-    complete.sort(key=lambda t: (-t.values[0], t.number))
+    """The best complete trials, one column per sampled parameter (fixed ones are in the
+    summary's table), values rounded: the table fits the page."""
+    ranked = _ranked(study)[:rows]
+    if not ranked:
+        return "<p class='note'>No completed trials.</p>"
+    names = sorted({k for t in study.get_trials(deepcopy=False) for k in t.distributions})
     table = []
-    for rank, t in enumerate(complete[:rows], 1):
-        params = t.user_attrs.get("params", t.params)
-        short = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in sorted(params.items())
-        )
+    for rank, t in enumerate(ranked, 1):
         seconds = t.duration.total_seconds() if t.duration else 0.0
+        params = t.user_attrs.get("params", t.params)
         table.append(
             [
                 rank,
-                t.number,
+                _trial(t, pages),
                 _m(t.values[0]),
                 epochs_of(t),
                 round(seconds, 1),
-                short,
+                *(_value(params.get(n, "")) for n in names),
             ]
         )
-    if not table:
-        return "<p class='note'>No completed trials.</p>"
-    return _table(["rank", "trial", "val_acc", "epochs", "seconds", "params"], table)
+    header = ["rank", "trial", "val_acc", "epochs", "seconds", *names]
+    return f'<div style="overflow-x:auto">{_table(header, table)}</div>'
+
+
+def _stopped(
+    study: optuna.Study, epochs_of: Callable[[FrozenTrial], int], pages: MlflowPages | None
+) -> str:
+    """Pruned trials (stopped early by the pruner, not failures) and failed ones, and why."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in (TrialState.PRUNED, TrialState.FAIL):
+            continue
+        reports = t.intermediate_values
+        last = _m(reports[max(reports)]) if reports else "-"
+        reason = str(t.user_attrs.get("reason", ""))
+        state = "pruned" if t.state == TrialState.PRUNED else "failed"
+        why = t.user_attrs.get("message") or reason
+        rows.append([_trial(t, pages), state, epochs_of(t), last, reason, str(why)[:300]])
+    if not rows:
+        return "<p>No trial was pruned or failed.</p>"
+    header = ["trial", "state", "epochs", "last val_acc", "reason", "why"]
+    return _table(header, rows)
 
 
 def _data(report: dict[str, Any] | None) -> str:
@@ -158,9 +249,15 @@ def _data(report: dict[str, Any] | None) -> str:
     return html
 
 
-def _plots(folder: Path | None, skipped: dict[str, str]) -> str:
+def _plots(folder: Path | None, skipped: dict[str, str], complete: int) -> str:
     pngs = sorted(folder.glob("*.png")) if folder else []
-    html = "".join(_figure(p, p.stem.replace("_", " ")) for p in pngs)
+    html = ""
+    if any(p.stem == "param_importances" for p in pngs) and complete < FEW_TRIALS:
+        html += (
+            f"<p class='note'>The parameter importances rest on {complete} complete trials "
+            f"(fewer than {FEW_TRIALS}): read them as a hint, not a finding.</p>"
+        )
+    html += "".join(_figure(p, p.stem.replace("_", " "), p.stem in WIDE) for p in pngs)
     if skipped:
         html += "".join(f"<p class='note'>{escape(k)}: {escape(v)}</p>" for k, v in skipped.items())
     return html or "<p class='note'>No study plots.</p>"
@@ -225,14 +322,17 @@ def build_report(
     plots_skipped: dict[str, str],
     evaluation: Path | None,
     epochs_of: Callable[[FrozenTrial], int],
+    pages: MlflowPages | None = None,
 ) -> str:
     """The page; ``epochs_of`` says how many epochs a trial trained (the search knows how
-    it recorded them)."""
+    it recorded them); ``pages`` where the study is in the MLflow UI."""
+    complete = len(_ranked(study))
     sections = {
-        "summary": ("Summary", _summary(study, parent)),
-        "leaderboard": ("Leaderboard", _leaderboard(study, epochs_of)),
+        "summary": ("Summary", _mlflow(study, pages) + _summary(study, parent)),
+        "leaderboard": ("Leaderboard", _leaderboard(study, epochs_of, pages)),
+        "stopped": ("Pruned and failed trials", _stopped(study, epochs_of, pages)),
         "data": ("Data", _data(data_report)),
-        "study-plots": ("Study plots", _plots(plots, plots_skipped)),
+        "study-plots": ("Study plots", _plots(plots, plots_skipped, complete)),
         "evaluation": ("Evaluation of the registered model", _evaluation(evaluation)),
     }
     body = "".join(

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 TOP_PARAMS = 8  # parallel-coordinate and slice plots show the most important parameters
 DPI = 100
+SLICE_COLUMNS = 3  # panels a row of the slice plot
 
 
 def _important_params(study: optuna.Study) -> list[str] | None:
@@ -47,8 +48,48 @@ def _plots(study: optuna.Study, backend: Any) -> dict[str, Callable[[], Any]]:
     plots["parallel_coordinate"] = lambda: backend.plot_parallel_coordinate(
         study, params=params, **target
     )
-    plots["slice"] = lambda: backend.plot_slice(study, params=params, **target)
+    if backend.__name__.endswith("matplotlib"):
+        plots["slice"] = lambda: _slice(study, params, **target)  # type: ignore[arg-type]
+    else:  # plotly's is interactive: its panels can be zoomed
+        plots["slice"] = lambda: backend.plot_slice(study, params=params, **target)
     return plots
+
+
+def _slice(
+    study: optuna.Study,
+    params: list[str] | None,
+    target: Callable[[optuna.trial.FrozenTrial], float] | None = None,
+    target_name: str = "Objective Value",
+) -> Any:
+    """The objective against each parameter, a panel each, three to a row, each large
+    enough to read: Optuna's own puts every panel in one row, a few pixels wide each."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    names = params or sorted({k for t in trials for k in t.params})
+    if not names:
+        raise ValueError("no sampled parameter")
+    value = target or (lambda t: float(t.values[0]))
+    columns = min(SLICE_COLUMNS, len(names))
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names, strict=False):
+        have = [t for t in trials if name in t.params]
+        xs = [t.params[name] for t in have]
+        if any(isinstance(x, str | bool) for x in xs):  # categories, in a stable order
+            labels = sorted({str(x) for x in xs})
+            axis.set_xticks(range(len(labels)), labels)
+            axis.set_xlim(-0.5, len(labels) - 0.5)
+            xs = [labels.index(str(x)) for x in xs]
+        elif have and getattr(have[0].distributions.get(name), "log", False):
+            axis.set_xscale("log")
+        axis.scatter(xs, [value(t) for t in have], c=[t.number for t in have], cmap="viridis")
+        axis.set_title(name, fontsize=11)
+        axis.grid(alpha=0.3)
+    for axis in axes[:, 0]:
+        axis.set_ylabel(target_name)
+    for axis in list(axes.flat)[len(names) :]:
+        axis.set_visible(False)
+    figure.suptitle("Slice: the objective against each parameter (colour: trial number)")
+    return axes
 
 
 def study_plots(study: optuna.Study, folder: Path) -> tuple[list[Path], dict[str, str]]:
@@ -71,8 +112,9 @@ def study_plots(study: optuna.Study, folder: Path) -> tuple[list[Path], dict[str
                 continue
             first = axes.flat[0] if hasattr(axes, "flat") else axes
             figure = first.figure
-            width, height = figure.get_size_inches()
-            figure.set_size_inches(max(width, 11), max(height, 5.5))
+            if name != "slice":  # drawn to its own size
+                width, height = figure.get_size_inches()
+                figure.set_size_inches(max(width, 11), max(height, 5.5))
             figure.tight_layout()
             path = folder / f"{name}.png"
             figure.savefig(path, dpi=DPI)

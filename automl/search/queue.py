@@ -62,6 +62,23 @@ def add_tickets(
     return count
 
 
+class Refill:
+    """Queues a lone search's next ticket when its last one is claimed, until ``--trials``
+    were queued: with a budget, the deadline then leaves no ticket behind."""
+
+    def __init__(self, study: optuna.Study, owner: Owner, tickets: set[int], left: int) -> None:
+        self.study, self.owner, self.tickets, self.left = study, owner, tickets, left
+
+    def __call__(self) -> bool:
+        if self.left <= 0:
+            return False
+        add_tickets(self.study, 1, owner=self.owner)
+        self.left -= 1
+        queued = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        self.tickets.update(t.number for t in queued if self.owner.holds(t))
+        return True
+
+
 def count(study: optuna.Study, state: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
 

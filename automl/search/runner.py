@@ -34,10 +34,18 @@ from automl.search.jobs import job_devices, spawn_jobs, stop_jobs
 from automl.search.objective import Objective
 from automl.search.owners import WORKERS, Owner, adopt
 from automl.search.pruning import epochs_run
-from automl.search.queue import add_tickets, fail_stale, running_trials, waiting, work
+from automl.search.queue import (
+    Refill,
+    add_tickets,
+    fail_stale,
+    running_trials,
+    waiting,
+    work,
+)
 from automl.search.session import Session, prepare
 from automl.search.settings import SearchSettings
-from automl.tracking import Tracker
+from automl.search.story import Search, StoryLinks, tell
+from automl.tracking import TRACKING_ERRORS, Tracker
 
 POLL_SECONDS = 1.0
 
@@ -65,6 +73,7 @@ class SearchOutcome:
     interrupted: bool = False
     tracking_seconds_search: float = 0.0  # MLflow calls up to the end of the last trial
     notes: list[str] = field(default_factory=list)  # said after the trials (failed workers)
+    story: StoryLinks | None = None  # where the MLflow UI tells it
 
     @property
     def states(self) -> Counter[str]:
@@ -84,7 +93,7 @@ def queue_trials(session: Session, owner: Owner = WORKERS, *, lazy: bool = False
     warm-start configurations, then the space's baseline. Returns notes for the user.
 
     ``lazy``: queue only the fixed configurations (or one ticket) now; the search adds the
-    others one at a time as it runs (``_Refill``), so a budget that ends leaves nothing
+    others one at a time as it runs (``queue.Refill``), so a budget that ends leaves nothing
     queued behind it."""
     study, settings, warm = session.study, session.settings, session.warm
     notes = []
@@ -135,23 +144,6 @@ class _Reporter:
                 self.report(self.session.study, trial)
 
 
-class _Refill:
-    """Queues a lone search's next ticket when its last one is claimed, until ``--trials``
-    were queued: with a budget, the deadline then leaves no ticket behind."""
-
-    def __init__(self, study: optuna.Study, owner: Owner, tickets: set[int], left: int) -> None:
-        self.study, self.owner, self.tickets, self.left = study, owner, tickets, left
-
-    def __call__(self) -> bool:
-        if self.left <= 0:
-            return False
-        add_tickets(self.study, 1, owner=self.owner)
-        self.left -= 1
-        queued = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        self.tickets.update(t.number for t in queued if self.owner.holds(t))
-        return True
-
-
 def run_trials(session: Session) -> SearchOutcome:
     """Run this search's tickets in ``--jobs`` processes; an interrupt closes the runs and
     raises ``Interrupted`` once every process has stopped."""
@@ -167,7 +159,7 @@ def _run_owned(session: Session, owner: Owner) -> SearchOutcome:
         session.hooks.on_note(note)
     queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     tickets = {t.number for t in queued if owner.holds(t)}
-    refill = _Refill(study, owner, tickets, settings.trials - len(tickets)) if lazy else None
+    refill = Refill(study, owner, tickets, settings.trials - len(tickets)) if lazy else None
     reporter = _Reporter(session, tickets)
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
@@ -422,6 +414,14 @@ def _finish(session: Session, outcome: SearchOutcome, status: str) -> None:
         tags["registered_version"] = f"{outcome.registration.name}/{outcome.registration.version}"
         if outcome.registration.run_id:  # the version's source run
             tags["best_trial_run_id"] = outcome.registration.run_id
+    try:  # the record is complete without it: a store that fails here is only said
+        told = Search(
+            outcome.study, outcome.settings, outcome.parent_run_id, outcome.registration,
+            [t.number for t in outcome.trials_run], outcome.interrupted,
+        )  # fmt: skip
+        outcome.story = tell(told, outcome.tracker)
+    except TRACKING_ERRORS as exc:
+        outcome.notes.append(f"the study's story was not written to MLflow: {exc}")
     outcome.wall_seconds = time.perf_counter() - session.started
     metrics["wall_seconds"] = outcome.wall_seconds
     outcome.tracker.finish_study_run(outcome.parent_run_id, status, metrics, tags)

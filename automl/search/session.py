@@ -29,10 +29,11 @@ from automl.search.settings import SearchSettings
 from automl.search.space import SearchSpace, load_space, parse_space
 from automl.search.warmstart import WarmStart, warm_start
 from automl.stores import open_storage
-from automl.tracking import Tracker
+from automl.tracking import Tracker, ended_tags
 from automl.training.device import make_deterministic, resolve_device
 
 RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
+CRASHED = "the process running it died (its heartbeat went silent)"
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Session:
         """Close the MLflow run a dead worker left open (status FAILED)."""
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
-            self.tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
+            self.tracker.close_run(run_id, "FAILED", ended_tags("FAIL", "crashed", message=CRASHED))
 
 
 def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
@@ -194,7 +195,7 @@ def _close_abandoned(study: optuna.Study, tracker: Tracker) -> str | None:
     def close(trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
-            tracker.close_run(run_id, "FAILED", {"state": "FAIL", "reason": "crashed"})
+            tracker.close_run(run_id, "FAILED", ended_tags("FAIL", "crashed", message=CRASHED))
 
     fail_stale(study, close)
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):

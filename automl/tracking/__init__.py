@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         load_image_model,
         log_image_model,
     )
+    from automl.tracking.outcome import ended_tags
     from automl.tracking.recorder import TrialRecorder
     from automl.tracking.registry import Registry, VersionInfo, figure
     from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
@@ -32,6 +33,7 @@ _WHERE = {
     "checked_model_folder": "models",
     "load_image_model": "models",
     "log_image_model": "models",
+    "ended_tags": "outcome",
     "TrialRecorder": "recorder",
     "Registry": "registry",
     "VersionInfo": "registry",
@@ -52,6 +54,7 @@ __all__ = [
     "VersionInfo",
     "artifact_root_for",
     "checked_model_folder",
+    "ended_tags",
     "figure",
     "load_image_model",
     "log_image_model",

@@ -30,6 +30,7 @@ from automl.retry import came_back, hold, is_away, went_away
 from automl.stores import mask_url
 from automl.tracking.calls import TRACKING_ERRORS, _resilient, _timed, is_transient
 from automl.tracking.common import client_for, first_line
+from automl.tracking.outcome import ended_tags
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 WEIGHTS_PATH = "model/weights.pt"
@@ -63,11 +64,14 @@ class TrialRun:
         self.run_id = run_id
         self._metrics: list[Metric] = []
         self._last_flush = time.monotonic()
+        self.epochs = 0  # the last epoch with a val_acc: where a pruned trial stopped
 
     def log_epoch(self, step: int, metrics: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
         new = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self._metrics += new
+        if "val_acc" in metrics:
+            self.epochs = max(self.epochs, step)
         what = self.tracker.what
         away = is_away(what)
         if away:
@@ -111,31 +115,9 @@ class TrialRun:
     def finish(
         self, state: str, reason: str | None = None, status: str | None = None, **tags: str
     ) -> None:
-        """Send what is buffered and close the run; the status follows ``state`` by default.
-        The run's description (shown on its page) says in one sentence how it ended."""
-        final = {"state": state, **tags, NOTE: outcome_sentence(state, reason, tags)}
-        if reason:
-            final["reason"] = reason[:5000]
-        self.flush(final)
+        """Send what is buffered and close the run; the status follows ``state`` by default."""
+        self.flush(ended_tags(state, reason, self.epochs, **tags))
         self.tracker._terminate(self.run_id, status or RUN_STATUS[state])
-
-
-NOTE = "mlflow.note.content"  # the run's description, rendered as Markdown on its page
-
-
-def outcome_sentence(state: str, reason: str | None, tags: Mapping[str, str]) -> str:
-    """How a trial ended, for a person: a pruned trial (MLflow shows KILLED) was stopped
-    early on purpose, which is not a failure."""
-    message = tags.get("message", "")
-    if state == "COMPLETE":
-        return f"**Complete**: trained its whole schedule ({tags.get('epochs', '?')} epochs)."
-    if state == "PRUNED":
-        why = f": {message}" if message else ""
-        return (
-            f"**Pruned**, not failed: stopped early because it fell behind the other "
-            f"trials{why}. MLflow shows such runs as KILLED."
-        )
-    return f"**Failed** ({reason or 'error'}){': ' + message if message else ''}."[:5000]
 
 
 def _check_server(uri: str) -> None:
@@ -350,6 +332,7 @@ class Tracker:
         """Status, times, params, metrics and tags of a run, as plain values."""
         run = self.client.get_run(run_id)
         return {
+            "experiment_id": run.info.experiment_id,
             "status": run.info.status,
             "start_time": run.info.start_time,
             "end_time": run.info.end_time,

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import mlflow
 import numpy as np
@@ -19,6 +25,7 @@ from automl.search.settings import SearchSettings
 pytestmark = pytest.mark.slow
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+STATE_TAG = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED @ 1", "FAIL": "FAIL: error"}
 
 
 class PruneEveryThird(optuna.pruners.BasePruner):
@@ -92,7 +99,7 @@ def test_run_status_params_metrics_and_tags_match_each_trial(searched):
     for trial in outcome.study.trials:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
         assert run.info.status == STATUS[trial.state.name]
-        assert run.data.tags["state"] == trial.state.name
+        assert run.data.tags["state"] == STATE_TAG[trial.state.name]  # a column in the UI
         assert run.data.tags["trial_number"] == str(trial.number)
         assert run.data.tags["study"] == "e2e"
         params = trial.user_attrs["params"]
@@ -111,7 +118,7 @@ def test_run_status_params_metrics_and_tags_match_each_trial(searched):
         for name in ("train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"):
             assert len(client.get_metric_history(run.info.run_id, name)) == len(history)
         if trial.state == TrialState.PRUNED:
-            assert note.startswith("**Pruned**, not failed: stopped early because it fell")
+            assert note.startswith("**Pruned** after epoch 1, not failed: stopped early")
             assert run.data.tags["reason"] == "pruned"
             assert len(history) == 1  # the curve up to the pruning point is kept
         else:
@@ -185,6 +192,136 @@ def test_only_trials_that_beat_the_best_so_far_log_weights(searched):
             assert not has
 
 
+# ---------------------------------------------------------------------------- the story
+
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")  # a Markdown link: text, target
+
+
+def expected_ranking(study) -> list:
+    """Complete trials by val_acc, then pruned ones by their last report, then failed."""
+    trials = study.trials
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    pruned.sort(key=lambda t: -t.intermediate_values[max(t.intermediate_values)])
+    return complete + pruned + [t for t in trials if t.state == TrialState.FAIL]
+
+
+def test_the_parent_run_and_the_experiment_tell_the_study(searched):
+    from rich.console import Console
+
+    from automl.cli.display import print_summary
+
+    settings, outcome, client = searched
+    experiment = client.get_experiment_by_name("e2e")
+    eid, reg = experiment.experiment_id, outcome.registration
+    note = client.get_run(outcome.parent_run_id).data.tags["mlflow.note.content"]
+    links = dict(LINK.findall(note))
+    ranking = expected_ranking(outcome.study)
+    for trial in ranking:  # six trials: every one in the leaderboard, a link to its run
+        run_id = trial.user_attrs["mlflow_run_id"]
+        assert links[f"trial-{trial.number:04d}"] == f"#/experiments/{eid}/runs/{run_id}"
+    rows = [line for line in note.splitlines() if line.startswith("| ") and "trial-" in line]
+    assert [int(re.search(r"trial-(\d+)", r).group(1)) for r in rows] == [t.number for t in ranking]
+    assert "| pruned @ 1 |" in rows[3] and "| failed (error) |" in rows[5]
+    compare = links["top five side by side"]
+    runs = re.fullmatch(r"#/compare-runs\?runs=(.+)&experiments=(.+)", compare)
+    top_five = [t.user_attrs["mlflow_run_id"] for t in ranking[:5]]
+    assert json.loads(unquote(runs.group(1))) == top_five
+    assert json.loads(unquote(runs.group(2))) == [eid]
+    view = links["every trial by val_acc"]
+    assert view == f"#/experiments/{eid}/runs?viewStateShareKey=automl-e2e"
+    version = f"#/models/e2e/versions/{reg.version}"
+    assert links[f"registered model e2e v{reg.version}"] == version
+
+    # The saved view: the UI runs its filter (the study's trials only), sorts by val_acc
+    # and shows the state column first.
+    saved = json.loads(experiment.tags["mlflow.sharedViewState.automl-e2e"])
+    state = json.loads(saved["state"])
+    assert saved["name"] == "e2e: trials by val_acc"
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_acc`", False)
+    assert state["selectedColumns"][:2] == ["tags.`state`", "metrics.`val_acc`"]
+    found = client.search_runs([eid], state["searchFilter"], max_results=100)
+    assert sorted(r.info.run_name for r in found) == [f"trial-{i:04d}" for i in range(6)]
+
+    # The experiment's first paragraph (shown atop its pages) links the same.
+    first = experiment.tags["mlflow.note.content"].split("\n\n")[0]
+    assert dict(LINK.findall(first)) == {
+        "top five side by side": compare,
+        "every trial by val_acc": view,
+        "the latest search": f"#/experiments/{eid}/runs/{outcome.parent_run_id}",
+        f"registered model e2e v{reg.version}": version,
+    }
+
+    # The search's last lines: the command that opens the UI, then the same paths.
+    console = Console(record=True, width=400)
+    print_summary(console, outcome)
+    printed = console.export_text()
+    assert f"mlflow ui --backend-store-uri {settings.tracking_uri}" in printed
+    for link in (compare, view, version, f"#/experiments/{eid}/runs/{outcome.parent_run_id}"):
+        assert link in printed
+
+
+@pytest.fixture(scope="module")
+def ui(searched, tmp_path_factory):
+    """The MLflow UI over the search's store, as `mlflow ui` serves it."""
+    from tests.conftest import bin_env, free_port, wait_for_http
+
+    settings = searched[0]
+    port = free_port()
+    log = tmp_path_factory.mktemp("ui") / "server.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=bin_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=log.open("w"),
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(
+        f"{url}/health", process=process, output=lambda: log.read_text()[-3000:], expect=b"OK"
+    )
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+@pytest.mark.browser
+def test_the_mlflow_ui_shows_the_story_in_two_clicks(searched, ui):
+    from tests.conftest import ARTIFACTS, chromium
+
+    _, outcome, _ = searched
+    story = outcome.story
+    ranking = expected_ranking(outcome.study)
+    names = [f"trial-{t.number:04d}" for t in ranking]
+
+    # The parent run's page: the leaderboard, each trial a link to its run.
+    dom = chromium(f"{ui}/{story.parent}", screenshot=ARTIFACTS / "mlflow-parent-story.png")
+    leaderboard = re.findall(r'<td><a target="_blank" href="([^"]+)">(trial-\d{4})</a></td>', dom)
+    assert [name for _, name in leaderboard] == names
+    assert "<td>pruned @ 1</td>" in dom and "<td>failed (error)</td>" in dom
+    compare = html.unescape(re.search(r'href="(#/compare-runs[^"]+)"', dom).group(1))
+    view = html.unescape(re.search(r'href="(#/experiments/[^"]+viewStateShareKey[^"]+)"', dom)[1])
+
+    # Following the best trial's link opens its run page.
+    trial = chromium(f"{ui}/{html.unescape(leaderboard[0][0])}")
+    assert f">{names[0]}<" in trial and "trained its whole schedule" in trial
+
+    # The compare link: the five best trials side by side.
+    dom = chromium(f"{ui}/{compare}", screenshot=ARTIFACTS / "mlflow-compare-top-five.png")
+    assert "Comparing 5 Runs from 1 Experiment" in dom
+    assert all(name in dom for name in names[:5]) and names[5] not in dom
+
+    # Every trial of the study, by val_acc, the state column telling pruned from failed.
+    dom = chromium(f"{ui}/{view}", screenshot=ARTIFACTS / "mlflow-trials-by-val-acc.png")
+    assert "tags.`state`" in dom and "<strong>6</strong> matching runs" in dom
+    for label in ("COMPLETE", "PRUNED @ 1", "FAIL: error"):
+        assert f">{label}<" in dom
+
+    # Two clicks from the UI's home page: the experiment (its list of recent experiments
+    # links it), then "top five side by side" in the description shown atop every page of
+    # the experiment (this one as its landing page).
+    assert f'href="{html.escape(compare)}"' in dom
+
+
 def test_resume_runs_new_trials_in_the_same_study_under_a_new_parent(searched):
     settings, first, client = searched
     first_best = first.registration.trial_number
@@ -254,9 +391,25 @@ def test_report_has_every_section_and_its_images_load(searched, tmp_path, capsys
                  "--tracking-uri", settings.tracking_uri])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     html = out.read_text()
-    for section in ("summary", "leaderboard", "data", "study-plots", "evaluation"):
+    for section in ("summary", "leaderboard", "stopped", "data", "study-plots", "evaluation"):
         assert f'<section id="{section}">' in html
     assert "No study plots" not in html and "has not been evaluated" not in html
+    # Links to the MLflow UI that `mlflow ui` serves; the pruned and failed trials and why;
+    # importances from few trials said to be a hint; the slice plot at the page's width.
+    study = optuna.load_study(study_name="e2e", storage=settings.storage)
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    assert f"start it with <code>mlflow ui --backend-store-uri {settings.tracking_uri}" in html
+    assert re.search(rf'href="http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{parent}"', html)
+    assert "viewStateShareKey=automl-e2e" in html and "#/compare-runs?runs=" in html
+    stopped = html.split('<section id="stopped">')[1].split("</section>")[0]
+    for trial in study.trials:
+        run = trial.user_attrs["mlflow_run_id"]
+        shown = f'/runs/{run}">{trial.number}</a></td><td>'
+        assert (shown in stopped) == (trial.state in (TrialState.PRUNED, TrialState.FAIL))
+    assert "injected fault" in stopped
+    complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    assert f"importances rest on {complete} complete trials (fewer than 20)" in html
+    assert '<figure class="wide"><img alt="slice"' in html
     dom = chromium(out.as_uri(), screenshot=ARTIFACTS / "report.png")
 
     total = int(re.search(r'data-images-total="(\d+)"', dom).group(1))

@@ -1,0 +1,280 @@
+"""The study's story, told where people look: the MLflow UI and the search's last lines.
+
+At the end of a search the parent run's description holds the leaderboard (each trial a
+link to its run), with links to the top five side by side, to every trial of the study
+in the runs table (filtered, sorted by val_acc, the ``state`` column shown) and to the
+registered version; the experiment's description says what the study is and links the
+same. The ranking here is the terminal's too (``cli/display``).
+
+Only Optuna is imported at the top: ``automl study status`` ranks trials without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.search.pruning import epochs_run
+
+if TYPE_CHECKING:
+    import optuna
+
+    from automl.search.conclude import Registration
+    from automl.search.settings import SearchSettings
+    from automl.tracking import Tracker
+    from automl.tracking.story import UiLinks
+
+ROWS = 10  # trials in the parent run's leaderboard
+COMPARED = 5  # trials on the compare page
+VIEW_PARAMS = 8  # sampled parameters shown as columns of the runs table
+
+
+def last_val_acc(trial: FrozenTrial) -> float | None:
+    """The accuracy a trial ended with: its result, or its last report when it was cut."""
+    if trial.values:
+        return float(trial.values[0])
+    reports = trial.intermediate_values
+    return reports[max(reports)] if reports else None
+
+
+def ranked(trials: Iterable[FrozenTrial], *, failed: bool = False) -> list[FrozenTrial]:
+    """Completed trials by accuracy, then the pruned ones by the accuracy they were cut at
+    (a short study still shows what was tried), then, with ``failed``, the failed ones."""
+    trials = list(trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    complete.sort(key=lambda t: (-t.values[0], t.number))
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and last_val_acc(t) is not None]
+    pruned.sort(key=lambda t: (-(last_val_acc(t) or 0.0), t.number))
+    broken = [t for t in trials if t.state == TrialState.FAIL] if failed else []
+    return [*complete, *pruned, *broken]
+
+
+def key_params(params: dict[str, Any]) -> str:
+    """The few parameters that tell trials apart at a glance."""
+    widths = [str(v) for k, v in sorted(params.items()) if k.endswith(".width")]
+    parts = [str(params["arch.backbone"])] if params.get("arch.backbone", "none") != "none" else []
+    if widths:
+        parts.append("widths " + "/".join(widths))
+    for name, label in (
+        ("optim.name", ""),
+        ("optim.lr", "lr "),
+        ("train.batch_size", "bs "),
+        ("aug.strength", "aug "),
+    ):
+        if name in params:
+            value = params[name]
+            parts.append(f"{label}{value:.3g}" if isinstance(value, float) else f"{label}{value}")
+    return ", ".join(parts)
+
+
+def state_text(trial: FrozenTrial) -> str:
+    """``complete``, ``pruned @ 3`` (the epoch it was cut at) or ``failed (reason)``."""
+    if trial.state == TrialState.PRUNED:
+        reason = trial.user_attrs.get("reason", "pruned")
+        return f"pruned @ {epochs_run(trial)}" if reason == "pruned" else f"pruned ({reason})"
+    if trial.state == TrialState.FAIL:
+        return f"failed ({trial.user_attrs.get('reason', 'error')})"
+    return trial.state.name.lower()
+
+
+@dataclass(frozen=True)
+class StoryLinks:
+    """Where to look in the MLflow UI: full URLs for a server, else paths in the UI that
+    ``open`` (the command that starts it) serves."""
+
+    open: str
+    address: str  # of the UI
+    parent: str
+    trials: str
+    compare: str | None = None
+    model: str | None = None
+
+    def lines(self) -> list[tuple[str, str]]:
+        found = [
+            ("leaderboard (this search's run)", self.parent),
+            ("top five side by side", self.compare),
+            ("every trial by val_acc", self.trials),
+            ("registered model", self.model),
+        ]
+        return [(what, link) for what, link in found if link]
+
+
+@dataclass(frozen=True)
+class Search:
+    """What the story is told from: the study and what this search did."""
+
+    study: optuna.Study
+    settings: SearchSettings
+    parent_run_id: str
+    registration: Registration | None
+    ran: list[int]  # the trials this search ran
+    interrupted: bool = False
+
+
+def tell(search: Search, tracker: Tracker) -> StoryLinks:
+    """Write the story into MLflow (descriptions, the saved view) and return its links."""
+    from automl.tracking.story import (
+        DURATION,
+        address,
+        column,
+        describe_experiment,
+        describe_run,
+        links_for,
+        open_command,
+        runs_view,
+        save_view,
+        view_key,
+    )
+
+    study, settings = search.study, search.settings
+    trials = study.get_trials(deepcopy=False)
+    name = study.study_name
+    links = links_for(tracker)
+    quoted = name.replace("'", "\\'")
+    metrics = ["val_acc", *settings.objectives[1:]]
+    sampled = sorted({k for t in trials for k in t.distributions})[:VIEW_PARAMS]
+    columns = [
+        column("tags", "state"),
+        *(column("metrics", m) for m in metrics),
+        DURATION,
+        *(column("params", p) for p in sampled),
+        column("attributes", "Models"),
+    ]
+    view = runs_view(
+        search_filter=f"attributes.run_name LIKE 'trial-%' AND tags.study = '{quoted}'",
+        order_by=column("metrics", "val_acc"),
+        columns=columns,
+        widths={column("tags", "state"): 150},
+    )
+    key = view_key(name)
+    save_view(tracker, key, f"{name}: trials by val_acc", view)
+    describe_run(tracker, search.parent_run_id, parent_story(search, links, key))
+    describe_experiment(tracker, experiment_story(search, links, key))
+    full = links.full(settings.tracking_uri)
+    top = _top(trials)
+    reg = search.registration
+    return StoryLinks(
+        open=open_command(settings.tracking_uri),
+        address=address(settings.tracking_uri),
+        parent=full.run(search.parent_run_id),
+        trials=full.view(key),
+        compare=full.compare(top) if top else None,
+        model=full.model_version(reg.name, reg.version) if reg else None,
+    )
+
+
+def _run_id(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs.get("mlflow_run_id", ""))
+
+
+def _top(trials: list[FrozenTrial]) -> list[str]:
+    """The run ids of the trials compared side by side."""
+    return [r for r in map(_run_id, ranked(trials)[:COMPARED]) if r]
+
+
+def _trial_link(trial: FrozenTrial, links: UiLinks) -> str:
+    name = f"trial-{trial.number:04d}"
+    run_id = _run_id(trial)
+    return f"[{name}]({links.run(run_id)})" if run_id else name
+
+
+def _counts(trials: list[FrozenTrial]) -> str:
+    states = [t.state for t in trials]
+    parts = [
+        f"{states.count(state)} {word}"
+        for state, word in (
+            (TrialState.COMPLETE, "complete"),
+            (TrialState.PRUNED, "pruned"),
+            (TrialState.FAIL, "failed"),
+            (TrialState.RUNNING, "running"),
+            (TrialState.WAITING, "queued"),
+        )
+        if state in states
+    ]
+    return f"{len(trials)} trials ({', '.join(parts)})" if parts else "no trials"
+
+
+def _link_line(search: Search, links: UiLinks, key: str, parent: bool) -> str:
+    top = _top(search.study.get_trials(deepcopy=False))
+    found = []
+    if top:
+        found.append(f"[top five side by side]({links.compare(top)})")
+    found.append(f"[every trial by val_acc]({links.view(key)})")
+    if parent:
+        found.append(f"[the latest search]({links.run(search.parent_run_id)})")
+    reg = search.registration
+    if reg is not None:
+        found.append(
+            f"[registered model {reg.name} v{reg.version}]"
+            f"({links.model_version(reg.name, reg.version)})"
+        )
+    return " · ".join(found)
+
+
+def _best(search: Search, links: UiLinks) -> str:
+    reg = search.registration
+    if reg is None:
+        return "No trial completed: nothing was registered."
+    trial = search.study.get_trials(deepcopy=False)[reg.trial_number]
+    return (
+        f"Best: {_trial_link(trial, links)}, val_acc **{reg.val_acc:.4f}**, test_acc "
+        f"{reg.test_acc:.4f}; registered as `{reg.uri}`."
+    )
+
+
+def parent_story(search: Search, links: UiLinks, key: str) -> str:
+    """The parent run's description: what happened, the links, the leaderboard."""
+    trials = search.study.get_trials(deepcopy=False)
+    ran = search.ran
+    this = f"this search ran {len(ran)}" if ran else "this search ran none"
+    if ran:
+        this += f" (#{min(ran)}–#{max(ran)})" if len(ran) > 1 else f" (#{ran[0]})"
+    stopped = " It was interrupted." if search.interrupted else ""
+    lines = [
+        f"Study **{search.study.study_name}**: {_counts(trials)}; {this}.{stopped} "
+        f"{_best(search, links)}",
+        "",
+        _link_line(search, links, key, parent=False),
+        "",
+        "| # | trial | val_acc | epochs | state | key params |",
+        "|--:|:--|--:|--:|:--|:--|",
+    ]
+    rank = 0
+    for trial in ranked(trials, failed=True)[:ROWS]:
+        value = last_val_acc(trial)
+        complete = trial.state == TrialState.COMPLETE
+        rank += complete
+        params = trial.user_attrs.get("params", trial.params)
+        lines.append(
+            f"| {rank if complete else '–'} | {_trial_link(trial, links)} | "
+            f"{'–' if value is None else f'{value:.4f}'} | {epochs_run(trial)} | "
+            f"{state_text(trial)} | {key_params(params)} |"
+        )
+    lines += [
+        "",
+        "Pruned trials were stopped early by the pruner, which is not a failure (MLflow shows "
+        "them as KILLED); each trial's `state` tag says COMPLETE, PRUNED @ epoch or FAIL.",
+    ]
+    return "\n".join(lines)
+
+
+def experiment_story(search: Search, links: UiLinks, key: str) -> str:
+    """The experiment's description: what the study is, and the same links."""
+    settings = search.settings
+    trials = search.study.get_trials(deepcopy=False)
+    objectives = ", ".join(settings.objectives)
+    return "\n".join(
+        [
+            f"AutoML study **{search.study.study_name}**: "
+            + _link_line(search, links, key, parent=True),
+            "",
+            f"An Optuna search of CNN architectures, augmentations and optimizer settings "
+            f"(space `{settings.space.name}`) on `{settings.dataset}`, objective {objectives}: "
+            f"{_counts(trials)}. {_best(search, links)} Each search is a run "
+            f"(`study-{search.study.study_name}`) whose description holds the leaderboard; "
+            f"its trials are runs nested under it.",
+        ]
+    )

@@ -34,11 +34,11 @@ CONFIGS = {
 }
 
 
-def unpack(scratch: Path) -> Path:
+def unpack(scratch: Path, source: Path = ARCHIVE) -> Path:
     root = scratch / "cifar10-jpg"
     if not (root / "test").is_dir():
         scratch.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(ARCHIVE) as archive:
+        with tarfile.open(source) as archive:
             archive.extractall(scratch, filter="data")
     return root
 
@@ -72,9 +72,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/automl-cifar"))
+    parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
-    folder = subset(unpack(args.scratch), args.per_class, args.test_per_class)
+    folder = subset(unpack(args.scratch, args.archive), args.per_class, args.test_per_class)
     space = Path(args.space)
     if not space.is_file():  # a bundled space by name
         space = REPO / "search_spaces" / f"{args.space}.yaml"

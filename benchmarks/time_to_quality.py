@@ -203,8 +203,11 @@ def spawn(which: str, seed: int, trials: int) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", which, "--seeds", str(seed)]
     command += ["--trials", str(trials)]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the {which} search (seed {seed}) failed:\n{done.stderr[-3000:]}")
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    print(f"  {which} seed {seed}: {line}", flush=True)  # kept even if a later run fails
     result: dict[str, Any] = json.loads(line[len("RESULT ") :])
     return result
 

@@ -27,13 +27,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--pruner", default="hyperband")
-    parser.add_argument("--space", type=Path, default=REPO / "search_spaces" / "default.yaml")
+    parser.add_argument("--space", type=Path, help="[default: sized by the data]")
     parser.add_argument("--max-epochs", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         settings = SearchSettings(
             trials=args.trials,
-            space=args.space,
+            **({"space": args.space} if args.space else {}),
             study_name="bench",
             storage=f"sqlite:///{folder}/automl.db",
             tracking_uri=f"sqlite:///{folder}/mlflow.db",

@@ -51,7 +51,6 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 settings = SearchSettings(
                     trials=args.trials,
-                    space=REPO / "search_spaces" / "default.yaml",
                     study_name="efficiency",
                     storage=f"sqlite:///{folder}/automl.db",
                     tracking_uri=f"sqlite:///{folder}/mlflow.db",

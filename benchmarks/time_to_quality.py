@@ -37,22 +37,27 @@ TARGET = 0.99
 Curve = list[tuple[float, float, float]]  # (seconds, best val_acc so far, its test_acc)
 
 
-def default_search(seed: int, trials: int, folder: Path) -> dict[str, Any]:
+def default_search(seed: int, trials: int, folder: Path, space: str) -> dict[str, Any]:
     from automl.search.conclude import trial_config
     from automl.search.runner import run_search
     from automl.search.settings import SearchSettings
     from automl.training.loop import Normalizer, evaluate
     from automl.training.recipe import build_network
 
+    chosen = {}  # no --space: the default, sized by the data
+    if space:
+        chosen["space"] = (
+            Path(space) if Path(space).is_file() else REPO / "search_spaces" / f"{space}.yaml"
+        )
     settings = SearchSettings(
         trials=trials,
-        space=REPO / "search_spaces" / "default.yaml",
         study_name="ttq",
         storage=f"sqlite:///{folder}/automl.db",
         tracking_uri=f"sqlite:///{folder}/mlflow.db",
         seed=seed,
         device="cpu",
         evaluate=False,
+        **chosen,
     )
     start = time.time()
     outcome = run_search(settings)
@@ -168,7 +173,7 @@ class Reference:
         return val_acc
 
 
-def reference_search(seed: int, trials: int, folder: Path) -> dict[str, Any]:
+def reference_search(seed: int, trials: int, folder: Path, space: str = "") -> dict[str, Any]:
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
     mlflow.set_experiment("reference")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -192,16 +197,16 @@ def first_time(curve: Curve, target: float) -> float | None:
     return next((t for t, _, test in curve if test >= target), None)
 
 
-def child(which: str, seed: int, trials: int) -> None:
+def child(which: str, seed: int, trials: int, space: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         run = default_search if which == "default" else reference_search
-        result = run(seed, trials, Path(folder))
+        result = run(seed, trials, Path(folder), space)
     print("RESULT " + json.dumps(result))
 
 
-def spawn(which: str, seed: int, trials: int) -> dict[str, Any]:
+def spawn(which: str, seed: int, trials: int, space: str) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", which, "--seeds", str(seed)]
-    command += ["--trials", str(trials)]
+    command += ["--trials", str(trials), "--space", space]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -220,14 +225,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--space", default="", help="the default search's space [sized by the data]"
+    )
     parser.add_argument("--child", choices=["default", "reference"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.seeds[0], args.trials)
+        child(args.child, args.seeds[0], args.trials, args.space)
         return
     for seed in args.seeds:
-        ref = spawn("reference", seed, args.trials)
-        ours = spawn("default", seed, args.trials)
+        ref = spawn("reference", seed, args.trials, args.space)
+        ours = spawn("default", seed, args.trials, args.space)
         print(f"\nseed {seed}: best-so-far (seconds, val_acc, test_acc)")
         for name, result in (("reference", ref), ("default", ours)):
             points = "  ".join(f"{t:.0f}s {v:.4f}/{s:.4f}" for t, v, s in result["curve"])

@@ -37,6 +37,8 @@ SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 PRUNERS = ("hyperband", "median", "asha", "none")
 DEFAULT_SPACE = Path("search_spaces") / "default.yaml"
 BUNDLED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+SMALL_SIDE = 16  # images up to this side get the bundled `small` space by default
+NATIVE_SIDE = {"digits": 8}  # built-in data sets this small (the others are 28 px or more)
 Scope = Literal["study", "local", "run"]
 Check = Callable[[Any], str | None]
 
@@ -141,7 +143,8 @@ class SearchSettings:
     )
     space: Path = option(
         DEFAULT_SPACE,
-        "Search space YAML file, or a bundled one by name (default, images, cifar).",
+        "Search space YAML file, or a bundled one by name (default, small, images, cifar). "
+        "[default: small for images up to 16 px, such as digits; else default]",
         "study",
         parse=resolve_space,
     )
@@ -259,6 +262,17 @@ class SearchSettings:
         "local",
         secret=True,
     )
+
+    def __post_init__(self) -> None:
+        # The default space is sized by the data: small images (the 8x8 digits) get the
+        # narrow, shallow `small` space; wider and deeper networks only cost time there.
+        if Path(self.space) == DEFAULT_SPACE and self.small_images:
+            object.__setattr__(self, "space", resolve_space(Path("small")))
+
+    @property
+    def small_images(self) -> bool:
+        side = NATIVE_SIDE.get(self.dataset, self.image_size)
+        return side is not None and side <= SMALL_SIDE
 
     # ------------------------------------------------------------------ derived names
 

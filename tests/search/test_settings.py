@@ -10,7 +10,7 @@ import typer
 
 from automl.cli import app
 from automl.errors import ConfigError
-from automl.search.settings import SearchSettings, option_of
+from automl.search.settings import SearchSettings, option_of, resolve_space
 from tests.conftest import DEFAULT_SPACE
 
 
@@ -109,3 +109,16 @@ def test_public_masks_every_url_that_may_hold_a_password():
 def test_each_field_checks_its_own_value(values, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         SearchSettings(space=DEFAULT_SPACE, **values).check()
+
+
+def test_the_default_space_is_sized_by_the_data(tmp_path):
+    """Small images get the small space unless a space is chosen; the study is named so."""
+    from automl.search.settings import BUNDLED_SPACES
+
+    digits = SearchSettings()
+    assert digits.space == BUNDLED_SPACES / "small.yaml" and digits.study == "digits-small"
+    assert SearchSettings(dataset="mnist").study == "mnist-default"
+    folder = SearchSettings(dataset=f"imagefolder:{tmp_path}", image_size=12)
+    assert folder.space == BUNDLED_SPACES / "small.yaml"
+    chosen = SearchSettings(space=resolve_space(Path("default")))
+    assert chosen.space == BUNDLED_SPACES / "default.yaml" and chosen.study == "digits-default"

@@ -122,3 +122,12 @@ def test_the_default_space_is_sized_by_the_data(tmp_path):
     assert folder.space == BUNDLED_SPACES / "small.yaml"
     chosen = SearchSettings(space=resolve_space(Path("default")))
     assert chosen.space == BUNDLED_SPACES / "default.yaml" and chosen.study == "digits-default"
+
+
+def test_jobs_takes_a_number_or_auto():
+    from automl.search.settings import _jobs
+
+    assert _jobs("3") == 3
+    assert 1 <= _jobs("auto") <= 8  # no GPU here: one per core
+    with pytest.raises(ConfigError, match="--jobs: expected a number or auto, got 'many'"):
+        _jobs("many")

@@ -22,7 +22,8 @@ from rich.markup import escape
 
 from automl import __version__
 from automl.errors import STOP, AutomlError, Terminated
-from automl.search.settings import Option, SearchSettings, option_of
+from automl.search.options import Option
+from automl.search.settings import SearchSettings, option_of
 
 app = typer.Typer(
     help="Search CNN architectures, augmentations and training settings with Optuna; "

@@ -17,7 +17,8 @@ import typer
 
 from automl.cli import app, console, sigterm_as_interrupt, typer_option
 from automl.errors import Terminated
-from automl.search.settings import Option, SearchSettings
+from automl.search.options import Option
+from automl.search.settings import SearchSettings
 
 
 def settings_command(body: Callable[[SearchSettings], None]) -> Callable[..., None]:

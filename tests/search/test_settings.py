@@ -10,7 +10,8 @@ import typer
 
 from automl.cli import app
 from automl.errors import ConfigError
-from automl.search.settings import SearchSettings, option_of, resolve_space
+from automl.search.options import resolve_space
+from automl.search.settings import SearchSettings, option_of
 from tests.conftest import DEFAULT_SPACE
 
 
@@ -113,7 +114,7 @@ def test_each_field_checks_its_own_value(values, message):
 
 def test_the_default_space_is_sized_by_the_data(tmp_path):
     """Small images get the small space unless a space is chosen; the study is named so."""
-    from automl.search.settings import BUNDLED_SPACES
+    from automl.search.options import BUNDLED_SPACES
 
     digits = SearchSettings()
     assert digits.space == BUNDLED_SPACES / "small.yaml" and digits.study == "digits-small"
@@ -125,7 +126,7 @@ def test_the_default_space_is_sized_by_the_data(tmp_path):
 
 
 def test_jobs_takes_a_number_or_auto():
-    from automl.search.settings import _jobs
+    from automl.search.options import _jobs
 
     assert _jobs("3") == 3
     assert 1 <= _jobs("auto") <= 8  # no GPU here: one per core

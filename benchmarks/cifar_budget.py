@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from automl.search.options import resolve_space
 from automl.search.runner import run_search
 from automl.search.settings import SearchSettings
 
@@ -76,9 +77,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
     folder = subset(unpack(args.scratch, args.archive), args.per_class, args.test_per_class)
-    space = Path(args.space)
-    if not space.is_file():  # a bundled space by name
-        space = REPO / "search_spaces" / f"{args.space}.yaml"
+    space = resolve_space(Path(args.space))  # a file, or a bundled space by name
     print(f"data: {folder}, budget {args.budget:.0f} s per search, space {args.space}")
     header = f"{'search':<27} {'seed':>4} {'test':>7} {'val':>7} {'epochs':>6} {'done':>5}"
     print(header + f" {'pruned':>6} {'wall s':>7}")

@@ -39,16 +39,15 @@ Curve = list[tuple[float, float, float]]  # (seconds, best val_acc so far, its t
 
 def default_search(seed: int, trials: int, folder: Path, space: str) -> dict[str, Any]:
     from automl.search.conclude import trial_config
+    from automl.search.options import resolve_space
     from automl.search.runner import run_search
     from automl.search.settings import SearchSettings
     from automl.training.loop import Normalizer, evaluate
     from automl.training.recipe import build_network
 
     chosen = {}  # no --space: the default, sized by the data
-    if space:
-        chosen["space"] = (
-            Path(space) if Path(space).is_file() else REPO / "search_spaces" / f"{space}.yaml"
-        )
+    if space:  # a file, or a bundled space by name, as --space takes it
+        chosen["space"] = resolve_space(Path(space))
     settings = SearchSettings(
         trials=trials,
         study_name="ttq",

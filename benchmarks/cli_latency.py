@@ -28,13 +28,20 @@ COMMANDS = [
 
 
 def make_stores(folder: Path) -> None:
-    """A tracking store and a study with a few finished trials, made in a child process."""
+    """A tracking store with two registered models (a few tagged, aliased versions each)
+    and a study with a few finished trials, made in a child process."""
     script = (
         "import optuna\n"
         "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
         "from automl.stores import open_storage\n"
         "from automl.tracking.common import client_for\n"
-        "client_for('sqlite:///mlflow.db')\n"
+        "client = client_for('sqlite:///mlflow.db')\n"
+        "for name in ('digits', 'photos'):\n"
+        "    client.create_registered_model(name)\n"
+        "    for v in range(1, 5):\n"
+        "        client.create_model_version(name, f'/tmp/no-model-{v}', tags={\n"
+        "            'val_acc': '0.98', 'test_acc': '0.97', 'dataset': name, 'study': name})\n"
+        "    client.set_registered_model_alias(name, 'champion', '3')\n"
         "study = optuna.create_study(study_name='bench', direction='maximize',"
         " storage=open_storage('sqlite:///automl.db'))\n"
         "study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=20)\n"

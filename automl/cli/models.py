@@ -28,27 +28,30 @@ def models(
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """List registered models and their versions, aliases and figures."""
-    from automl.tracking import Registry
+    from automl.tracking.listing import list_versions
 
-    registry = Registry(tracking_uri)
-    names = [name] if name else registry.model_names()
-    rows: list[dict[str, Any]] = []
-    for model_name in names:
-        for v in registry.versions(model_name):
-            rows.append(
-                {
-                    "model": model_name,
-                    "version": v.version,
-                    "aliases": sorted(v.aliases),
-                    "val_acc": v.float_tag("val_acc"),
-                    "test_acc": v.float_tag("test_acc"),
-                    "dataset": v.tags.get("dataset"),
-                    "study": v.tags.get("study"),
-                    "trial": v.tags.get("trial_number"),
-                    "created": v.created.isoformat(timespec="seconds") if v.created else None,
-                    "uri": v.uri,
-                }
-            )
+    found = list_versions(tracking_uri, name)
+    if found is None:  # a store only MLflow's client can read
+        from automl.tracking import Registry
+
+        registry = Registry(tracking_uri)
+        names = [name] if name else registry.model_names()
+        found = [v for model_name in names for v in registry.versions(model_name)]
+    rows: list[dict[str, Any]] = [
+        {
+            "model": v.name,
+            "version": v.version,
+            "aliases": sorted(v.aliases),
+            "val_acc": v.float_tag("val_acc"),
+            "test_acc": v.float_tag("test_acc"),
+            "dataset": v.tags.get("dataset"),
+            "study": v.tags.get("study"),
+            "trial": v.tags.get("trial_number"),
+            "created": v.created.isoformat(timespec="seconds") if v.created else None,
+            "uri": v.uri,
+        }
+        for v in found
+    ]
     if as_json:
         console.print_json(json.dumps(rows))
         return

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from automl.tracking.calls import TRACKING_ERRORS
     from automl.tracking.common import store_errors_in
+    from automl.tracking.listing import VersionInfo
     from automl.tracking.models import (
         ImageModel,
         checked_model_folder,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     )
     from automl.tracking.outcome import ended_tags
     from automl.tracking.recorder import TrialRecorder
-    from automl.tracking.registry import Registry, VersionInfo, figure
+    from automl.tracking.registry import Registry, figure
     from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
 
 _WHERE = {
@@ -36,7 +37,7 @@ _WHERE = {
     "ended_tags": "outcome",
     "TrialRecorder": "recorder",
     "Registry": "registry",
-    "VersionInfo": "registry",
+    "VersionInfo": "listing",
     "figure": "registry",
     "TRACKING_ERRORS": "calls",
     "Tracker": "runs",

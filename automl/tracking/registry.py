@@ -8,7 +8,6 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,28 +18,9 @@ from mlflow.exceptions import MlflowException
 from automl.errors import ConfigError
 from automl.tracking.common import client_for, first_line, store_errors
 from automl.tracking.integrity import digest_tags
+from automl.tracking.listing import VersionInfo, missing_model
 
 HISTORY_TAG = "automl.alias_history.{alias}"
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    name: str
-    version: int
-    aliases: tuple[str, ...]
-    tags: dict[str, str] = field(default_factory=dict)
-    created: datetime | None = None
-    run_id: str | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-    def float_tag(self, key: str) -> float | None:
-        try:
-            return float(self.tags[key])
-        except (KeyError, ValueError):
-            return None
 
 
 def _info(version: object, aliases: dict[str, str] | None = None) -> VersionInfo:
@@ -174,10 +154,8 @@ class Registry:
         try:
             return dict(self.client.get_registered_model(name).aliases or {})
         except MlflowException as exc:
-            known = self.model_names()
-            hint = f" (registered: {', '.join(known)})" if known else " (none registered yet)"
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
-                raise ConfigError(f"no registered model named '{name}'{hint}") from None
+                raise missing_model(name, self.model_names()) from None
             raise ConfigError(f"cannot read model '{name}': {first_line(exc)}") from None
 
 

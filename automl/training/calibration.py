@@ -26,12 +26,22 @@ CPU = torch.device("cpu")
 
 
 def fit_temperature(logits: Tensor, labels: Tensor) -> float:
-    """The temperature minimising the negative log-likelihood of ``labels``.
+    """The temperature minimising the negative log-likelihood of ``labels``, but never so
+    low that the mean confidence exceeds what the split supports.
 
     One parameter, a smooth convex objective in log-temperature: a few L-BFGS steps
-    converge, on thousands of logits in milliseconds.
+    converge, on thousands of logits in milliseconds. When every validation image is
+    right (common on small, easy splits) the likelihood keeps rising as the temperature
+    falls, and the fit would run to its bound and make the model certain of everything,
+    its mistakes on new images included. Laplace's rule of succession says how sure a
+    split of n images with k right allows one to be, (k + 1) / (n + 2); below the
+    temperature whose mean confidence reaches that, the split carries no evidence.
     """
     logits, labels = logits.float().cpu().clone(), labels.cpu().clone()  # off inference mode
+    right = int((logits.argmax(1) == labels).sum())
+    supported = (right + 1) / (len(labels) + 2)
+    if right == len(labels):  # no likelihood optimum: as sure as the split allows
+        return _temperature_for(logits, supported, low=BOUNDS[0])
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
 
@@ -45,7 +55,29 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     temperature = float(log_t.detach().exp())
     if not math.isfinite(temperature):  # degenerate logits: leave them as they are
         return 1.0
-    return min(max(temperature, BOUNDS[0]), BOUNDS[1])
+    temperature = min(max(temperature, BOUNDS[0]), BOUNDS[1])
+    if _mean_confidence(logits, temperature) <= supported:
+        return temperature
+    return _temperature_for(logits, supported, low=temperature)
+
+
+def _mean_confidence(logits: Tensor, temperature: float) -> float:
+    return float((logits / temperature).softmax(1).max(1).values.mean())
+
+
+def _temperature_for(logits: Tensor, confidence: float, low: float) -> float:
+    """The temperature (above ``low``) at which the mean confidence is ``confidence``: it
+    falls steadily as the temperature rises, so bisection in log-temperature finds it."""
+    high = BOUNDS[1]
+    if _mean_confidence(logits, high) >= confidence:
+        return high
+    for _ in range(60):
+        middle = math.sqrt(low * high)
+        if _mean_confidence(logits, middle) > confidence:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 class Calibrated(nn.Module):

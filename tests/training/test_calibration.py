@@ -31,6 +31,20 @@ def test_fit_recovers_the_temperature_the_labels_were_drawn_with(true_temperatur
     assert fitted == pytest.approx(true_temperature, rel=0.05)
 
 
+def test_a_split_with_every_image_right_does_not_make_the_model_certain():
+    """All 269 validation images right: the likelihood alone would drive the temperature
+    to its bound; the fit stops where the mean confidence is (269 + 1) / (269 + 2)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (269,), generator=generator)
+    logits = torch.randn(269, 10, generator=generator)
+    logits[torch.arange(269), labels] += 8.0  # every arg-max right
+    assert bool((logits.argmax(1) == labels).all())
+    temperature = fit_temperature(logits, labels)
+    confidence = float((logits / temperature).softmax(1).max(1).values.mean())
+    assert temperature > 0.1
+    assert confidence == pytest.approx(270 / 271, abs=1e-4)
+
+
 def test_calibrated_network_keeps_every_prediction_and_exports():
     torch.manual_seed(0)
     network = build_model(ARCH, 1, (8, 8), 10).eval()

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from automl.data import ImageData
 from automl.errors import AutomlError, TrialError, stop_if_asked
-from automl.search import pruning
+from automl.search import pruning, ranking
 from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
 from automl.search.measures import OBJECTIVES, Measurements, dominates, unrecorded
@@ -151,7 +151,8 @@ class Objective:
             objectives = self.settings.objectives
             values = tuple(OBJECTIVES[name].measure(measured) for name in objectives)
             record.log_epoch(len(history), unrecorded(objectives, values))
-            if self._beats_best(trial, values):
+            trial.set_user_attr(ranking.VAL_LOSS, round(history[-1].val_loss, 6))
+            if self._beats_best(trial, values, history[-1].val_loss):
                 record.save_weights(model)
             record.finish("COMPLETE", epochs=str(len(history)))
             return values
@@ -223,14 +224,12 @@ class Objective:
         labels = self.data.val.labels.numpy()
         return pruning.chance_level(labels, self.data.num_classes)
 
-    def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
-        """Better than every earlier trial (one objective) or on the Pareto front (several)."""
+    def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...], loss: float) -> bool:
+        """Better than every earlier trial (one objective: ties broken by validation loss,
+        see ``ranking``) or on the Pareto front (several)."""
         study = trial.study
         if not self.multi:
-            try:
-                return values[0] > float(study.best_value)
-            except ValueError:  # no completed trial yet
-                return True
+            return ranking.beats(study, values[0], loss)
         directions = [d.name.lower() for d in study.directions]
         return not any(dominates(t.values, values, directions) for t in study.best_trials)
 

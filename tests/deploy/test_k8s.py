@@ -31,6 +31,7 @@ K8S = DEPLOY / "k8s"
 SECRET = "automl-secrets"
 PROXY = "grpc://storage-proxy:13000"
 TRACKING = "http://mlflow:5000"
+DISRUPTED = {"type": "DisruptionTarget", "status": "True"}  # evicted, preempted, drained
 SERVERS = {"postgres", "mlflow", "storage-proxy", "dashboard"}  # long-running, behind a Service
 
 
@@ -102,7 +103,8 @@ def test_the_objects_their_namespace_and_labels(render):
         (doc["kind"], re.sub(r"-[a-z0-9]{10}$", "", doc["metadata"]["name"])) for doc in render
     }
     assert found == {
-        ("ConfigMap", "automl-settings"), ("ConfigMap", "wait-for"), ("ConfigMap", "postgres-init"),
+        ("ConfigMap", "automl-settings"), ("ConfigMap", "automl-study"),
+        ("ConfigMap", "wait-for"), ("ConfigMap", "postgres-init"),
         ("StatefulSet", "postgres"), ("Service", "postgres"), ("NetworkPolicy", "postgres"),
         ("Deployment", "mlflow"), ("Service", "mlflow"), ("PersistentVolumeClaim", "mlartifacts"),
         ("Deployment", "storage-proxy"), ("Service", "storage-proxy"),
@@ -244,7 +246,7 @@ def test_workers_are_an_indexed_gpu_job_that_survives_preemption(render):
         "containerName": "worker", "operator": "In", "values": [2]}}  # fmt: skip
     ignored = [r for r in rules if r["action"] == "Ignore"]
     assert any(r.get("onExitCodes", {}).get("values") == [143] for r in ignored)  # SIGTERM
-    assert any(r.get("onPodConditions") == [{"type": "DisruptionTarget"}] for r in ignored)
+    assert any(r.get("onPodConditions") == [DISRUPTED] for r in ignored)
     limits = main(job["template"])["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == 1
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in (
@@ -259,6 +261,10 @@ def test_workers_are_an_indexed_gpu_job_that_survives_preemption(render):
     assert mount["mountPath"] == env(render, main(job["template"]))["AUTOML_CHECKPOINT_DIR"]
     claim = named(render, "PersistentVolumeClaim")["checkpoints"]
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    # a Job's pods cannot change: the servers' settings are in a ConfigMap no Job reads, so
+    # that changing one does not make `kubectl apply` refuse the Jobs
+    for name, job in named(render, "Job").items():
+        assert "automl-settings" not in str(job), name
     create = named(render, "Job")["study-create"]["spec"]
     assert create["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
     assert "ttlSecondsAfterFinished" not in create  # a deleted Job would be applied again
@@ -317,6 +323,7 @@ def test_services_select_their_pods_on_their_ports(render):
         ]
         assert chosen == [name], (name, chosen)
         ports = {p["name"]: p["containerPort"] for p in main(pod[name])["ports"]}
+        ports |= {number: number for number in ports.values()}  # by name or by number
         for port in service["spec"]["ports"]:
             assert ports[port["targetPort"]] == port["port"], (name, port)
     assert named(render, "StatefulSet")["postgres"]["spec"]["serviceName"] == "postgres"

@@ -6,10 +6,8 @@ rendered through an overlay; its Secret script and its wait script run for real.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,32 +19,32 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.deploy.common import COMPOSE, DEPLOY, STRONG, compose_default, sh
+from tests.deploy.common import (
+    K8S,
+    KUBECTL,
+    SECRET,
+    STRONG,
+    compose_env,
+    compose_service,
+    containers,
+    env,
+    expand,
+    kubectl_minor,
+    kustomize,
+    main,
+    named,
+    pods,
+    selects,
+    sh,
+)
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(
     KUBECTL is None, reason="needs kubectl (Debian's kubernetes-client; .ci/run installs it)"
 )
-K8S = DEPLOY / "k8s"
-SECRET = "automl-secrets"
 PROXY = "grpc://storage-proxy:13000"
 TRACKING = "http://mlflow:5000"
 DISRUPTED = {"type": "DisruptionTarget", "status": "True"}  # evicted, preempted, drained
 SERVERS = {"postgres", "mlflow", "storage-proxy", "dashboard"}  # long-running, behind a Service
-
-
-def kustomize(path: Path) -> list[dict]:
-    done = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
-def kubectl_minor() -> int:
-    out = subprocess.run([KUBECTL, "version", "--client", "-o", "json"], capture_output=True,
-                         text=True, timeout=60).stdout  # fmt: skip
-    return int(re.match(r"\d+", json.loads(out)["clientVersion"]["minor"]).group())  # type: ignore[union-attr]
-
 
 # Components and overlays of directories need kustomize v4 (kubectl 1.21); the base alone
 # renders with the v2.0.3 of Debian bookworm's kubectl 1.20 too.
@@ -59,43 +57,6 @@ needs_components = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def render() -> list[dict]:
     return kustomize(K8S)
-
-
-def named(render: list[dict], kind: str) -> dict[str, dict]:
-    return {doc["metadata"]["name"]: doc for doc in render if doc["kind"] == kind}
-
-
-def pods(render: list[dict]) -> dict[str, dict]:
-    """Each workload's pod template, by workload name."""
-    return {doc["metadata"]["name"]: doc["spec"]["template"] for doc in render
-            if doc["kind"] in ("Deployment", "StatefulSet", "Job")}  # fmt: skip
-
-
-def containers(pod: dict, *, init: bool = True) -> list[dict]:
-    spec = pod["spec"]
-    return (spec.get("initContainers", []) if init else []) + spec["containers"]
-
-
-def main(pod: dict) -> dict:
-    (container,) = pod["spec"]["containers"]
-    return container
-
-
-def env(render: list[dict], container: dict) -> dict[str, object]:
-    """Environment values resolved: a literal, a ConfigMap's value, or ("secret", NAME, KEY)."""
-    config = named(render, "ConfigMap")
-    values: dict[str, object] = {}
-    for item in container.get("env", []):
-        source = item.get("valueFrom", {})
-        if "secretKeyRef" in source:
-            ref = source["secretKeyRef"]
-            values[item["name"]] = ("secret", ref["name"], ref["key"])
-        elif "configMapKeyRef" in source:
-            ref = source["configMapKeyRef"]
-            values[item["name"]] = config[ref["name"]]["data"][ref["key"]]
-        else:
-            values[item["name"]] = item["value"]
-    return values
 
 
 def test_the_objects_their_namespace_and_labels(render):
@@ -117,6 +78,9 @@ def test_the_objects_their_namespace_and_labels(render):
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "automl"
     for name, pod in pods(render).items():
         assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == "automl", name
+    for kind in ("Deployment", "StatefulSet"):
+        for name, workload in named(render, kind).items():
+            assert workload["spec"]["selector"]["matchLabels"]["app.kubernetes.io/part-of"], name
     assert "part-of" not in (K8S / "mlflow.yaml").read_text()  # added by kustomize only
 
 
@@ -132,22 +96,6 @@ def test_images_are_ours_and_set_by_kustomize(render):
     # the names the manifests use are the ones `kustomize edit set image` replaces
     raw = " ".join(p.read_text() for p in K8S.glob("*.yaml"))
     assert set(re.findall(r"image: (\S+)", raw)) == set(images)
-
-
-def compose_service(name: str) -> dict:
-    return yaml.safe_load(COMPOSE.read_text())["services"][name]
-
-
-def compose_env(name: str) -> dict[str, object]:
-    """A compose service's environment with its defaults, a secret file as ("secret", ...)."""
-    values: dict[str, object] = {}
-    for key, raw in compose_service(name)["environment"].items():
-        value = compose_default(raw) if str(raw).startswith("${") else str(raw)
-        if key.endswith("_FILE"):
-            values[key.removesuffix("_FILE")] = ("secret", SECRET, Path(value).name)
-        else:
-            values[key] = value
-    return values
 
 
 def test_commands_and_environment_mirror_compose(render):
@@ -302,17 +250,6 @@ def test_every_pod_runs_as_non_root_with_a_read_only_root(render):
             assert "/home/automl" in writable, name  # HOME: the data set and hub caches
 
 
-def selects(selector: dict, labels: dict) -> bool:
-    """A Service's selector (a map) or a label selector (matchLabels, matchExpressions)."""
-    plain = not {"matchLabels", "matchExpressions"} & set(selector)
-    match = all(labels.get(k) == v for k, v in (selector if plain else selector.get(
-        "matchLabels", {})).items())  # fmt: skip
-    for expression in selector.get("matchExpressions", []):
-        assert expression["operator"] == "In"
-        match = match and labels.get(expression["key"]) in expression["values"]
-    return match
-
-
 def test_services_select_their_pods_on_their_ports(render):
     pod = pods(render)
     for name, service in named(render, "Service").items():
@@ -373,11 +310,6 @@ def test_network_policies_let_in_exactly_the_clients(render):
         admitted("storage-proxy") == clients(re.escape(PROXY)) == {"worker", "study-create", "cli"}
     )
     assert admitted("dashboard") == set()  # port-forward only: it has no login
-
-
-def expand(arg: str, values: dict[str, object]) -> str:
-    """An argument as the kubelet passes it: $(NAME) replaced by that variable's value."""
-    return re.sub(r"\$\((\w+)\)", lambda m: str(values[m.group(1)]), arg)
 
 
 def test_init_containers_wait_for_the_services_their_pod_needs(render):

@@ -1,8 +1,8 @@
 """``automl storage-proxy``'s server: Optuna's gRPC storage proxy over the study storage,
 and automl's service beside it on the same port (see ``proxy``), for every worker.
 
-The workers then hold no database connection; the proxy holds at most one a thread of its
-pool (``THREADS``), however many workers there are. A call that fails because the
+The workers then hold no database connection; the proxy holds about one for each thread
+of its pool (``THREADS``), however many workers there are. A call that fails because the
 database is away is answered UNAVAILABLE, which workers retry as they would a lost
 connection of their own; the proxy counts the calls, their clients and their failures for
 its progress lines.

@@ -92,7 +92,7 @@ def test_a_tiny_search_runs_through_the_proxy(proxy, tmp_path, capsys, monkeypat
                      "training: {epochs: 2, batch_size: 64}\n")  # fmt: skip
     monkeypatch.chdir(tmp_path)
     code = main([
-        "search", "--trials", "3", "--space", str(space), "--study-name", "via-proxy",
+        "search", "--trials", "2", "--space", str(space), "--study-name", "via-proxy",
         "--storage", proxy.url, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
         "--max-epochs", "2", "--device", "cpu", "--no-evaluate",
     ])  # fmt: skip
@@ -100,7 +100,7 @@ def test_a_tiny_search_runs_through_the_proxy(proxy, tmp_path, capsys, monkeypat
     assert code == 0, out + err
     study = optuna.load_study(study_name="via-proxy", storage=open_storage(proxy.url))
     trials = study.get_trials()
-    assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
+    assert len(trials) == 2 and all(t.state.is_finished() for t in trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert complete and all(len(t.intermediate_values) >= 1 for t in complete)
     assert all(t.params and t.user_attrs.get("mlflow_run_id") for t in trials)  # batched writes

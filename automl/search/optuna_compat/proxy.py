@@ -37,12 +37,16 @@ from automl.search.optuna_compat.sql import Batch
 
 SERVICE = "automl.StorageProxy"  # beside Optuna's optuna.StorageService
 PROTOCOL = 1
-# Reconnect within seconds of a proxy's restart, not gRPC's default of up to two minutes.
+# Reconnect within seconds of a proxy's restart, not gRPC's default of up to two minutes;
+# a call to a proxy that vanished without closing (a machine gone, a network cut) fails
+# within 40 s (a keepalive ping unanswered) and is retried, rather than waiting on TCP.
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5000),
+    ("grpc.keepalive_time_ms", 30000),
+    ("grpc.keepalive_timeout_ms", 10000),
 ]
 # Methods whose reply is Optuna's protobuf, not JSON.
 RAW_REPLIES = frozenset({"Trials"})
@@ -92,6 +96,7 @@ class ProxyClient(GrpcStorageProxy):
     def of(cls, proxy: GrpcStorageProxy) -> ProxyClient:
         if isinstance(proxy, ProxyClient):
             return proxy
+        proxy.close()  # this client has its own channel
         with warnings.catch_warnings():  # Optuna's proxy is experimental (since 4.2)
             warnings.simplefilter("ignore", ExperimentalWarning)
             return cls(host=proxy._host, port=proxy._port)

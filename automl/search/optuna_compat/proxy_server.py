@@ -204,6 +204,9 @@ class ProxyServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", -1),
                 ("grpc.max_send_message_length", -1),
+                # the clients' keepalive pings (every 30 s) are welcome, not "too many"
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 20000),
             ],
         )
         try:

@@ -52,15 +52,22 @@ LISTENERS: list[Callable[[str], None]] = []  # the console adds one: "retrying" 
 
 
 def is_transient_store_error(exc: BaseException) -> bool:
-    """A lost or refused connection, also when Optuna wraps it (``StorageInternalError``)."""
+    """A lost or refused connection, also when Optuna wraps it (``StorageInternalError``),
+    and a storage proxy (gRPC) that is away or whose database is."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
             return True
-        if isinstance(seen, STORE_ERRORS):
+        if isinstance(seen, STORE_ERRORS) or _unavailable(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """A gRPC call answered UNAVAILABLE (grpc is imported only by a proxy's client)."""
+    code = getattr(exc, "code", None)
+    return callable(code) and getattr(code(), "name", None) == "UNAVAILABLE"
 
 
 @dataclass

@@ -52,7 +52,11 @@ def mask_url(url: str) -> str:
 
 
 def check_storage_url(url: str, option: str) -> None:
-    """A URL SQLAlchemy understands; a SQLite file must be creatable where it points."""
+    """A URL SQLAlchemy understands; a SQLite file must be creatable where it points; a
+    storage proxy (``grpc://``) must answer."""
+    if proxy_address(url, option) is not None:
+        check_proxy(url, option)
+        return
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -69,6 +73,49 @@ def check_storage_url(url: str, option: str) -> None:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         _check_sqlite_path(parsed.database, option)
+
+
+PROXY_PORT = 13000  # automl storage-proxy's default port
+PROXY_WAIT_SECONDS = float(os.environ.get("AUTOML_PROXY_WAIT_SECONDS", "2"))
+PROXY_URL = re.compile(r"(?i)grpc://(\[[0-9a-f:.]+\]|[^\s/:@?#\[\]]+)(?::(\d{1,5}))?/?")
+
+
+def proxy_address(url: str, option: str) -> tuple[str, int] | None:
+    """Host and port of a storage proxy's ``grpc://HOST[:PORT]``; None for a database URL."""
+    if not url.lower().startswith("grpc:"):
+        return None
+    match = PROXY_URL.fullmatch(url)
+    if match is None:
+        raise ConfigError(
+            f"{option}: '{mask_url(url)}' is not a storage proxy address "
+            f"(grpc://HOST:PORT, e.g. grpc://127.0.0.1:{PROXY_PORT})"
+        )
+    port = int(match.group(2) or PROXY_PORT)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{option}: '{url}': the port must be 1..65535")
+    return match.group(1), port
+
+
+def check_proxy(url: str, option: str) -> tuple[str, int]:
+    """A storage proxy that answers within ``AUTOML_PROXY_WAIT_SECONDS`` (2 s): a wrong
+    address or a proxy not started is one line, not a worker waiting for ever."""
+    address = proxy_address(url, option)
+    assert address is not None
+    host, port = address
+    try:
+        import grpc
+    except ImportError:
+        raise ConfigError(f"{option}: grpc:// needs grpcio (pip install grpcio)") from None
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=PROXY_WAIT_SECONDS)
+        except grpc.FutureTimeoutError:
+            raise StoreError(
+                f"{option} {url}: no storage proxy answers there within "
+                f"{PROXY_WAIT_SECONDS:g} s (start one with automl storage-proxy --storage "
+                f"DATABASE_URL --host HOST --port {port})"
+            ) from None
+    return host, port
 
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's database stores
@@ -166,6 +213,36 @@ def check_sqlite_file(url: str) -> None:
         connection.execute("select count(*) from sqlite_master").fetchone()
 
 
+OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+
+
+def check_study_tables(url: str, option: str) -> None:
+    """A database that holds tables must hold Optuna's: the MLflow store named by mistake
+    is refused in one line, untouched. A new or empty database is fine (Optuna makes its
+    tables); a local file is only read."""
+    import sqlalchemy
+
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        return
+    try:
+        check_sqlite_file(url)
+        args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+        engine = sqlalchemy.create_engine(url, connect_args=args)
+        try:
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise broken_store(url, option, "the Optuna storage", first) from None
+    if tables and not OPTUNA_TABLES.issubset(tables):
+        raise StoreError(
+            f"{option} {mask_url(url)}: the database holds tables but not Optuna's (is it "
+            "the MLflow store? studies are in automl.db, or the optuna database, by default)"
+        )
+
+
 def broken_store(url: str, option: str, what: str, problem: str) -> StoreError:
     """One line for a store that cannot be opened: which file, what failed, what to do."""
     path = sqlite_file(url)
@@ -210,9 +287,35 @@ def require_existing(url: str, option: str, what: str) -> None:
 
 def open_storage(
     url: str, option: str = "--storage", *, create: bool = True
-) -> optuna.storages.RDBStorage:
-    """The Optuna RDB storage with heartbeats, so a crashed worker's trial is failed later.
+) -> optuna.storages.RDBStorage | optuna.storages.GrpcStorageProxy:
+    """The Optuna RDB storage with heartbeats, so a crashed worker's trial is failed later;
+    for ``grpc://HOST:PORT``, Optuna's client of the storage proxy there, which must answer
+    (a search's ``StudyStorage`` adds automl's own calls to it).
     ``create`` False: a local store that does not exist is refused, not made."""
+    import optuna
+
+    if proxy_address(url, option) is not None:
+        host, port = check_proxy(url, option)
+        with warnings.catch_warnings():  # experimental since Optuna 4.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.GrpcStorageProxy(host=host, port=port)
+    return open_database(url, option, create=create)
+
+
+def close_storage(store: optuna.storages.BaseStorage) -> None:
+    """Let go of a storage's connections (a pool, or a proxy's channel)."""
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        engine.dispose()
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
+
+
+def open_database(
+    url: str, option: str = "--storage", *, create: bool = True
+) -> optuna.storages.RDBStorage:
+    """The RDB storage itself (what ``automl storage-proxy`` serves)."""
     import optuna
 
     if not create:

@@ -1,7 +1,7 @@
 #!/bin/sh
-# The worker image's entrypoint (services worker and dashboard): `automl "$@"`, with its
-# passwords read from files (Compose secrets) rather than from environment values
-# `docker inspect` would show.
+# The worker image's entrypoint (services worker, dashboard and storage-proxy):
+# `automl "$@"`, with its passwords read from files (Compose secrets) rather than from
+# environment values `docker inspect` would show.
 #   AUTOML_STORAGE                 used as it is when set; otherwise, with AUTOML_DB_HOST set,
 #   AUTOML_DB_HOST, AUTOML_DB_PORT (5432), AUTOML_DB_USER (automl), AUTOML_DB_NAME (optuna)
 #   and AUTOML_DB_PASSWORD_FILE    make the PostgreSQL URL (password percent-encoded)

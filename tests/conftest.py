@@ -180,6 +180,25 @@ def automl_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "automl", *args]
 
 
+def start_interruptible(*args: str, **env: str) -> subprocess.Popen:
+    """``automl ARGS`` in its own session, its output piped, with SIGINT not ignored: a
+    test runner started in the background of a shell ignores SIGINT, and a child inherits
+    an ignored signal (then Ctrl-C could not be tested)."""
+    import signal
+
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            automl_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=bin_env(**env), start_new_session=True,
+        )  # fmt: skip
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def wait_for_running_trial(db: Path, process: subprocess.Popen, limit: float = 120) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

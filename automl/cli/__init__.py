@@ -155,6 +155,8 @@ def run() -> None:
 
 
 # Each module registers its commands on ``app``, in the order ``automl --help`` lists them.
-COMMAND_MODULES = ("search", "distributed", "dashboard", "models", "insight", "continual")
+COMMAND_MODULES = (
+    "search", "distributed", "dashboard", "proxy", "models", "insight", "continual",
+)  # fmt: skip
 for _module in COMMAND_MODULES:
     importlib.import_module(f"automl.cli.{_module}")

@@ -42,7 +42,11 @@ def worker(
     data_dir: DataDirOption = None,
     weights_dir: WeightsDirOption = None,
     wait: Annotated[
-        float, typer.Option(help="Seconds to wait for the study and its queued trials to appear.")
+        float,
+        typer.Option(
+            help="Seconds to wait for the study and its queued trials (and a storage proxy) "
+            "to appear."
+        ),
     ] = 0.0,
     stay: Annotated[
         bool,
@@ -71,8 +75,9 @@ def worker(
             with console.status(f"joining study {study}…"):
                 session = join(local)
             break
-        except ConfigError as exc:
-            if "no study named" not in str(exc) or time.monotonic() >= deadline:
+        except ConfigError as exc:  # not there yet (the study, or the storage proxy)
+            waited = ("no study named", "no storage proxy answers")
+            if not any(w in str(exc) for w in waited) or time.monotonic() >= deadline:
                 raise
             time.sleep(5)
     queued = sum(1 for t in session.study.get_trials(deepcopy=False) if t.state.name == "WAITING")

@@ -82,7 +82,7 @@ def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
 
 def _open(
     settings: SearchSettings,
-    store: optuna.storages.RDBStorage,
+    store: optuna.storages.RDBStorage | optuna.storages.GrpcStorageProxy,
     pruner: optuna.pruners.BasePruner | None = None,
     *,
     seed_offset: int = 0,

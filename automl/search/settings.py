@@ -86,7 +86,8 @@ class SearchSettings:
     )
     storage: str = option(
         DEFAULT_STORAGE,
-        "Optuna storage URL (shared by all workers).",
+        "Optuna storage URL (shared by all workers), or grpc://HOST:PORT of an automl "
+        "storage-proxy.",
         "local",
         envvar="AUTOML_STORAGE",
         secret=True,

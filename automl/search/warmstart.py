@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import ConfigError
 from automl.search.space import CategoricalSpec, FixedSpec, FloatSpec, IntSpec, SearchSpace, Spec
-from automl.stores import open_storage
+from automl.stores import close_storage, open_storage
 
 DEFAULT_K = 5
 
@@ -98,11 +98,11 @@ def warm_start(spec: str, storage: str, space: SearchSpace) -> WarmStart:
     try:
         return _best_fitting(name, k, store, space)
     finally:
-        store.engine.dispose()  # read once; the search has its own connections
+        close_storage(store)  # read once; the search has its own connections
 
 
 def _best_fitting(
-    name: str, k: int, store: optuna.storages.RDBStorage, space: SearchSpace
+    name: str, k: int, store: optuna.storages.BaseStorage, space: SearchSpace
 ) -> WarmStart:
     try:
         source = optuna.load_study(study_name=name, storage=store)

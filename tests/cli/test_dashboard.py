@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from automl.cli import main
-from tests.conftest import automl_command, bin_env, free_port, wait_for_http
+from tests.conftest import free_port, start_interruptible, wait_for_http
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +41,7 @@ def store(tmp_path_factory) -> str:
 
 
 def start(url: str, port: int, *args: str, **env: str) -> subprocess.Popen:
-    """The command in its own session, with SIGINT not ignored: a test runner started in
-    the background of a shell ignores SIGINT, and a child inherits an ignored signal."""
-    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return subprocess.Popen(
-            automl_command("dashboard", "--storage", url, "--port", str(port), *args),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bin_env(**env),
-            start_new_session=True,
-        )  # fmt: skip
-    finally:
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return start_interruptible("dashboard", "--storage", url, "--port", str(port), *args, **env)
 
 
 def get(url: str, **headers: str) -> dict:

@@ -56,7 +56,8 @@ def test_services_and_their_wiring(compose):
         "postgres", "automl", "optuna",
     )  # fmt: skip
     assert env["AUTOML_TRACKING_URI"] == "http://mlflow:5000"
-    assert "AUTOML_STORAGE" not in env  # the entrypoint builds it from the secret
+    # empty unless WORKER_STORAGE names the storage proxy: the entrypoint builds it then
+    assert env["AUTOML_STORAGE"] == "${WORKER_STORAGE:-}"
     gpu = worker["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"] and gpu["driver"] == "nvidia"
     assert "ports" not in worker and "container_name" not in worker  # scalable
@@ -216,3 +217,33 @@ def test_the_dashboard_is_published_on_loopback_unless_opted_in(secrets_dir):
     service = yaml.safe_load(exposed.stdout)["services"]["dashboard"]
     assert service["ports"] == ["0.0.0.0:8081:8080/tcp"]
     assert service["environment"]["AUTOML_DASHBOARD_PUBLISHED_ON"] == "0.0.0.0"  # it warns
+
+
+def test_the_storage_proxy_serves_the_study_database_to_the_compose_network_only(compose):
+    proxy = compose["services"]["storage-proxy"]
+    worker = compose["services"]["worker"]
+    assert proxy["build"] == worker["build"] == "."  # the worker image: uid 10001
+    # the interface the Kubernetes manifests use too
+    assert proxy["command"] == ["storage-proxy", "--host", "0.0.0.0", "--port", "13000"]
+    assert "ports" not in proxy  # no authentication: only the project's network reaches it
+    env = proxy["environment"]
+    for key in ("AUTOML_DB_HOST", "AUTOML_DB_USER", "AUTOML_DB_NAME", "AUTOML_DB_PASSWORD_FILE"):
+        assert env[key] == worker["environment"][key]
+    assert "AUTOML_STORAGE" not in env and proxy["secrets"] == ["postgres_password"]
+    assert proxy["depends_on"]["postgres"]["condition"] == "service_healthy"
+    check = " ".join(proxy["healthcheck"]["test"])
+    assert "GrpcStorageProxy(host='127.0.0.1', port=13000).get_all_studies()" in check
+    assert "deploy" not in proxy  # no GPU
+    example = (DEPLOY / "env.example").read_text()
+    assert "# WORKER_STORAGE=grpc://storage-proxy:13000" in example
+
+
+@needs_compose
+def test_workers_use_the_storage_proxy_when_told(secrets_dir):
+    default = yaml.safe_load(compose_config(secrets_dir).stdout)["services"]
+    assert default["worker"]["environment"]["AUTOML_STORAGE"] == ""
+    assert "ports" not in default["storage-proxy"]
+    told = compose_config(secrets_dir, WORKER_STORAGE="grpc://storage-proxy:13000")
+    assert told.returncode == 0, told.stderr
+    worker = yaml.safe_load(told.stdout)["services"]["worker"]
+    assert worker["environment"]["AUTOML_STORAGE"] == "grpc://storage-proxy:13000"

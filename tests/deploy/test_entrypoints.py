@@ -9,6 +9,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -372,3 +373,49 @@ def test_the_dashboard_service_command_serves_the_postgres_study_on_loopback_nam
     for secret in (DB_PASSWORD, quote(DB_PASSWORD, safe="")):
         assert secret not in out
     assert out.splitlines()[-1] == "dashboard stopped"
+
+
+@pytest.mark.postgres
+def test_the_storage_proxy_service_serves_the_postgres_study_and_workers_reach_it(tmp_path):
+    """What the compose services run: the proxy's command through the entrypoint (URL
+    built from the password file), its health check, and a worker's entrypoint that keeps
+    AUTOML_STORAGE=grpc://... (WORKER_STORAGE) rather than building the database URL."""
+    (tmp_path / "db_password").write_text(DB_PASSWORD + "\n")
+    service = yaml.safe_load(COMPOSE.read_text())["services"]["storage-proxy"]
+    port = str(free_port())
+    command = [port if word == "13000" else word for word in service["command"]]
+    db = {"AUTOML_DB_HOST": "127.0.0.1", "AUTOML_DB_USER": "postgres",
+          "AUTOML_DB_PASSWORD_FILE": str(tmp_path / "db_password")}  # fmt: skip
+    with scratch_database("proxy") as database:
+        process = subprocess.Popen(
+            ["sh", str(WORKER_ENTRYPOINT), *command], env=bin_env(AUTOML_DB_NAME=database, **db),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            head = ""
+            while "Ctrl-C stops it" not in (line := process.stdout.readline()):
+                assert line, process.communicate(timeout=30)
+                head += line
+            _, python, *args = service["healthcheck"]["test"]  # CMD python ...
+            assert python == "python"
+            check = [sys.executable, *(a.replace("port=13000", f"port={port}") for a in args)]
+            healthy = subprocess.run(check, env=bin_env(), capture_output=True, timeout=60)
+            assert healthy.returncode == 0, healthy.stderr
+            worker = sh(WORKER_ENTRYPOINT, "study", "status", "no-such-study",
+                        AUTOML_STORAGE=f"grpc://127.0.0.1:{port}", AUTOML_DB_NAME="not_this",
+                        **db)  # fmt: skip
+            assert worker.returncode == 2, worker.stderr
+            assert "no study named 'no-such-study'" in worker.stderr  # asked through the proxy
+        finally:
+            process.send_signal(signal.SIGTERM)  # the entrypoint exec'd automl: it gets it
+            out, err = process.communicate(timeout=30)
+            out = head + out
+    assert process.returncode == 0, err
+    assert "storage proxy on grpc://0.0.0.0:" in out and "postgres:***@127.0.0.1" in out
+    assert err.startswith("warning: the storage proxy listens on 0.0.0.0")  # not published
+    for secret in (DB_PASSWORD, quote(DB_PASSWORD, safe="")):
+        assert secret not in out + err
+    assert out.splitlines()[-1].startswith("storage proxy stopped after")
+    unhealthy = subprocess.run(check, env=bin_env(), capture_output=True, timeout=60)
+    assert unhealthy.returncode != 0

@@ -34,12 +34,7 @@ from contextlib import AbstractContextManager
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.search.optuna_compat.storage import (
-    FLUSH_SECONDS,
-    LOOK_SECONDS,
-    StudyStorage,
-    _transition,
-)
+from automl.search.optuna_compat.storage import FLUSH_SECONDS, LOOK_SECONDS, StudyStorage
 
 __all__ = [
     "FLUSH_SECONDS",
@@ -104,9 +99,7 @@ def transition(study: optuna.Study, trial_id: int, before: TrialState, after: Tr
     the write, two workers can both see a ticket WAITING and both take it (seen in 20-ticket
     tests with three workers), or both fail one dead trial and queue it twice.
     """
-    storage = _storage(study)
-    storage.changed()
-    return _transition(storage.backend, trial_id, before, after)
+    return _storage(study).transition(trial_id, before, after)
 
 
 def pop_waiting(

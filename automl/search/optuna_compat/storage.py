@@ -10,24 +10,22 @@ import math
 import threading
 import time
 from collections.abc import Callable, Container, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-import sqlalchemy
 from optuna import distributions
-from optuna.storages import RDBStorage
+from optuna.storages import GrpcStorageProxy, RDBStorage
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.retry import retrying
 from automl.search.clock import OptunaClock
+from automl.search.optuna_compat.sql import Batch, Queries, SqlQueries
 
 STORE = "the Optuna storage"
 LOOK_SECONDS = 0.5  # how stale other workers' changes may be in a read
 FLUSH_SECONDS = 2.0  # how long a write of an own running trial may wait to be sent
-UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
 
 
 # Storage calls that are safe to repeat after an error whose reply may have been lost.
@@ -38,83 +36,36 @@ RETRIED = (
     "get_trial_number_from_id", "get_trial_params", "get_trial_user_attrs",
     "get_trial_system_attrs", "set_study_user_attr", "set_study_system_attr", "set_trial_param",
     "set_trial_user_attr", "set_trial_system_attr", "set_trial_intermediate_value",
-    "_get_stale_trial_ids", "get_heartbeat_interval",
+    "_get_stale_trial_ids",
 )  # fmt: skip
 # Timed, never repeated: a second attempt could create a trial or change a state twice.
 ONCE = ("create_new_study", "delete_study", "create_new_trial", "set_trial_state_values")
 
 
-def _transition(backend: RDBStorage, trial_id: int, before: TrialState, after: TrialState) -> bool:
-    """One conditional UPDATE, atomic on every database (see ``transition``)."""
-    now = datetime.now(UTC).replace(tzinfo=None)  # Optuna stores naive UTC
-    changes: dict[Any, Any] = {models.TrialModel.state: after}
-    if after == TrialState.RUNNING:
-        changes[models.TrialModel._datetime_start_utc] = now
-    if after.is_finished():
-        changes[models.TrialModel._datetime_complete_utc] = now
-    with _create_scoped_session(backend.scoped_session) as session:
-        result = session.execute(
-            sqlalchemy.update(models.TrialModel)
-            .where(models.TrialModel.trial_id == trial_id)
-            .where(models.TrialModel.state == before)
-            .values(changes)
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
-class _Batch:
-    """Writes of own trials waiting to be sent: the last value of each key, then one
-    DELETE and one INSERT a table (idempotent, so a retry after a lost reply is safe)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[Any, dict[tuple[int, Any], dict[str, Any]]] = {}
-        self.checked: list[tuple[Any, ...]] = []  # params of a name new to this process
-
-    def add(self, model: Any, trial_id: int, key: Any, row: dict[str, Any]) -> None:
-        self.rows.setdefault(model, {})[trial_id, key] = {"trial_id": trial_id, **row}
-
-    def before(self, newer: _Batch) -> _Batch:
-        """This batch (which could not be sent) followed by ``newer``: its later values win."""
-        for model, rows in newer.rows.items():
-            self.rows.setdefault(model, {}).update(rows)
-        self.checked += newer.checked
-        return self
-
-    def write(self, backend: RDBStorage) -> None:
-        with _create_scoped_session(backend.scoped_session) as session:
-            for args in self.checked:  # Optuna's own write checks the name's distribution
-                backend._set_trial_param_without_commit(session, *args)
-            for model, rows in self.rows.items():
-                column = _KEYS[model]
-                for trial_id in {trial_id for trial_id, _ in rows}:
-                    keys = [key for owner, key in rows if owner == trial_id]
-                    session.execute(
-                        sqlalchemy.delete(model)
-                        .where(model.trial_id == trial_id)
-                        .where(getattr(model, column).in_(keys))
-                    )
-                session.execute(sqlalchemy.insert(model), list(rows.values()))
-
-
-_KEYS = {
-    models.TrialParamModel: "param_name",
-    models.TrialUserAttributeModel: "key",
-    models.TrialSystemAttributeModel: "key",
-    models.TrialIntermediateValueModel: "step",
-}
-
-
 class StudyStorage(_CachedStorage):
-    """Optuna's cached RDB storage: timed, retried, light to read, batching its own writes."""
+    """Optuna's cached RDB storage: timed, retried, light to read, batching its own writes.
 
-    def __init__(self, backend: RDBStorage, clock: OptunaClock | None = None) -> None:
-        super().__init__(backend)
+    On a ``GrpcStorageProxy`` (``grpc://``) it is the same storage: ``automl storage-proxy``
+    runs its statements (``sql.SqlQueries``) on the proxy's own database connections."""
+
+    def __init__(
+        self, backend: RDBStorage | GrpcStorageProxy, clock: OptunaClock | None = None
+    ) -> None:
+        queries: Queries
+        if isinstance(backend, GrpcStorageProxy):
+            from automl.search.optuna_compat.proxy import ProxyClient  # needs grpcio
+
+            backend = queries = ProxyClient.of(backend)
+        else:
+            queries = SqlQueries(backend)
+        super().__init__(cast(RDBStorage, backend))  # the client answers what it asks
+        self.queries = queries
         self.clock = clock or OptunaClock()
         self._highest: dict[int, int] = {}  # study id -> the highest trial id read
         self._names: dict[str, int] = {}  # study name -> id (Hyperband asks at every step)
         self._looked: dict[int, tuple[float, bool]] = {}  # study id -> (when, running too)
         self._own: dict[int, FrozenTrial] = {}  # trial id -> a trial this process runs
-        self._batch = _Batch()
+        self._batch = Batch()
         self._batch_lock = threading.Lock()
         self._timer: threading.Timer | None = None  # sends the batch FLUSH_SECONDS after it starts
         self._flush_lock = threading.Lock()  # batches reach the database in order
@@ -122,6 +73,10 @@ class StudyStorage(_CachedStorage):
     @property
     def backend(self) -> RDBStorage:
         return self._backend
+
+    def transition(self, trial_id: int, before: TrialState, after: TrialState) -> bool:
+        self.changed()
+        return self.queries.transition(trial_id, before, after)
 
     def get_study_id_from_name(self, study_name: str) -> int:
         if study_name not in self._names:
@@ -136,7 +91,7 @@ class StudyStorage(_CachedStorage):
 
     def take(self, study_id: int, trial_id: int) -> bool:
         """Claim a queued trial (WAITING to RUNNING, if nobody did first) and keep it."""
-        if not _transition(self._backend, trial_id, TrialState.WAITING, TrialState.RUNNING):
+        if not self.queries.transition(trial_id, TrialState.WAITING, TrialState.RUNNING):
             return False
         with self._lock:  # a ticket is read whole when it is queued and changes no more
             known = self._cached(trial_id)
@@ -156,7 +111,7 @@ class StudyStorage(_CachedStorage):
         """Before its result is told: send the trial's writes, and stop keeping it if
         another worker failed it meanwhile (taken for dead), so telling sees that."""
         self.flush()
-        if trial_id in self._own and self._state_of(trial_id) != TrialState.RUNNING:
+        if trial_id in self._own and self.queries.state_of(trial_id) != TrialState.RUNNING:
             with self._lock:
                 self._own.pop(trial_id, None)
         self.changed()
@@ -165,18 +120,18 @@ class StudyStorage(_CachedStorage):
         """Send every pending write of own trials, in one transaction (kept on failure)."""
         with self._flush_lock:
             with self._batch_lock:
-                batch, self._batch = self._batch, _Batch()
-            if not (batch.rows or batch.checked):
+                batch, self._batch = self._batch, Batch()
+            if not batch:
                 return
             try:
                 with self.clock():
-                    retrying(lambda: batch.write(self._backend), what=STORE, holding="trial writes")
+                    retrying(lambda: self.queries.write(batch), what=STORE, holding="trial writes")
             except BaseException:
                 with self._batch_lock:
                     self._batch = batch.before(self._batch)
                 raise
 
-    def _pend(self, add: Callable[[_Batch], None]) -> None:
+    def _pend(self, add: Callable[[Batch], None]) -> None:
         """Add a write to the batch; a timer sends it at most ``FLUSH_SECONDS`` later, so
         other workers see a running trial's reports while it runs."""
         with self._batch_lock:
@@ -318,7 +273,7 @@ class StudyStorage(_CachedStorage):
             self._looked[study_id] = (time.monotonic(), running)
             study = self._studies.setdefault(study_id, _StudyInfo())
             highest = self._highest.get(study_id, -1)
-            now = self._states(study_id, highest)
+            now = self.queries.states(study_id, highest)
             stale = set()
             for trial_id in study.unfinished_trial_ids:
                 if trial_id in self._own:
@@ -356,40 +311,14 @@ class StudyStorage(_CachedStorage):
     def change_user_attr(self, trial_id: int, key: str, before: Any, after: Any) -> bool:
         """Set a trial's attribute from ``before`` to ``after`` if nobody changed it first:
         one conditional statement, so of two processes at most one succeeds."""
-        table = models.TrialUserAttributeModel
-        with self.clock(), _create_scoped_session(self._backend.scoped_session) as session:
-            result = session.execute(
-                sqlalchemy.update(table)
-                .where(table.trial_id == trial_id, table.key == key)
-                .where(table.value_json == json.dumps(before))
-                .values(value_json=json.dumps(after))
-            )
-            done = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        with self.clock():
+            done = self.queries.change_user_attr(trial_id, key, before, after)
         if done:
             with self._lock:
                 cached = self._cached(trial_id)
                 if cached is not None:
                     cached.user_attrs[key] = after
         return done
-
-    def _state_of(self, trial_id: int) -> TrialState:
-        table = models.TrialModel
-        with _create_scoped_session(self._backend.scoped_session) as session:
-            row = session.query(table.state).filter(table.trial_id == trial_id).one()
-        return TrialState(row[0])
-
-    def _states(self, study_id: int, highest: int) -> dict[int, TrialState]:
-        """Ids and states of the study's unfinished trials and of any trial newer than
-        ``highest``: one query, no attributes read."""
-        table = models.TrialModel
-        with _create_scoped_session(self._backend.scoped_session) as session:
-            rows = (
-                session.query(table.trial_id, table.state)
-                .filter(table.study_id == study_id)
-                .filter(sqlalchemy.or_(table.state.in_(UNFINISHED), table.trial_id > highest))
-                .all()
-            )
-        return {int(trial_id): state for trial_id, state in rows}
 
 
 def _timed(name: str, *, retried: bool) -> Callable[..., Any]:

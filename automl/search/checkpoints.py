@@ -190,7 +190,8 @@ class TrialCheckpoints:
 
     def forget(self) -> None:
         """The trial is over for good: no retry will need any of its checkpoints."""
-        self._delete([self.slot, *self.older])
+        written = self.saved or self.failed  # a write that failed may have left a part
+        self._delete([self.slot, *self.older] if written else self.older)
 
     def _delete(self, slots: list[Slot]) -> None:
         for slot in slots:

@@ -155,3 +155,20 @@ def test_a_worker_claims_resumable_retries_first(tmp_path):
     requeue(study, interrupted, "preempted")  # queued after the fresh ticket 1
     assert claim(study).number == 2  # the retry, with its checkpoint
     assert claim(study).number == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--checkpoint-seconds", "-5"], {}, "--checkpoint-seconds: must be a number of seconds"),
+        ([], {"AUTOML_CHECKPOINT_DIR": __file__}, "--checkpoint-dir: "),
+    ],
+)
+def test_a_worker_refuses_bad_checkpoint_options_in_one_line(
+    args, env, message, capsys, monkeypatch
+):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["worker", "--study", "none", "--storage", "sqlite:///nowhere.db", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines

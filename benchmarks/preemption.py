@@ -13,9 +13,14 @@ stops it once its checkpoint holds epoch k, then lets a second worker run the re
 "done" is the epochs the stopped worker had completed (its last checkpoint: one is saved
 at the end of every epoch but the last), "re-run" the epochs the retry trained that had
 been done already, "lost" the seconds of a partial epoch between the last checkpoint and
-the stop. Prints figures; asserts nothing.
+the stop.
 
-    python benchmarks/preemption.py [--epochs 10] [--at 6]
+Then the price: a search of the bundled `small` space on the digits, in this process,
+with a checkpoint after every epoch to the default store (the trial's MLflow run), and
+the share of its wall time spent capturing, saving and deleting checkpoints. Prints
+figures; asserts nothing.
+
+    python benchmarks/preemption.py [--epochs 10] [--at 6] [--trials 12]
 """
 
 from __future__ import annotations
@@ -109,10 +114,58 @@ def retry_figures(folder: Path, storage: str) -> dict[str, float | int]:
     }
 
 
+def price(trials: int) -> None:
+    """Wall time of a search and the part of it spent on checkpoints."""
+    import statistics
+
+    from automl.search import checkpoints
+    from automl.search.hooks import Hooks
+    from automl.search.options import resolve_space
+    from automl.search.runner import run_trials
+    from automl.search.session import prepare
+    from automl.search.settings import SearchSettings
+    from automl.training import loop
+
+    spent: dict[str, list[float]] = {"capture": [], "keep": [], "forget": []}
+
+    def timed(owner: type, name: str, kind: str) -> None:
+        method = getattr(owner, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[kind].append(time.perf_counter() - start)
+
+        setattr(owner, name, wrapper)
+
+    timed(loop._Loop, "capture", "capture")
+    timed(checkpoints.TrialCheckpoints, "keep", "keep")
+    timed(checkpoints.TrialCheckpoints, "forget", "forget")
+    with tempfile.TemporaryDirectory() as folder:
+        settings = SearchSettings(
+            trials=trials, space=resolve_space(Path("small")), study_name="price",
+            storage=f"sqlite:///{folder}/automl.db", tracking_uri=f"sqlite:///{folder}/mlflow.db",
+            device="cpu", evaluate=False, checkpoint_seconds=0.0,
+        )  # fmt: skip
+        start = time.perf_counter()
+        outcome = run_trials(prepare(settings, Hooks()))
+        wall = time.perf_counter() - start
+    total = sum(sum(values) for values in spent.values())
+    print(f"\n{trials} trials, {outcome.epochs_run} epochs in {wall:.1f} s; checkpoints took "
+          f"{total:.2f} s ({100 * total / wall:.1f}%): {len(spent['keep'])} captured "
+          f"(median {1000 * statistics.median(spent['capture']):.1f} ms) and saved (median "
+          f"{1000 * statistics.median(spent['keep']):.1f} ms), "
+          f"{len(spent['forget'])} trials' deleted (median "
+          f"{1000 * statistics.median(spent['forget']):.1f} ms)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--at", type=int, default=6, help="stop once this epoch is saved")
+    parser.add_argument("--trials", type=int, default=12, help="trials of the price search")
     args = parser.parse_args()
     print(f"one trial of {args.epochs} epochs, its worker stopped after epoch {args.at}:")
     print(f"{'scenario':<24}{'done':>6}{'re-run':>8}{'trained':>9}{'curve':>7}"
@@ -122,6 +175,7 @@ def main() -> None:
         rerun = int(f["done"]) - (int(f["resumed_at"]) - 1)
         print(f"{name:<24}{f['done']:>6}{rerun:>8}{f['trained']:>9}{f['curve']:>7}"
               f"{f['seconds']:>9.1f}{f['lost']:>8.2f}{f['exit']:>8.1f}")  # fmt: skip
+    price(args.trials)
 
 
 if __name__ == "__main__":

@@ -332,4 +332,4 @@ class Objective:
 
     def _lost(self, trial: optuna.Trial, message: str) -> None:
         trial.set_user_attr("tracking_error", message[:2000])
-        self.hooks.on_note(f"trial {trial.number}: {message}")
+        self._note(trial, message)

@@ -24,7 +24,7 @@ def head(split: Split, n: int) -> Split:
     return Split(split.images[:n], split.labels[:n])
 
 
-def train(digits, epochs=4, *, resume=None, on_checkpoint=None, on_epoch=None):
+def train(digits, epochs=4, *, resume=None, on_checkpoint=None, on_epoch=None, device=CPU):
     """A few epochs on a part of the digits: enough steps to show any drift."""
     torch.manual_seed(3)  # the model is built as the first try built it, then restored
     model = build_model(ARCH, 1, (8, 8), 10)
@@ -33,7 +33,7 @@ def train(digits, epochs=4, *, resume=None, on_checkpoint=None, on_epoch=None):
         optim=OptimConfig(name="adamw", lr=0.01),
         schedule=TrainConfig(batch_size=64, epochs=epochs, schedule="onecycle"),
         augment=Augment(AugConfig(strength=0.7, translate=True, rotate=True, erasing=True)),
-        norm=Normalizer(digits.mean, digits.std), device=CPU, seed=3,
+        norm=Normalizer(digits.mean, digits.std), device=device, seed=3,
         resume=resume, on_checkpoint=on_checkpoint, on_epoch=on_epoch,
     )  # fmt: skip
     return model, history
@@ -97,3 +97,24 @@ def test_a_checkpoint_of_another_schedule_is_refused(digits):
     train(digits, epochs=2, on_checkpoint=states.append)
     with pytest.raises(ValueError, match="cannot resume 3 epochs"):
         train(digits, epochs=3, resume=states[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_checkpoint_resumes_on_the_gpu_and_on_a_cpu(digits):
+    """Saved from channels-last CUDA tensors, read on the CPU; a CPU worker takes the retry
+    with a new data order (a CUDA generator's state means nothing to a CPU one)."""
+    states: list[TrainingState] = []
+    cuda = torch.device("cuda")
+    train(digits, epochs=3, on_checkpoint=states.append, device=cuda)
+    data = states[0].to_bytes()
+    state = TrainingState.from_bytes(data)
+    assert state.device_type == "cuda" and "cuda" in state.rng
+    assert all(t.device.type == "cpu" for t in state.model.values())
+    for device in (cuda, CPU):
+        seen: list = []
+        _, history = train(
+            digits, epochs=3, resume=TrainingState.from_bytes(data), device=device,
+            on_epoch=seen.append,
+        )  # fmt: skip
+        assert [r.epoch for r in seen] == [2, 3] and [e.epoch for e in history] == [1, 2, 3]

@@ -164,7 +164,7 @@ def fail_stale(
         trial = storage.get_trial(trial_id)
         retry(study, trial)  # its user attributes are copies of the dead trial's
         for queued in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if queued.system_attrs.get("retry_history", [None])[-1] == trial.number:
+            if (queued.system_attrs.get("retry_history") or [None])[-1] == trial.number:
                 storage.set_trial_user_attr(compat.trial_id(queued), TICKET, "retry")
                 storage.set_trial_user_attr(compat.trial_id(queued), "retry_of", trial.number)
         if on_stale is not None:

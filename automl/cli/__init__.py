@@ -104,6 +104,8 @@ StorageOption = setting_option("storage")
 DataDirOption = setting_option("data_dir")
 DeviceOption = setting_option("device")
 WeightsDirOption = setting_option("weights_dir")
+CheckpointDirOption = setting_option("checkpoint_dir")
+CheckpointSecondsOption = setting_option("checkpoint_seconds")
 
 
 @app.callback(invoke_without_command=True)

@@ -9,6 +9,8 @@ import typer
 from rich.table import Table
 
 from automl.cli import (
+    CheckpointDirOption,
+    CheckpointSecondsOption,
     DataDirOption,
     DeviceOption,
     StorageOption,
@@ -41,6 +43,8 @@ def worker(
     device: DeviceOption = "auto",
     data_dir: DataDirOption = None,
     weights_dir: WeightsDirOption = None,
+    checkpoint_dir: CheckpointDirOption = None,
+    checkpoint_seconds: CheckpointSecondsOption = 0.0,
     wait: Annotated[
         float,
         typer.Option(
@@ -56,7 +60,10 @@ def worker(
         ),
     ] = True,
 ) -> None:
-    """Join a study and run its queued trials until none is left (and none runs elsewhere)."""
+    """Join a study and run its queued trials until none is left (and none runs elsewhere).
+
+    Resumable trials (retries with a checkpoint) first. SIGTERM hands the running trial
+    back at once, with a checkpoint of its last epoch, for the next worker to resume."""
     import time
 
     from automl.cli.display import SearchDisplay
@@ -67,8 +74,9 @@ def worker(
 
     local = SearchSettings(
         study_name=study, storage=storage, tracking_uri=tracking_uri, device=device,
-        data_dir=data_dir, weights_dir=weights_dir,
-    )  # fmt: skip
+        data_dir=data_dir, weights_dir=weights_dir, checkpoint_dir=checkpoint_dir,
+        checkpoint_seconds=checkpoint_seconds,
+    ).check_fields("checkpoint_dir", "checkpoint_seconds")  # fmt: skip
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -90,7 +98,10 @@ def worker(
                 stay=stay,
             )
     except KeyboardInterrupt as stop:
-        console.print("[yellow]interrupted[/]: the running trial was failed and queued again")
+        console.print(
+            "[yellow]interrupted[/]: the running trial was handed back (failed, its "
+            "checkpoint kept) and queued again for the next worker"
+        )
         raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
     counts = Counter(t.state.name.lower() for t in outcome.ran)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"

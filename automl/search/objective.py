@@ -4,9 +4,10 @@ its size, a training run and its measured objectives.
 How a trial ends is decided in one place, ``ending_of``: pruned by the pruner, stopped by
 a problem of its own (``TrialError``: out of memory, diverged, too large, unwritable
 artifacts), failed by any other exception; the study goes on. Only an interrupt or a
-fatal ``AutomlError`` escapes, after the trial's record is closed. Storage calls are timed
-and retried by the study's storage (``optuna_compat.StudyStorage``); the trial's MLflow run
-is owned by a ``TrialRecorder``.
+fatal ``AutomlError`` escapes, after the trial's record is closed: an interrupt hands the
+trial back with a checkpoint of its last epoch (``search/checkpoints.py``), which its retry
+resumes from. Storage calls are timed and retried by the study's storage
+(``optuna_compat.StudyStorage``); the trial's MLflow run is owned by a ``TrialRecorder``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,24 @@ import torch
 from optuna.trial import TrialState
 
 from automl.data import ImageData
-from automl.errors import AutomlError, TrialError, stop_if_asked
+from automl.errors import AutomlError, Terminated, TrialError, stop_if_asked
 from automl.search import pruning, ranking
+from automl.search.checkpoints import (
+    RESUMED_AT,
+    RESUMED_FROM,
+    Slot,
+    Store,
+    TrialCheckpoints,
+    find_resumable,
+    fingerprint,
+    open_store,
+    predecessor,
+)
 from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
 from automl.search.measures import OBJECTIVES, Measurements, dominates, unrecorded
 from automl.search.optuna_compat import flush
-from automl.search.queue import TrialResult
+from automl.search.queue import CHECKPOINT_EPOCH, TrialResult
 from automl.search.settings import SearchSettings
 from automl.search.space import SearchSpace
 from automl.tracking import Tracker, TrialRecorder
@@ -63,6 +75,8 @@ def ending_of(exc: BaseException) -> Ending:
         return Ending(TrialState.PRUNED, "pruned", str(exc))
     if isinstance(exc, TrialError):
         return Ending(TrialState[exc.state], exc.reason, str(exc))
+    if isinstance(exc, Terminated):  # SIGTERM: a spot machine reclaimed, a pod evicted
+        return Ending(TrialState.FAIL, "preempted", fatal=True, status="KILLED")
     if isinstance(exc, KeyboardInterrupt):  # the user stopped the search: the run was killed
         return Ending(TrialState.FAIL, "interrupted", fatal=True, status="KILLED")
     if isinstance(exc, AutomlError):  # fatal for the whole study
@@ -90,14 +104,26 @@ class Objective:
     def multi(self) -> bool:
         return len(self.settings.objectives) > 1
 
+    @functools.cached_property
+    def checkpoints(self) -> Store:
+        return open_store(self.settings, self.tracker)
+
     def __call__(self, trial: optuna.Trial) -> TrialResult:
         record: TrialRecorder | None = None
+        kept: TrialCheckpoints | None = None
         try:
             params = self._sample(trial)
             record = self._record(trial, params)
-            return TrialResult(TrialState.COMPLETE, self._run(trial, params, record))
+            kept = self._checkpoints(trial, params, record)
+            result = TrialResult(TrialState.COMPLETE, self._run(trial, params, record, kept))
+            kept.forget()
+            return result
         except BaseException as exc:
             ending = ending_of(exc)
+            if kept is not None and isinstance(exc, KeyboardInterrupt):
+                self._hand_back(trial, record, kept)
+            elif kept is not None:
+                kept.forget()
             self._close(trial, record, ending)
             if ending.fatal:
                 raise
@@ -121,8 +147,53 @@ class Objective:
             record.set_tags({"origin": str(origin)})
         return record
 
-    def _run(
+    def _checkpoints(
         self, trial: optuna.Trial, params: dict[str, Any], record: TrialRecorder
+    ) -> TrialCheckpoints:
+        """The trial's checkpoints; a retry finds the one of the trial it continues."""
+        note = functools.partial(self._note, trial)
+        kept = TrialCheckpoints(
+            self.checkpoints, Slot(self.settings.study, trial.number, record.run_id),
+            self.settings.checkpoint_seconds, fingerprint(params),
+            on_saved=lambda epoch: trial.set_user_attr(CHECKPOINT_EPOCH, epoch), on_problem=note,
+        )  # fmt: skip
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        if predecessor(frozen) is None:
+            return kept  # a first try: nothing to continue
+        epochs = min(TrialConfig.from_params(params).train.epochs, self.settings.max_epochs)
+        kept.resumed, kept.older = find_resumable(
+            self.checkpoints, trial.study, frozen, fingerprint=kept.fingerprint, epochs=epochs,
+            on_problem=note,
+        )  # fmt: skip
+        resumed = kept.resumed
+        # Set on every retry: a dead worker's retry carries copies of its attributes.
+        trial.set_user_attr(CHECKPOINT_EPOCH, resumed.state.epoch if resumed else 0)
+        trial.set_user_attr(RESUMED_AT, resumed.first_epoch if resumed else 1)
+        if resumed is not None:
+            trial.set_user_attr(RESUMED_FROM, resumed.run_id)
+            record.set_tags({RESUMED_FROM: resumed.run_id, RESUMED_AT: str(resumed.first_epoch)})
+            self.hooks.on_note(
+                f"trial {trial.number} resumes trial {resumed.number} at epoch "
+                f"{resumed.first_epoch} of {epochs}, from its checkpoint"
+            )
+        return kept
+
+    def _hand_back(
+        self, trial: optuna.Trial, record: TrialRecorder | None, kept: TrialCheckpoints
+    ) -> None:
+        """Ctrl-C or SIGTERM: save the last epoch's state for the retry, and say so."""
+        epoch = kept.hand_back()
+        if record is not None and epoch:
+            record.set_tags({CHECKPOINT_EPOCH: str(epoch)})
+        where = f"from its checkpoint after epoch {epoch}" if epoch else "from the start"
+        self.hooks.on_note(f"trial {trial.number} handed back: its retry resumes {where}")
+
+    def _run(
+        self,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        record: TrialRecorder,
+        kept: TrialCheckpoints,
     ) -> tuple[float, ...]:
         self.hooks.on_trial_begin(trial.number, params)
         config = TrialConfig.from_params(params)
@@ -139,10 +210,13 @@ class Objective:
             if source is not None:  # a backbone: say which weights it started from
                 record.set_tags({"weights": source})
                 trial.set_user_attr("weights", source)
+            resume = kept.resumed.state if kept.resumed else None
+            for result in resume.history if resume else []:  # the curve so far, reported again
+                self._report(trial, record, EpochResult(**result), epochs)
             history = fit_config(
                 model, config, self.data, device=self.device, seed=seed, epochs=epochs,
                 on_epoch=lambda result: self._on_epoch(trial, record, result, epochs),
-                compile=self.settings.compile,
+                compile=self.settings.compile, resume=resume, on_checkpoint=kept.keep,
             )  # fmt: skip
             if len(history) < epochs:  # the budget ended: its last epoch is its result
                 trial.set_user_attr("cut", f"budget ended after epoch {len(history)}")
@@ -191,18 +265,14 @@ class Objective:
         """Records the epoch, then prunes (raises), stops at the budget's end (True: the
         trial completes with the epochs it ran) or goes on (False)."""
         stop_if_asked()  # a Ctrl-C whose own raise was lost stops the trial here
-        record.log_epoch(result.epoch, result.metrics())
+        step = self._report(trial, record, result, total)
         self.hooks.on_epoch_end(trial.number, result, total)
-        # Reported as a share of the trial's own schedule (see ``pruning``), never pruned
-        # at its last epoch: a trial that ran its whole schedule is complete.
-        step = pruning.progress_step(result.epoch, total, self.settings.max_epochs)
+        # Never pruned at its last epoch: a trial that ran its whole schedule is complete.
         last = result.epoch >= total
         with self.clock():
             if self.multi:  # Optuna's pruners serve one objective: prune on the accuracy curve
-                pruning.record(trial, step, result.val_acc)
                 prune = not last and pruning.should_prune(trial, step, result.val_acc)
             else:
-                trial.report(result.val_acc, step)
                 prune = not last and trial.should_prune()
         if prune:
             raise optuna.TrialPruned(
@@ -218,6 +288,20 @@ class Objective:
                 f"is still at chance ({self._chance:.2f})"
             )
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _report(
+        self, trial: optuna.Trial, record: TrialRecorder, result: EpochResult, total: int
+    ) -> int:
+        """Record an epoch on the run and report it to the pruner, as a share of the
+        trial's own schedule (see ``pruning``); returns the step it was reported at."""
+        record.log_epoch(result.epoch, result.metrics())
+        step = pruning.progress_step(result.epoch, total, self.settings.max_epochs)
+        with self.clock():
+            if self.multi:
+                pruning.record(trial, step, result.val_acc)
+            else:
+                trial.report(result.val_acc, step)
+        return step
 
     @functools.cached_property
     def _chance(self) -> float:
@@ -242,6 +326,9 @@ class Objective:
             extra = {"message": ending.message[:5000]} if ending.message else {}
             record.finish(ending.state.name, reason=ending.reason, status=ending.status, **extra)
 
+    def _note(self, trial: optuna.Trial, message: str) -> None:
+        self.hooks.on_note(f"trial {trial.number}: {message}")
+
     def _lost(self, trial: optuna.Trial, message: str) -> None:
         trial.set_user_attr("tracking_error", message[:2000])
-        self.hooks.on_note(f"trial {trial.number}: {message}")
+        self._note(trial, message)

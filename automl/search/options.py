@@ -69,6 +69,25 @@ def positive(value: float | None, high: float = 1e9) -> str | None:
     return f"must be at most {high:g}, got {value:g}" if value > high else None
 
 
+def seconds(value: float, high: float = 1e6) -> str | None:
+    """A duration in seconds, 0 included."""
+    if not math.isfinite(value) or value < 0:
+        return f"must be a number of seconds, 0 or more, got {value}"
+    return f"must be at most {high:g}, got {value:g}" if value > high else None
+
+
+def writable_folder(path: Path) -> str | None:
+    """A folder this process can write in, or one it can make (nothing is made here: the
+    checks run before anything is written)."""
+    path = Path(path).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{path}: no permission to write in {existing}"
+    return None
+
+
 def within(low: int, high: int) -> Check:
     def check(value: int | None) -> str | None:
         if value is None or low <= value <= high:

@@ -92,5 +92,7 @@ def should_prune(
 
 
 def epochs_run(trial: optuna.trial.FrozenTrial) -> int:
-    """Epochs a trial trained, whichever way its curve was recorded."""
-    return max(len(trial.intermediate_values), len(trial.user_attrs.get(CURVE, {})))
+    """Epochs a trial trained itself, whichever way its curve was recorded: a retry that
+    resumed a checkpoint reports the epochs before it too, which it did not train."""
+    reported = max(len(trial.intermediate_values), len(trial.user_attrs.get(CURVE, {})))
+    return max(0, reported - int(trial.user_attrs.get("resumed_at_epoch", 1)) + 1)

@@ -5,7 +5,9 @@ A search asks for N trials by enqueueing N tickets (waiting trials, optionally w
 params such as a baseline). Every worker, local or remote, claims a ticket atomically
 through the storage, runs the objective on it and tells the result; it stops when no
 ticket is left. A trial that dies with its worker (no heartbeat) is failed by the next
-worker, its MLflow run closed, and its configuration queued again as a new ticket.
+worker, its MLflow run closed, and its configuration queued again as a new ticket. A
+retry whose trial left a checkpoint (``CHECKPOINT_EPOCH``) resumes from it
+(``search/checkpoints.py``) and is claimed before any other ticket.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.errors import stop_if_asked
+from automl.errors import Terminated, stop_if_asked
 from automl.retry import retrying
 from automl.search import optuna_compat as compat
 from automl.search.clock import every
 from automl.search.owners import OWNER, SHARED, WORKERS, Owner
 
 TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
+CHECKPOINT_EPOCH = "checkpoint_epoch"  # user attribute: a retry can resume after this epoch
 MAX_RETRY = 2
 STORE = "the Optuna storage"
 
@@ -95,9 +98,16 @@ def running_trials(study: optuna.Study, owner: Owner | None = None) -> int:
     return sum(1 for t in running if owner is None or owner.holds(t))
 
 
+def resumable(trial: FrozenTrial) -> bool:
+    """A queued retry whose trial left a checkpoint: it continues work already paid for."""
+    return bool(trial.user_attrs.get(CHECKPOINT_EPOCH))
+
+
 def claim(study: optuna.Study, owner: Owner = WORKERS) -> optuna.Trial | None:
-    """Take one of ``owner``'s waiting tickets, or None when none is left."""
-    trial = compat.pop_waiting(study, owner.holds)
+    """Take one of ``owner``'s waiting tickets, resumable retries first, or None when
+    none is left."""
+    trial = compat.pop_waiting(study, lambda t: owner.holds(t) and resumable(t))
+    trial = trial or compat.pop_waiting(study, owner.holds)
     # At once: Optuna never counts a running trial without any heartbeat as stale, so a
     # worker dying right here would otherwise leave it running for good.
     if trial is not None and compat.heartbeat_interval(compat.storage_of(study)):
@@ -120,9 +130,12 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Queue an interrupted trial's configuration again, for the same owner: the next
-    search adopts it once that owner is gone, or a worker runs it if it was shared."""
+    search adopts it once that owner is gone, or a worker runs it if it was shared; with
+    the epoch of its checkpoint, when it left one."""
     attrs = {TICKET: "retry", "retry_of": trial.number, "retry_reason": reason}
     attrs[OWNER] = str(trial.user_attrs.get(OWNER, SHARED))
+    if trial.user_attrs.get(CHECKPOINT_EPOCH):
+        attrs[CHECKPOINT_EPOCH] = trial.user_attrs[CHECKPOINT_EPOCH]
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
@@ -149,10 +162,11 @@ def fail_stale(
         if not compat.transition(study, trial_id, TrialState.RUNNING, TrialState.FAIL):
             continue  # another worker failed it first
         trial = storage.get_trial(trial_id)
-        retry(study, trial)
+        retry(study, trial)  # its user attributes are copies of the dead trial's
         for queued in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if queued.system_attrs.get("failed_trial") == trial.number:
+            if (queued.system_attrs.get("retry_history") or [None])[-1] == trial.number:
                 storage.set_trial_user_attr(compat.trial_id(queued), TICKET, "retry")
+                storage.set_trial_user_attr(compat.trial_id(queued), "retry_of", trial.number)
         if on_stale is not None:
             on_stale(trial)
         failed.append(trial)
@@ -190,8 +204,9 @@ def work(
     """Claim and run ``owner``'s tickets until none is left (or ``deadline``); returns
     how many ran. ``refill`` queues the next ticket when none is left (False: no more).
 
-    The objective says how each trial ended. On Ctrl-C the running trial is failed, its
-    ticket queued again, and the interrupt raised; any other escape fails it and is raised.
+    The objective says how each trial ended. On Ctrl-C or SIGTERM the running trial is
+    failed (the objective has saved its checkpoint), its ticket queued again at once, and
+    the interrupt raised; any other escape fails it and is raised.
     """
     ran = 0
     while deadline is None or time.monotonic() < deadline:
@@ -206,9 +221,10 @@ def work(
         with heartbeat(study, trial):
             try:
                 result = objective(trial)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:
                 _tell(study, trial, state=TrialState.FAIL)
-                requeue(study, trial, "interrupted")
+                why = "preempted" if isinstance(stop, Terminated) else "interrupted"
+                requeue(study, trial, why)
                 raise
             except BaseException:
                 _tell(study, trial, state=TrialState.FAIL)

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from automl import provenance
 from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
+from automl.search.checkpoints import Store, forget_exhausted, open_store
 from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
 from automl.search.objective import Objective
@@ -63,10 +64,12 @@ class Session:
         return replace(self, hooks=hooks)
 
     def close_stale(self, trial: FrozenTrial) -> None:
-        """Close the MLflow run a dead worker left open (status FAILED)."""
+        """Close the MLflow run a dead worker left open (status FAILED); drop its
+        checkpoints if its retries are used up."""
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
             self.tracker.close_run(run_id, "FAILED", ended_tags("FAIL", "crashed", message=CRASHED))
+        forget_exhausted(open_store(self.settings, self.tracker), self.study, trial)
 
 
 def _load_data(settings: SearchSettings, hooks: Hooks) -> ImageData:
@@ -127,7 +130,7 @@ def prepare(
     store = open_storage(settings.storage)  # first: a bad URL fails before MLflow is touched
     tracker = Tracker(settings.tracking_uri, settings.experiment_name)
     study, clock = _open(settings, store, pruner, parallel=not settings.alone)
-    abandoned = _close_abandoned(study, tracker)
+    abandoned = _close_abandoned(study, tracker, open_store(settings, tracker))
     if abandoned:
         hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")
     parent = _start_parent_run(settings, data, device, tracker, mode)
@@ -185,7 +188,7 @@ def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> 
     return Session(settings, space, data, device, tracker, study, parent, hooks, clock)
 
 
-def _close_abandoned(study: optuna.Study, tracker: Tracker) -> str | None:
+def _close_abandoned(study: optuna.Study, tracker: Tracker, checkpoints: Store) -> str | None:
     """A killed search leaves its parent run RUNNING: close it as FAILED when nothing runs
     under it any more (its dead trials are failed and queued again first)."""
     previous = study.user_attrs.get("mlflow_parent_run_id")
@@ -196,6 +199,7 @@ def _close_abandoned(study: optuna.Study, tracker: Tracker) -> str | None:
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
             tracker.close_run(run_id, "FAILED", ended_tags("FAIL", "crashed", message=CRASHED))
+        forget_exhausted(checkpoints, study, trial)
 
     fail_stale(study, close)
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):

@@ -35,7 +35,9 @@ from automl.search.options import (
     option,
     positive,
     resolve_space,
+    seconds,
     within,
+    writable_folder,
 )
 from automl.stores import (
     DEFAULT_STORAGE,
@@ -179,6 +181,21 @@ class SearchSettings:
     trials_per_gpu: int = option(
         1, "Parallel trials packed on one GPU (with --jobs).", "run", check=at_least(1, 64)
     )
+    checkpoint_dir: Path | None = option(
+        None,
+        "Shared folder for the running trials' checkpoints, reachable by every worker. "
+        "[default: each trial's MLflow run]",
+        "local",
+        envvar="AUTOML_CHECKPOINT_DIR",
+        check=writable_folder,
+    )
+    checkpoint_seconds: float = option(
+        0.0,
+        "A running trial saves a checkpoint after each epoch, or at most this often.",
+        "local",
+        envvar="AUTOML_CHECKPOINT_SECONDS",
+        check=seconds,
+    )
     compile: bool = option(
         False, "torch.compile each trial's network (pays off on long trials).", "study"
     )
@@ -285,12 +302,7 @@ class SearchSettings:
 
     def check(self) -> SearchSettings:
         """Raise ``ConfigError`` for the first bad option: one line, before any work."""
-        for item in fields(self):
-            spec = _option(item)
-            value = getattr(self, item.name)
-            problem = spec.check(value) if spec.check and value is not None else None
-            if problem:
-                raise ConfigError(f"{spec.flag(item.name)}: {problem}")
+        self.check_fields(*(item.name for item in fields(self)))
         self._check_objectives()
         if not re.fullmatch(r"[\w.\-]{1,128}", self.study):
             raise ConfigError(
@@ -308,6 +320,16 @@ class SearchSettings:
         if self.warm_start_storage is not None:
             check_storage_url(self.warm_start_storage, "--warm-start-storage")
         check_tracking_uri(self.tracking_uri)
+        return self
+
+    def check_fields(self, *names: str) -> SearchSettings:
+        """Each named field's own check (a command taking a few of the options)."""
+        for item in (item for item in fields(self) if item.name in names):
+            spec = _option(item)
+            value = getattr(self, item.name)
+            problem = spec.check(value) if spec.check and value is not None else None
+            if problem:
+                raise ConfigError(f"{spec.flag(item.name)}: {problem}")
         return self
 
     def _check_objectives(self) -> None:

@@ -1,8 +1,9 @@
 """Everything automl records in or reads from MLflow; the only package that imports mlflow.
 
 ``runs`` writes studies and trials, ``models`` logs and loads the self-contained image
-models, ``registry`` handles registered models, versions, aliases and their tags, and
-``recorder`` owns one trial's run from start to end.
+models, ``registry`` handles registered models, versions, aliases and their tags,
+``recorder`` owns one trial's run from start to end, and ``checkpoints`` keeps a trial's
+training state as an artifact of its run.
 
 Names are loaded on first use: ``automl models`` needs the registry, not torch, which
 ``models`` and ``runs`` bring in (seconds and hundreds of MB for a command that lists).
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from automl.tracking.calls import TRACKING_ERRORS
+    from automl.tracking.checkpoints import RunCheckpoints
     from automl.tracking.common import store_errors_in
     from automl.tracking.listing import VersionInfo
     from automl.tracking.models import (
@@ -40,6 +42,7 @@ _WHERE = {
     "VersionInfo": "listing",
     "figure": "registry",
     "TRACKING_ERRORS": "calls",
+    "RunCheckpoints": "checkpoints",
     "Tracker": "runs",
     "TrialRun": "runs",
     "artifact_root_for": "runs",
@@ -49,6 +52,7 @@ __all__ = [
     "TRACKING_ERRORS",
     "ImageModel",
     "Registry",
+    "RunCheckpoints",
     "Tracker",
     "TrialRecorder",
     "TrialRun",

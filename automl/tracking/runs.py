@@ -165,6 +165,7 @@ class Tracker:
                 f"{first_line(exc)}"
             ) from None
         self.experiment = experiment
+        self.artifact_uris: dict[str, str] = {}  # trial runs this tracker started
         self.seconds += time.perf_counter() - start
 
     def _create_experiment(self, name: str) -> str:
@@ -285,6 +286,7 @@ class Tracker:
             },
         )
         run_id = str(run.info.run_id)
+        self.artifact_uris[run_id] = str(run.info.artifact_uri)
         for chunk in _chunks(_params(params), 100):
             self.client.log_batch(run_id, params=chunk)
         return TrialRun(self, run_id)

@@ -1,9 +1,10 @@
 """The one training loop, used by the search and by any retraining.
 
 It knows neither Optuna nor MLflow: it reports each epoch through ``on_epoch``, whose
-exceptions (a pruning decision, say) end training. Data stays on the device as uint8 and
-is normalised per batch; the loss is summed on the device and read once per epoch, so
-a step never waits for the host.
+exceptions (a pruning decision, say) end training, and hands a ``TrainingState`` at the
+end of each epoch to ``on_checkpoint``; ``resume`` continues from one.
+Data stays on the device as uint8 and is normalised per batch; the loss is summed on the
+device and read once per epoch, so a step never waits for the host.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from automl.data import Split
 from automl.errors import OutOfMemory, TrainingDiverged
 from automl.training.augment import Augment
+from automl.training.checkpoint import TrainingState, on_cpu, restore_rng, rng_states
 from automl.training.config import OptimConfig, TrainConfig
 
 # Evaluation batches: large on a GPU (throughput), modest on a CPU (activations of wide
@@ -217,6 +219,36 @@ class _Loop:
         if schedule.balance == "balanced_sampling":  # every class equally likely
             self.sample_weight = (1.0 / counts)[self.labels]
         self.freeze = getattr(model, "freeze_backbone", None)
+        self.seed = seed
+
+    def capture(self, history: list[EpochResult]) -> TrainingState:
+        """Everything the next epoch depends on, copied to the CPU."""
+        return TrainingState(
+            epoch=len(history), epochs=self.schedule.epochs, steps_per_epoch=self.steps,
+            model=on_cpu(self.model.state_dict()), optimizer=on_cpu(self.optimizer.state_dict()),
+            scheduler=on_cpu(self.scheduler.state_dict()), generator=self.gen.get_state(),
+            device_type=self.device.type, rng=rng_states(),
+            history=[asdict(result) for result in history],
+        )  # fmt: skip
+
+    def restore(self, state: TrainingState) -> list[EpochResult]:
+        """Continue from ``state``; returns the epochs it had run. A state of another
+        schedule or data size would silently train something else: refused."""
+        if (state.epochs, state.steps_per_epoch) != (self.schedule.epochs, self.steps):
+            raise ValueError(
+                f"a checkpoint of {state.epochs} epochs of {state.steps_per_epoch} steps cannot "
+                f"resume {self.schedule.epochs} epochs of {self.steps} steps"
+            )
+        self.model.load_state_dict(state.model)
+        # A copy: the optimizer adopts the tensors it is given and updates them in place.
+        self.optimizer.load_state_dict(on_cpu(state.optimizer))
+        self.scheduler.load_state_dict(state.scheduler)
+        if state.device_type == self.device.type:
+            self.gen.set_state(state.generator)
+        else:  # a CUDA generator's state means nothing to a CPU one: a new, seeded order
+            self.gen.manual_seed(self.seed + state.epoch)
+        restore_rng(state.rng)
+        return [EpochResult(**result) for result in state.history]
 
     def order(self) -> Tensor:
         if self.sample_weight is not None:
@@ -268,11 +300,16 @@ def fit(
     seed: int,
     on_epoch: Callable[[EpochResult], bool | None] | None = None,
     compile: bool = False,
+    resume: TrainingState | None = None,
+    on_checkpoint: Callable[[TrainingState], None] | None = None,
 ) -> list[EpochResult]:
     """Train ``model`` in place for ``schedule.epochs`` epochs; returns every epoch's figures.
 
     ``on_epoch`` sees each epoch's figures; it stops training by raising (pruning) or by
-    returning True (the epochs so far stand)."""
+    returning True (the epochs so far stand). ``on_checkpoint`` receives the state at the
+    end of each epoch but the last, before ``on_epoch`` sees its figures; ``resume`` starts
+    from such a state, the model built as before, and the figures returned include its
+    epochs."""
     model.to(device)
     norm.to(device)
     if device.type == "cuda":
@@ -283,7 +320,9 @@ def fit(
         loop = _Loop(
             model, train, optim=optim, schedule=schedule, device=device, seed=seed, compile=compile
         )
-        for epoch in range(1, schedule.epochs + 1):
+        if resume is not None:
+            history = loop.restore(resume)
+        for epoch in range(len(history) + 1, schedule.epochs + 1):
             start = time.perf_counter()
             lr = float(loop.scheduler.get_last_lr()[0])
             train_loss = loop.epoch(epoch, augment, norm)
@@ -301,6 +340,8 @@ def fit(
                 images_per_second=loop.steps * loop.batch_size / max(train_seconds, 1e-9),
             )
             history.append(result)
+            if on_checkpoint is not None and epoch < schedule.epochs:
+                on_checkpoint(loop.capture(history))  # first: an interrupt in on_epoch keeps it
             if on_epoch is not None and on_epoch(result):
                 break  # the caller stops here: a budget ended, say
     return history

@@ -16,6 +16,7 @@ from torch import nn
 
 from automl.data import ImageData
 from automl.training.augment import Augment
+from automl.training.checkpoint import TrainingState
 from automl.training.config import TrialConfig
 from automl.training.loop import EpochResult, Normalizer, fit, out_of_memory_as_trial_error
 from automl.training.networks import build_model
@@ -58,11 +59,14 @@ def fit_config(
     norm: Normalizer | None = None,
     on_epoch: Callable[[EpochResult], bool | None] | None = None,
     compile: bool = False,
+    resume: TrainingState | None = None,
+    on_checkpoint: Callable[[TrainingState], None] | None = None,
 ) -> list[EpochResult]:
     """Train ``model`` in place as ``config`` says, validating on ``data.val`` each epoch.
 
     ``epochs``, ``lr_scale`` and ``freeze_epochs`` adapt the recipe (a shorter rebuild, a
-    gentler fine-tune); ``norm`` defaults to the data's own statistics.
+    gentler fine-tune); ``norm`` defaults to the data's own statistics; ``resume`` and
+    ``on_checkpoint`` are ``fit``'s.
     """
     schedule = config.train
     if epochs is not None or freeze_epochs is not None:
@@ -87,4 +91,6 @@ def fit_config(
         seed=seed,
         on_epoch=on_epoch,
         compile=compile,
+        resume=resume,
+        on_checkpoint=on_checkpoint,
     )

@@ -105,6 +105,9 @@ def test_public_masks_every_url_that_may_hold_a_password():
         ({"max_latency_ms": -1.0}, "--max-latency-ms: must be a positive number"),
         ({"objectives": ("latency",)}, "--objective: list accuracy first"),
         ({"objectives": ("accuracy", "speed")}, "--objective: unknown objective 'speed'"),
+        ({"checkpoint_seconds": -1.0}, "--checkpoint-seconds: must be a number of seconds"),
+        ({"checkpoint_seconds": float("inf")}, "--checkpoint-seconds: must be a number of"),
+        ({"checkpoint_dir": DEFAULT_SPACE / "x"}, "--checkpoint-dir: .*default.yaml is not a"),
     ],
 )
 def test_each_field_checks_its_own_value(values, message):

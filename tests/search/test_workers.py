@@ -229,8 +229,9 @@ def test_a_worker_with_an_empty_queue_stays_to_retry_a_trial_running_elsewhere(
 
 
 def test_sigterm_stops_a_worker_cleanly(databases, server, tmp_path):
-    """`docker compose stop` sends SIGTERM: the trial is failed as interrupted, its run
-    KILLED, its configuration queued again, and the worker exits 143."""
+    """`docker compose stop` sends SIGTERM: the trial is failed as preempted, its run
+    KILLED, its configuration queued again with its checkpoint (an artifact of its run on
+    the tracking server), and the worker exits 143."""
     create_study("stopped", 1, databases, server, tmp_path, SLOW_SPACE, epochs=20)
     worker = start_worker("stopped", databases, server, tmp_path)
     wait_for_an_epoch("stopped", databases)
@@ -238,7 +239,12 @@ def test_sigterm_stops_a_worker_cleanly(databases, server, tmp_path):
     output = worker.communicate(timeout=120)[0]
     assert worker.returncode == 143, output
     failed, queued = load("stopped", databases).trials
-    assert failed.state == TrialState.FAIL and failed.user_attrs["reason"] == "interrupted"
+    assert failed.state == TrialState.FAIL and failed.user_attrs["reason"] == "preempted"
     assert queued.state == TrialState.WAITING and queued.user_attrs["retry_of"] == failed.number
-    run = mlflow_client(server).get_run(failed.user_attrs["mlflow_run_id"])
+    assert queued.user_attrs["checkpoint_epoch"] >= 1
+    client = mlflow_client(server)
+    run = client.get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
+        "checkpoint/state.pt"
+    ]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+from typing import Any
 
 import torch
 
 from automl.errors import AutomlError
 from automl.search.owners import Owner
-from automl.search.queue import work
+from automl.search.queue import Refill, work
 from automl.search.session import join
 from automl.search.settings import SearchSettings
 from automl.training.device import resolve_device
@@ -35,18 +36,27 @@ def assign_gpus(gpus: list[int], jobs: int, per_gpu: int) -> list[str]:
 
 
 def _job_main(
-    settings: SearchSettings, *, threads: int, job: int, deadline: float | None, owner: str
+    settings: SearchSettings,
+    *,
+    threads: int,
+    job: int,
+    deadline: float | None,
+    owner: str,
+    left: Any = None,
 ) -> None:
     """A worker process of ``--jobs``: join the study and run the search's tickets until
-    none is left."""
+    none is left; with a budget (``left``, shared with the search), queue the next one
+    when the queue is empty, as the search itself does."""
     torch.set_num_threads(threads)
     try:
         session = join(settings, job=job)
         objective = session.objective()
         objective.deadline = deadline  # the budget's end cuts a running trial too
+        held = Owner(owner)
+        refill = Refill(session.study, held, set(), left) if left is not None else None
         work(
             session.study, objective, deadline=deadline,
-            on_stale=session.close_stale, owner=Owner(owner),
+            on_stale=session.close_stale, owner=held, refill=refill,
         )  # fmt: skip
     except KeyboardInterrupt:
         os._exit(130)
@@ -61,6 +71,8 @@ def spawn_jobs(
     threads: int,
     deadline: float | None,
     owner: Owner,
+    *,
+    left: Any = None,
 ) -> list[multiprocessing.process.BaseProcess]:
     """Start a process for every device but the first, which the caller's own process
     takes. Each receives the settings whole, with its own device."""
@@ -72,7 +84,13 @@ def spawn_jobs(
         process = context.Process(
             target=_job_main,
             args=(settings.but(device=device),),
-            kwargs={"threads": threads, "job": job, "deadline": deadline, "owner": owner.id},
+            kwargs={
+                "threads": threads,
+                "job": job,
+                "deadline": deadline,
+                "owner": owner.id,
+                "left": left,
+            },
             name=f"automl-job-{job}",
         )
         process.start()

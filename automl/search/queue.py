@@ -12,6 +12,7 @@ retry whose trial left a checkpoint (``CHECKPOINT_EPOCH``) resumes from it
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -66,20 +67,45 @@ def add_tickets(
 
 
 class Refill:
-    """Queues a lone search's next ticket when its last one is claimed, until ``--trials``
-    were queued: with a budget, the deadline then leaves no ticket behind."""
+    """Queues a budgeted search's next ticket when none is left to claim, until
+    ``--trials`` were queued: the deadline then leaves no ticket behind.
 
-    def __init__(self, study: optuna.Study, owner: Owner, tickets: set[int], left: int) -> None:
+    ``left`` counts the tickets still to queue; it is shared (a ``multiprocessing.Value``)
+    by the search and its ``--jobs`` processes, so together they queue exactly
+    ``--trials``, whichever process finds the queue empty.
+    """
+
+    def __init__(self, study: optuna.Study, owner: Owner, tickets: set[int], left: Any) -> None:
         self.study, self.owner, self.tickets, self.left = study, owner, tickets, left
 
     def __call__(self) -> bool:
-        if self.left <= 0:
-            return False
+        with self.left.get_lock():
+            if self.left.value <= 0:
+                return False
+            self.left.value -= 1
         add_tickets(self.study, 1, owner=self.owner)
-        self.left -= 1
         queued = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         self.tickets.update(t.number for t in queued if self.owner.holds(t))
         return True
+
+
+def tickets_to_queue(count: int) -> Any:
+    """A count of tickets still to queue that the search's job processes share."""
+    return multiprocessing.get_context("spawn").Value("i", max(0, count))
+
+
+def owned_by(study: optuna.Study, owner: Owner) -> set[int]:
+    """The numbers of every trial ``owner`` holds, whichever process queued it."""
+    return {t.number for t in study.get_trials(deepcopy=False) if owner.holds(t)}
+
+
+def retries_of(study: optuna.Study, tickets: set[int]) -> set[int]:
+    """The queued retries of ``tickets`` (dead workers' trials, queued again)."""
+    return {
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if t.system_attrs.get("failed_trial") in tickets or t.user_attrs.get("retry_of") in tickets
+    }
 
 
 def count(study: optuna.Study, state: TrialState) -> int:

@@ -38,7 +38,10 @@ from automl.search.queue import (
     Refill,
     add_tickets,
     fail_stale,
+    owned_by,
+    retries_of,
     running_trials,
+    tickets_to_queue,
     waiting,
     work,
 )
@@ -125,8 +128,8 @@ def queue_trials(session: Session, owner: Owner = WORKERS, *, lazy: bool = False
 class _Reporter:
     """Reports every finished ticket once to the hooks, whichever process ran it."""
 
-    def __init__(self, session: Session, tickets: set[int]) -> None:
-        self.session, self.tickets = session, tickets
+    def __init__(self, session: Session, tickets: set[int], owner: Owner) -> None:
+        self.session, self.tickets, self.owner = session, tickets, owner
         self.seen: dict[int, FrozenTrial] = {}
         self.lock = threading.Lock()
 
@@ -140,7 +143,7 @@ class _Reporter:
     def poll(self) -> None:
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         for trial in self.session.study.get_trials(deepcopy=False, states=finished):
-            if trial.number in self.tickets:
+            if trial.number in self.tickets or self.owner.holds(trial):  # queued by a job
                 self.report(self.session.study, trial)
 
 
@@ -154,18 +157,19 @@ def run_trials(session: Session) -> SearchOutcome:
 
 def _run_owned(session: Session, owner: Owner) -> SearchOutcome:
     study, settings = session.study, session.settings
-    lazy = settings.timeout is not None and settings.jobs == 1  # a budget: queue as it goes
+    lazy = settings.timeout is not None  # a budget: queue as it goes
     for note in queue_trials(session, owner, lazy=lazy):
         session.hooks.on_note(note)
     queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     tickets = {t.number for t in queued if owner.holds(t)}
-    refill = Refill(study, owner, tickets, settings.trials - len(tickets)) if lazy else None
-    reporter = _Reporter(session, tickets)
+    left = tickets_to_queue(settings.trials - len(tickets)) if lazy else None
+    refill = Refill(study, owner, tickets, left) if left is not None else None
+    reporter = _Reporter(session, tickets, owner)
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
     threads = max(1, (os.cpu_count() or 1) // settings.jobs)
     previous_threads = torch.get_num_threads()
-    processes = spawn_jobs(settings, devices, threads, deadline, owner)
+    processes = spawn_jobs(settings, devices, threads, deadline, owner, left=left)
     # This process takes the first device; alone, the one the settings resolved to.
     objective = session.objective(torch.device(devices[0]) if processes else None)
     objective.deadline = deadline
@@ -239,20 +243,13 @@ def _drain(
         for process in processes:
             process.join()
         failed_jobs += sum(p.exitcode not in (0, None) for p in processes)
+        tickets |= owned_by(session.study, owner)  # the jobs' refills queued some too
         wait_for_running(session.study, tickets, session.close_stale)
-        retries = _retries_of(session.study, tickets)  # dead workers' trials, queued again
+        retries = retries_of(session.study, tickets)  # dead workers' trials, queued again
         if not retries or (deadline is not None and time.monotonic() >= deadline):
             return failed_jobs
         tickets |= retries
         processes = []
-
-
-def _retries_of(study: optuna.Study, tickets: set[int]) -> set[int]:
-    return {
-        t.number
-        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if t.system_attrs.get("failed_trial") in tickets or t.user_attrs.get("retry_of") in tickets
-    }
 
 
 def wait_for_running(

@@ -38,3 +38,16 @@ def test_a_budget_runs_at_most_the_trials_asked_for(tmp_path):
     outcome = run_search(settings)
     assert len(outcome.study.trials) == 3
     assert all(t.state != TrialState.WAITING for t in outcome.study.trials)
+
+
+def test_a_budget_with_jobs_leaves_no_ticket_and_reports_every_trial(tmp_path):
+    """Two processes share the budget's count of tickets to queue: at the deadline neither
+    leaves a queued ticket, and every trial either ran is in the outcome."""
+    settings = search_settings(
+        tmp_path, trials=1000, study_name="jobs-budget", timeout=12, jobs=2, pruner="none"
+    )
+    outcome = run_search(settings)
+    trials = outcome.study.trials
+    assert not [t.number for t in trials if t.state == TrialState.WAITING]
+    assert len(trials) >= 2 and len(trials) < 1000
+    assert {t.number for t in outcome.trials_run} == {t.number for t in trials}

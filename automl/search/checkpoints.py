@@ -73,16 +73,24 @@ class FolderStore:
 
 @dataclass(frozen=True)
 class RunStore:
-    """The default: an artifact of the trial's MLflow run (``checkpoint/state.pt``)."""
+    """The default: artifacts of the trial's MLflow run (``checkpoint/state-EEEEEE.pt``, the
+    newest whole one counts; see ``tracking/checkpoints.py``)."""
 
     runs: RunCheckpoints
 
     def write(self, slot: Slot, state: TrainingState) -> None:
-        self.runs.write(slot.run_id, state.to_bytes())
+        self.runs.write(slot.run_id, state.epoch, state.to_bytes())
 
     def read(self, slot: Slot) -> TrainingState | None:
-        data = self.runs.read(slot.run_id)
-        return None if data is None else TrainingState.from_bytes(data)
+        problem: CheckpointUnreadable | None = None
+        for data in self.runs.candidates(slot.run_id):
+            try:
+                return TrainingState.from_bytes(data)
+            except CheckpointUnreadable as exc:  # torn by a kill mid-copy: the one before
+                problem = problem or exc
+        if problem is not None:
+            raise problem
+        return None
 
     def delete(self, slot: Slot) -> None:
         self.runs.delete(slot.run_id)

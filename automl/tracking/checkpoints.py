@@ -1,8 +1,11 @@
 """A trial's checkpoint kept as an artifact of its own MLflow run.
 
 The store every worker already reaches: a retry on another machine downloads the
-checkpoint of the run it continues. One fixed artifact path per run, written whole with
-each save (a later save replaces it), read back as bytes, deleted once the trial is over
+checkpoint of the run it continues. Artifact stores copy a file in place, so a process
+killed mid-copy would leave a torn file where the last good checkpoint was. Each save is
+therefore a new file (``checkpoint/state-EEEEEE.pt``, its epoch in the name) and the
+older ones are deleted only once it is written: there is always a whole checkpoint,
+and readers take the newest that reads (``candidates``). Deleted once the trial is over,
 so the artifact store does not grow with every trial's training state.
 
 Calls go to the run's artifact repository directly: MLflow's own ``list_artifacts`` reads
@@ -11,7 +14,9 @@ the run (and its logged models) at every call, which would cost more than the sa
 
 from __future__ import annotations
 
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
@@ -21,8 +26,7 @@ from automl.tracking.calls import _resilient, _timed
 from automl.tracking.runs import Tracker
 
 FOLDER = "checkpoint"
-NAME = "state.pt"
-PATH = f"{FOLDER}/{NAME}"
+NAME = re.compile(r"state-(\d+)\.pt")
 KEEP = 64  # repositories remembered (one a run; a process runs one trial at a time)
 
 
@@ -54,31 +58,46 @@ class RunCheckpoints:
             self._repositories[run_id] = get_artifact_repository(uri, tracking_uri=tracking)
         return self._repositories[run_id]
 
-    def _has(self, run_id: str) -> bool:
-        listed = self._repository(run_id).list_artifacts(FOLDER)
-        return any(item.path == PATH for item in listed)
+    def _saved(self, run_id: str) -> list[tuple[int, str]]:
+        """(epoch, artifact path) of the run's checkpoint files, newest first."""
+        found = []
+        for item in self._repository(run_id).list_artifacts(FOLDER):
+            match = NAME.fullmatch(Path(item.path).name)
+            if match and not item.is_dir:
+                found.append((int(match.group(1)), item.path))
+        return sorted(found, reverse=True)
 
     @_timed
-    def write(self, run_id: str, data: bytes) -> None:
-        """One attempt: a training trial does not wait for a store that is away."""
+    def write(self, run_id: str, epoch: int, data: bytes) -> None:
+        """One attempt: a training trial does not wait for a store that is away. The new
+        file first, then the older ones go."""
+        repository = self._repository(run_id)
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder, NAME)
+            path = Path(folder, f"state-{epoch:06d}.pt")
             path.write_bytes(data)
-            self._repository(run_id).log_artifact(str(path), FOLDER)  # type: ignore[no-untyped-call]
+            repository.log_artifact(str(path), FOLDER)  # type: ignore[no-untyped-call]
+        for older, artifact in self._saved(run_id):
+            if older != epoch:
+                repository.delete_artifacts(artifact)  # type: ignore[no-untyped-call]
 
     @_timed
     @_resilient
-    def read(self, run_id: str) -> bytes | None:
-        """The run's checkpoint, or None when it has none."""
-        if not self._has(run_id):
-            return None
-        with tempfile.TemporaryDirectory() as folder:
-            repository = self._repository(run_id)
-            local = repository.download_artifacts(PATH, folder)  # type: ignore[no-untyped-call]
-            return Path(local).read_bytes()
+    def candidates(self, run_id: str) -> Iterator[bytes]:
+        """The run's checkpoints as bytes, newest first (none when it has none): a reader
+        takes the first that reads whole."""
+        saved = self._saved(run_id)
+        repository = self._repository(run_id)
+
+        def fetch() -> Iterator[bytes]:
+            for _, artifact in saved:
+                with tempfile.TemporaryDirectory() as folder:
+                    local = repository.download_artifacts(artifact, folder)  # type: ignore[no-untyped-call]
+                    yield Path(local).read_bytes()
+
+        return fetch()
 
     @_timed
     @_resilient
     def delete(self, run_id: str) -> None:
-        if self._has(run_id):
+        if self._saved(run_id):
             self._repository(run_id).delete_artifacts(FOLDER)  # type: ignore[no-untyped-call]

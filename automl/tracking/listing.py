@@ -11,14 +11,18 @@ back on MLflow's own client, which is slower but always right.
 from __future__ import annotations
 
 import base64
+import functools
+import importlib.util
 import json
 import os
+import re
 import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from automl.errors import ConfigError
@@ -86,13 +90,38 @@ def _from_sqlite(tracking_uri: str, name: str | None) -> list[VersionInfo] | Non
         return None
     try:
         return _read_sqlite(connection, name)
-    except sqlite3.Error:
+    except (sqlite3.Error, ValueError):
         return None  # not migrated yet, locked, or a schema we do not know
     finally:
         connection.close()
 
 
+@functools.cache
+def _schema_head() -> str | None:
+    """The newest schema revision of the installed MLflow, read from its migration
+    scripts without importing it (a store at another revision is MLflow's to migrate, or
+    to refuse in one line)."""
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "store/db_migrations/versions"
+    revisions, parents = set(), set()
+    for script in folder.glob("*.py"):
+        text = script.read_text(encoding="utf-8", errors="replace")
+        revision = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+        parent = re.search(r"^down_revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+        if revision:
+            revisions.add(revision.group(1))
+        if parent:
+            parents.add(parent.group(1))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
 def _read_sqlite(db: sqlite3.Connection, name: str | None) -> list[VersionInfo]:
+    [(revision,)] = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    if revision != _schema_head():
+        raise sqlite3.OperationalError(f"schema revision {revision}, not the installed head")
     columns = {row[1] for row in db.execute("PRAGMA table_info(registered_models)")}
     if not columns:
         raise sqlite3.OperationalError("no registry tables")

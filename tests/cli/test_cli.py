@@ -217,7 +217,8 @@ def test_interrupt_fails_the_trial_kills_the_runs_and_a_rerun_finishes(sig, code
     states = optuna.trial.TrialState
     trial, *queued = study.trials
     assert trial.state == states.FAIL
-    assert trial.user_attrs["reason"] == "interrupted"
+    # SIGTERM is what a preemptible machine gets before it goes: the trial is handed back
+    assert trial.user_attrs["reason"] == ("interrupted" if sig == signal.SIGINT else "preempted")
     # its configuration and the untouched tickets stay queued for the next search
     assert [t.state for t in queued] == [states.WAITING] * 3
     client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")

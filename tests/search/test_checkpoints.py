@@ -54,9 +54,12 @@ def test_sigterm_hands_the_trial_back_and_the_next_search_resumes_it(tmp_path):
     client = mlflow_client(settings.tracking_uri)
     first_run = handed.user_attrs["mlflow_run_id"]
     assert [a.path for a in client.list_artifacts(first_run, "checkpoint")] == [
-        "checkpoint/state.pt"
+        "checkpoint/state-000002.pt"  # epoch 1's went once epoch 2's was written
     ]
     assert client.get_run(first_run).data.tags[CHECKPOINT_EPOCH] == "2"
+    torn = tmp_path / "state-000003.pt"  # a save cut short by kill -9 mid-copy
+    torn.write_bytes(b"PK\x03\x04 cut short")
+    client.log_artifact(first_run, str(torn), "checkpoint")
 
     run_trials(session)  # the next search adopts the retry and resumes it
     retry = session.study.get_trials(deepcopy=False)[1]

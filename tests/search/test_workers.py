@@ -246,5 +246,5 @@ def test_sigterm_stops_a_worker_cleanly(databases, server, tmp_path):
     run = client.get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
-        "checkpoint/state.pt"
+        f"checkpoint/state-{queued.user_attrs['checkpoint_epoch']:06d}.pt"
     ]

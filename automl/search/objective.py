@@ -176,6 +176,7 @@ class Objective:
                 f"trial {trial.number} resumes trial {resumed.number} at epoch "
                 f"{resumed.first_epoch} of {epochs}, from its checkpoint"
             )
+        flush(trial.study)  # where it resumed is known at once, even if this worker dies
         return kept
 
     def _hand_back(

@@ -138,7 +138,10 @@ def test_tracking_server_away_mid_study_is_ridden_out(tmp_path):
         assert search.returncode == 0, out
         server_name = f"the MLflow tracking server http://127.0.0.1:{port}"
         assert f"{server_name} stopped answering at" in out, out
-        assert f"{server_name} unreachable (away" in out and "retrying in" in out
+        # A call that must wait says so while it waits; a checkpoint is not waited for
+        # (the trial trains on without it). Which one meets the outage is a matter of timing.
+        waited = f"{server_name} unreachable (away" in out and "retrying in" in out
+        assert waited or "its checkpoint at epoch" in out, out
         assert f"{server_name} answers again after" in out, out
         assert "sending what was held meanwhile:" in out, out
         study = load(f"sqlite:///{tmp_path / 'automl.db'}", "away")

@@ -15,7 +15,6 @@ import torch
 
 from automl.data import ImageData
 from automl.release.publish import preprocessing, publish
-from automl.search import ranking
 from automl.search.pruning import epochs_run
 from automl.tracking import Registry, Tracker, figure, load_image_model
 from automl.training.calibration import calibrate
@@ -113,11 +112,11 @@ def register_best(
         front = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
         trials = front[:MAX_PARETO]
     else:
-        trials = [ranking.best_complete(study)]
+        trials = [study.best_trial]
     members: list[optuna.trial.FrozenTrial] = []
     if ensemble > 1 and not multi:
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        members = ranking.ranked(complete)[:ensemble]
+        members = sorted(complete, key=lambda t: (-t.values[0], t.number))[:ensemble]
     with tracker.timed():
         registry = Registry(tracker.tracking_uri)
     registrations = [

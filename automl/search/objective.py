@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from automl.data import ImageData
 from automl.errors import AutomlError, Terminated, TrialError, stop_if_asked
-from automl.search import pruning, ranking
+from automl.search import pruning
 from automl.search.checkpoints import (
     RESUMED_AT,
     RESUMED_FROM,
@@ -226,8 +226,7 @@ class Objective:
             objectives = self.settings.objectives
             values = tuple(OBJECTIVES[name].measure(measured) for name in objectives)
             record.log_epoch(len(history), unrecorded(objectives, values))
-            trial.set_user_attr(ranking.VAL_LOSS, round(history[-1].val_loss, 6))
-            if self._beats_best(trial, values, history[-1].val_loss):
+            if self._beats_best(trial, values):
                 record.save_weights(model)
             record.finish("COMPLETE", epochs=str(len(history)))
             return values
@@ -309,12 +308,14 @@ class Objective:
         labels = self.data.val.labels.numpy()
         return pruning.chance_level(labels, self.data.num_classes)
 
-    def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...], loss: float) -> bool:
-        """Better than every earlier trial (one objective: ties broken by validation loss,
-        see ``ranking``) or on the Pareto front (several)."""
+    def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
+        """Better than every earlier trial (one objective) or on the Pareto front (several)."""
         study = trial.study
         if not self.multi:
-            return ranking.beats(study, values[0], loss)
+            try:
+                return values[0] > float(study.best_value)
+            except ValueError:  # no completed trial yet
+                return True
         directions = [d.name.lower() for d in study.directions]
         return not any(dominates(t.values, values, directions) for t in study.best_trials)
 

@@ -28,8 +28,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -110,23 +112,29 @@ def trivial_worker(name: str, storage: str, tracking: str, ready, go) -> None:
     work(session.study, trivial)
 
 
-def measure_trivial(workers: int, trials: int, tracking: str, folder: Path) -> float:
-    name = f"trivial-{workers}"
-    storage = f"{PG}/bench_optuna"
-    create(name, trials, storage, tracking, folder)
+def start_together(
+    target: Callable[..., None], args: tuple[Any, ...], workers: int
+) -> tuple[list[multiprocessing.process.BaseProcess], float]:
+    """Start ``workers`` processes of ``target(*args, ready, go)`` and release them at
+    once when every one has joined; returns them and the moment they were released."""
     context = multiprocessing.get_context("spawn")
     go = context.Event()
     readies = [context.Event() for _ in range(workers)]
-    processes = [
-        context.Process(target=trivial_worker, args=(name, storage, tracking, ready, go))
-        for ready in readies
-    ]
+    processes = [context.Process(target=target, args=(*args, ready, go)) for ready in readies]
     for process in processes:
         process.start()
     for ready in readies:  # start the clock once every worker has joined
         ready.wait()
     start = time.perf_counter()
     go.set()
+    return processes, start
+
+
+def measure_trivial(workers: int, trials: int, tracking: str, folder: Path) -> float:
+    name = f"trivial-{workers}"
+    storage = f"{PG}/bench_optuna"
+    create(name, trials, storage, tracking, folder)
+    processes, start = start_together(trivial_worker, (name, storage, tracking), workers)
     for process in processes:
         process.join()
     return trials / (time.perf_counter() - start) * 60
@@ -194,7 +202,7 @@ def measure_retry(tracking: str, folder: Path, grace: int = 10) -> tuple[float, 
 # ---------------------------------------------------------------- scale: 8 to 32 workers
 
 
-def scale_worker(url: str, name: str, ready, go, results) -> None:
+def scale_worker(url: str, name: str, results, ready, go) -> None:
     """Claims, heartbeats and tells like `automl worker`; its objective only samples the
     space, reports an epoch and sets an attribute. Sends (trials run, seconds in storage)."""
     import optuna
@@ -264,21 +272,10 @@ def measure_scale(workers: int, per_worker: int, url: str, direct: str) -> tuple
     study = optuna.create_study(study_name=name, storage=setup, direction="maximize")
     add_tickets(study, workers * per_worker)
     setup.backend.engine.dispose()
-    context = multiprocessing.get_context("spawn")
-    go, results = context.Event(), context.Queue()
-    readies = [context.Event() for _ in range(workers)]
+    results = multiprocessing.get_context("spawn").Queue()
     peak = PeakConnections("bench_optuna")
     peak.start()  # from the start: connections are opened as workers join
-    processes = [
-        context.Process(target=scale_worker, args=(url, name, ready, go, results))
-        for ready in readies
-    ]
-    for process in processes:
-        process.start()
-    for ready in readies:  # start the clock once every worker has joined
-        ready.wait()
-    start = time.perf_counter()
-    go.set()
+    processes, start = start_together(scale_worker, (url, name, results), workers)
     outcomes = [results.get() for _ in processes]
     wall = time.perf_counter() - start
     for process in processes:

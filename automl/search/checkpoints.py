@@ -83,9 +83,9 @@ class RunStore:
 
     def read(self, slot: Slot) -> TrainingState | None:
         problem: CheckpointUnreadable | None = None
-        for data in self.runs.candidates(slot.run_id):
+        for artifact in self.runs.saved(slot.run_id):
             try:
-                return TrainingState.from_bytes(data)
+                return TrainingState.from_bytes(self.runs.read(slot.run_id, artifact))
             except CheckpointUnreadable as exc:  # torn by a kill mid-copy: the one before
                 problem = problem or exc
         if problem is not None:

@@ -5,7 +5,7 @@ checkpoint of the run it continues. Artifact stores copy a file in place, so a p
 killed mid-copy would leave a torn file where the last good checkpoint was. Each save is
 therefore a new file (``checkpoint/state-EEEEEE.pt``, its epoch in the name) and the
 older ones are deleted only once it is written: there is always a whole checkpoint,
-and readers take the newest that reads (``candidates``). Deleted once the trial is over,
+and readers take the newest that reads (``saved``). Deleted once the trial is over,
 so the artifact store does not grow with every trial's training state.
 
 Calls go to the run's artifact repository directly: MLflow's own ``list_artifacts`` reads
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
@@ -82,19 +81,18 @@ class RunCheckpoints:
 
     @_timed
     @_resilient
-    def candidates(self, run_id: str) -> Iterator[bytes]:
-        """The run's checkpoints as bytes, newest first (none when it has none): a reader
+    def saved(self, run_id: str) -> list[str]:
+        """The run's checkpoint files, newest first (none when it has none): a reader
         takes the first that reads whole."""
-        saved = self._saved(run_id)
-        repository = self._repository(run_id)
+        return [artifact for _, artifact in self._saved(run_id)]
 
-        def fetch() -> Iterator[bytes]:
-            for _, artifact in saved:
-                with tempfile.TemporaryDirectory() as folder:
-                    local = repository.download_artifacts(artifact, folder)  # type: ignore[no-untyped-call]
-                    yield Path(local).read_bytes()
-
-        return fetch()
+    @_timed
+    @_resilient
+    def read(self, run_id: str, artifact: str) -> bytes:
+        with tempfile.TemporaryDirectory() as folder:
+            repository = self._repository(run_id)
+            local = repository.download_artifacts(artifact, folder)  # type: ignore[no-untyped-call]
+            return Path(local).read_bytes()
 
     @_timed
     @_resilient

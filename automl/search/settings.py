@@ -50,6 +50,7 @@ from automl.stores import (
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 PRUNERS = ("hyperband", "median", "asha", "none")
 SMALL_SIDE = 16  # images up to this side get the bundled `small` space by default
+PHOTO_SIDE = 32  # image folders above this side (or of unknown side) get `photos`
 NATIVE_SIDE = {"digits": 8}  # built-in data sets this small (the others are 28 px or more)
 
 
@@ -72,8 +73,9 @@ class SearchSettings:
     )
     space: Path = option(
         DEFAULT_SPACE,
-        "Search space YAML file, or a bundled one by name (default, small, images, cifar). "
-        "[default: small for images up to 16 px, such as digits; else default]",
+        "Search space YAML file, or a bundled one by name (default, small, photos, images, "
+        "cifar). [default: small for images up to 16 px, such as digits; photos for image "
+        "folders above 32 px; else default]",
         "study",
         parse=resolve_space,
     )
@@ -217,14 +219,20 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         # The default space is sized by the data: small images (the 8x8 digits) get the
-        # narrow, shallow `small` space; wider and deeper networks only cost time there.
-        if Path(self.space) == DEFAULT_SPACE and self.small_images:
-            object.__setattr__(self, "space", resolve_space(Path("small")))
+        # narrow, shallow `small` space, where wider and deeper networks only cost time;
+        # photos get `photos`, deep enough for its stages to see the whole image.
+        if Path(self.space) == DEFAULT_SPACE and self.sized_space != "default":
+            object.__setattr__(self, "space", resolve_space(Path(self.sized_space)))
 
     @property
-    def small_images(self) -> bool:
+    def sized_space(self) -> str:
+        """The bundled space this data gets when no ``--space`` is given."""
         side = NATIVE_SIDE.get(self.dataset, self.image_size)
-        return side is not None and side <= SMALL_SIDE
+        if side is not None and side <= SMALL_SIDE:
+            return "small"
+        if self.dataset.startswith("imagefolder:") and (side is None or side > PHOTO_SIDE):
+            return "photos"  # a folder's side is its median up to 128 when not given
+        return "default"
 
     # ------------------------------------------------------------------ derived names
 

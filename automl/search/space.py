@@ -16,93 +16,27 @@ loaded, so mistakes surface as one line naming the file, the key path and the pr
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from automl.errors import ConfigError, unknown_name
+from automl.search.specs import (
+    SPEC_ADAPTER,
+    SPEC_TYPES,
+    CategoricalSpec,
+    FixedSpec,
+    FloatSpec,
+    IntSpec,
+    Scalar,
+    Spec,
+)
 from automl.training.config import MAX_STAGES, SECTION_MODELS, SECTIONS, StageConfig, TrialConfig
-
-Scalar = bool | int | float | str
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    when: dict[str, Scalar | list[Scalar]] | None = None
-
-
-class IntSpec(_Spec):
-    type: Literal["int"]
-    low: int
-    high: int
-    step: int = Field(1, ge=1)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _bounds(self) -> IntSpec:
-        if self.low > self.high:
-            raise ValueError(f"low <= high must hold, got low={self.low}, high={self.high}")
-        if self.log and (self.low < 1 or self.step != 1):
-            raise ValueError("a log-scale int needs low >= 1 and step 1")
-        return self
-
-    def values(self) -> list[Scalar]:
-        return [self.low, self.high]
-
-
-class FloatSpec(_Spec):
-    type: Literal["float"]
-    low: float
-    high: float
-    step: float | None = Field(None, gt=0)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _bounds(self) -> FloatSpec:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ValueError("low and high must be finite numbers")
-        if self.low > self.high:
-            raise ValueError(f"low <= high must hold, got low={self.low}, high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log-scale float needs low > 0, got low={self.low}")
-        if self.log and self.step is not None:
-            raise ValueError("step and log cannot be used together")
-        return self
-
-    def values(self) -> list[Scalar]:
-        return [self.low, self.high]
-
-
-class CategoricalSpec(_Spec):
-    type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique(self) -> CategoricalSpec:
-        if len({(type(c), c) for c in self.choices}) != len(self.choices):
-            raise ValueError(f"choices must be distinct, got {self.choices}")
-        return self
-
-    def values(self) -> list[Scalar]:
-        return list(self.choices)
-
-
-class FixedSpec(_Spec):
-    type: Literal["fixed"]
-    value: Scalar
-
-    def values(self) -> list[Scalar]:
-        return [self.value]
-
-
-Spec = IntSpec | FloatSpec | CategoricalSpec | FixedSpec
-_SPEC = TypeAdapter(Annotated[Spec, Field(discriminator="type")])
-_SPEC_TYPES = ("int", "float", "categorical", "fixed")
 
 
 @dataclass(frozen=True)
@@ -153,7 +87,7 @@ class SearchSpace:
                 name = param.name.format(index)
                 when = [(ref.format(index), allowed) for ref, allowed in param.when]
                 if all(ref in values and values[ref] in allowed for ref, allowed in when):
-                    values[name] = _draw(trial, name, param.spec)
+                    values[name] = _draw(trial, name, stage_spec(param.spec, index))
 
     def config(self, trial: Any) -> TrialConfig:
         return TrialConfig.from_params(self.sample(trial))
@@ -165,10 +99,26 @@ class SearchSpace:
                 return param.spec.values()
         return []
 
+    def spec_of(self, name: str) -> Spec | None:
+        """How the flat parameter ``name`` is drawn (a stage's own range included)."""
+        for param in self.params:
+            if param.name == name:
+                return param.spec
+        stage = re.fullmatch(r"arch\.stage(\d+)\.(\w+)", name)
+        if stage:
+            for param in self.stage_params:
+                if param.name == f"arch.stage{{}}.{stage.group(2)}":
+                    return stage_spec(param.spec, int(stage.group(1)))
+        return None
+
     @property
     def names(self) -> list[str]:
         stage_names = [p.name.format("N") for p in self.stage_params]
         return [p.name for p in self.params] + stage_names
+
+
+def stage_spec(spec: Spec, index: int) -> Spec:
+    return spec.at_stage(index) if isinstance(spec, IntSpec) else spec
 
 
 def _draw(trial: Any, name: str, spec: Spec) -> Any:
@@ -239,6 +189,8 @@ def _build(data: Any, source: str) -> SearchSpace:
             if key == "per_stage":
                 continue
             spec = _parse_spec(raw, path, fail)
+            if isinstance(spec, IntSpec) and spec.grow != 1:
+                raise fail(f"{path}.grow", "only a per-stage parameter grows with depth")
             if key == "stages":
                 _check_values(spec, path, fail, count=True)
             else:
@@ -263,10 +215,8 @@ def _baseline(space: SearchSpace, raw: Any, fail: Any) -> dict[str, Any]:
 
     if not isinstance(raw, dict):
         raise fail("baseline", f"expected a mapping of flat parameter names, got {_kind(raw)}")
-    specs = {p.name: p.spec for p in space.params}
-    specs.update({p.name.format(i): p.spec for p in space.stage_params for i in range(1, 9)})
     for name, value in raw.items():
-        spec = specs.get(str(name))
+        spec = space.spec_of(str(name))
         if spec is None:
             raise fail(f"baseline.{name}", unknown_name("parameter", str(name), space.names))
         if isinstance(spec, CategoricalSpec) and value not in spec.choices:
@@ -292,7 +242,10 @@ def _stage_block(raw: Any, path: str, params: list[ParamDef], fail: Any) -> list
                 key_path, unknown_name("per-stage parameter", str(key), StageConfig.model_fields)
             )
         spec = _parse_spec(value, key_path, fail)
-        _check_values(spec, key_path, fail, model=StageConfig, key=key)
+        counts = [p.spec.values() for p in params if p.name == "arch.stages"]
+        deepest = max((int(v) for values in counts for v in values), default=1)
+        for index in (1, deepest):  # the first stage's range and the deepest one's
+            _check_values(stage_spec(spec, index), key_path, fail, model=StageConfig, key=key)
         when = _resolve_when(spec, key_path, "arch", [*params, *block], fail, stage=True)
         block.append(ParamDef(f"arch.stage{{}}.{key}", spec, when))
     return block
@@ -306,11 +259,11 @@ def _parse_spec(raw: Any, path: str, fail: Any) -> Spec:
     elif not isinstance(raw, dict):
         raise fail(path, f"expected a value, a list of choices or a mapping, got {_kind(raw)}")
     elif "type" not in raw:
-        raise fail(path, "a parameter mapping needs 'type' (" + ", ".join(_SPEC_TYPES) + ")")
-    elif raw["type"] not in _SPEC_TYPES:
-        raise fail(f"{path}.type", unknown_name("type", str(raw["type"]), _SPEC_TYPES))
+        raise fail(path, "a parameter mapping needs 'type' (" + ", ".join(SPEC_TYPES) + ")")
+    elif raw["type"] not in SPEC_TYPES:
+        raise fail(f"{path}.type", unknown_name("type", str(raw["type"]), SPEC_TYPES))
     try:
-        spec: Spec = _SPEC.validate_python(raw)
+        spec: Spec = SPEC_ADAPTER.validate_python(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = [str(p) for p in error["loc"][1:]]

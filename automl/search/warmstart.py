@@ -17,7 +17,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import ConfigError
-from automl.search.space import CategoricalSpec, FixedSpec, FloatSpec, IntSpec, SearchSpace, Spec
+from automl.search.space import SearchSpace
+from automl.search.specs import CategoricalSpec, FixedSpec, FloatSpec, IntSpec
 from automl.stores import close_storage, open_storage
 
 DEFAULT_K = 5
@@ -39,24 +40,12 @@ def parse(spec: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2) or DEFAULT_K)
 
 
-def _spec_of(space: SearchSpace, name: str) -> Spec | None:
-    for param in space.params:
-        if param.name == name:
-            return param.spec
-    stage = re.fullmatch(r"arch\.stage(\d+)\.(\w+)", name)
-    if stage:
-        for param in space.stage_params:
-            if param.name == f"arch.stage{{}}.{stage.group(2)}":
-                return param.spec
-    return None
-
-
 def fitting(space: SearchSpace, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The params to enqueue (fixed ones left to the space), or why the configuration no
     longer fits the space."""
     kept: dict[str, Any] = {}
     for name, value in params.items():
-        spec = _spec_of(space, name)
+        spec = space.spec_of(name)
         if spec is None:
             return {}, f"parameter '{name}' is no longer in the space"
         if isinstance(spec, FixedSpec):

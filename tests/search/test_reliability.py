@@ -295,7 +295,7 @@ def test_out_of_memory_prunes_the_trial_and_the_study_goes_on(tmp_path):
         for i in range(700):  # distinct images: duplicates would be dropped
             pixels = np.clip(rng.normal(shade, 30, (64, 64)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / label / f"{i}.png")
-    huge = (  # four stages, so the 64x64 images get no patchifying stem
+    huge = (  # four stages after a 2x2 stem: 32x32 maps of 4096 channels
         "architecture: {stages: 4, per_stage: {width: [4096, 8], convs: 1}, kernel_size: 3}\n"
         "training: {epochs: 1, batch_size: 1024}\n"
         "baseline: {arch.stage1.width: 4096, arch.stage2.width: 8, arch.stage3.width: 8,"

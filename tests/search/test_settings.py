@@ -124,6 +124,12 @@ def test_the_default_space_is_sized_by_the_data(tmp_path):
     assert SearchSettings(dataset="mnist").study == "mnist-default"
     folder = SearchSettings(dataset=f"imagefolder:{tmp_path}", image_size=12)
     assert folder.space == BUNDLED_SPACES / "small.yaml"
+    photos = SearchSettings(dataset=f"imagefolder:{tmp_path}", image_size=64)
+    assert photos.space == BUNDLED_SPACES / "photos.yaml" and photos.study.endswith("-photos")
+    unknown = SearchSettings(dataset=f"imagefolder:{tmp_path}")  # its median side, later
+    assert unknown.space == BUNDLED_SPACES / "photos.yaml"
+    assert SearchSettings(dataset=f"imagefolder:{tmp_path}", image_size=32).sized_space == "default"
+    assert SearchSettings(dataset="cifar10").space.name == "default.yaml"
     chosen = SearchSettings(space=resolve_space(Path("default")))
     assert chosen.space == BUNDLED_SPACES / "default.yaml" and chosen.study == "digits-default"
 

@@ -42,6 +42,26 @@ def test_per_stage_params_are_named_per_stage():
         assert stage_keys == expected
 
 
+def test_a_growing_per_stage_range_doubles_with_each_stage():
+    space = parse_space(
+        "architecture:\n  stages: {type: int, low: 1, high: 3}\n"
+        "  per_stage: {width: {type: int, low: 16, high: 32, step: 8, grow: 2}}\n"
+    )
+    seen: dict[int, set[int]] = {1: set(), 2: set(), 3: set()}
+    for params in sample_many(space, 60):
+        for i in range(1, params["arch.stages"] + 1):
+            seen[i].add(params[f"arch.stage{i}.width"])
+    assert seen[1] <= {16, 24, 32} and seen[2] <= {32, 48, 64} and seen[3] <= {64, 96, 128}
+    assert len(seen[3]) > 1
+    assert space.spec_of("arch.stage3.width").low == 64  # warm starts check this range
+
+
+def test_photos_space_baseline_doubles_its_widths():
+    space = load_space(DEFAULT_SPACE.parent / "photos.yaml")
+    widths = [space.baseline[f"arch.stage{i}.width"] for i in range(1, 5)]
+    assert widths == [16, 32, 64, 128]
+
+
 def test_conditional_param_only_exists_when_its_condition_holds():
     space = load_space(DEFAULT_SPACE)
     samples = sample_many(space, 60)
@@ -175,6 +195,15 @@ def test_float_in_scientific_notation_without_dot_is_read_as_number():
         (
             "architecture: {per_stage: {width: [0, 8]}}\n",
             "architecture.per_stage.width: value 0 is not allowed",
+        ),
+        (
+            "training: {batch_size: {type: int, low: 16, high: 64, grow: 2}}\n",
+            "training.batch_size.grow: only a per-stage parameter grows with depth",
+        ),
+        (
+            "architecture:\n  stages: 6\n"
+            "  per_stage: {width: {type: int, low: 256, high: 512, grow: 4}}\n",
+            "architecture.per_stage.width: value 262144 is not allowed",
         ),
         (
             "optimizer: {momentum: {type: float, low: 0.8, high: 0.9, when: {name: sgd}}}\n",

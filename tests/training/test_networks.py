@@ -64,7 +64,7 @@ def test_large_inputs_are_patchified_first():
 
 @pytest.mark.parametrize(
     ("side", "stages", "stride"),
-    [(8, 1, 1), (8, 3, 1), (32, 1, 4), (32, 2, 2), (32, 3, 1), (64, 1, 8), (64, 3, 2)],
+    [(8, 1, 1), (8, 3, 1), (32, 1, 4), (32, 2, 2), (32, 3, 1), (64, 1, 8), (64, 3, 2), (64, 4, 2), (128, 4, 4)],
 )
 def test_a_shallow_network_on_a_large_image_gets_a_coarser_stem(side, stages, stride):
     """The last stage's map is at most 8 pixels wide, so depth never decides whether a

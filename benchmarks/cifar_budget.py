@@ -8,7 +8,10 @@ pruning. Prints test accuracy of the registered model, epochs, complete/pruned c
 wall time for each, per seed and on average. Asserts nothing.
 
     python benchmarks/cifar_budget.py [--budget 900] [--seeds 0 1] [--per-class 500]
-        [--test-per-class 0] [--space default] [--device auto] [--scratch DIR]
+        [--test-per-class 0] [--space NAME] [--device auto] [--scratch DIR]
+
+Without ``--space`` every search gets the space ``automl search`` would choose for the
+folder (``photos``).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--test-per-class", type=int, default=0)
-    parser.add_argument("--space", default="default")
+    parser.add_argument("--space", default="", help="space file or bundled name [sized by data]")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/automl-cifar"))
@@ -77,8 +80,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
     folder = subset(unpack(args.scratch, args.archive), args.per_class, args.test_per_class)
-    space = resolve_space(Path(args.space))  # a file, or a bundled space by name
-    print(f"data: {folder}, budget {args.budget:.0f} s per search, space {args.space}")
+    chosen = {"space": resolve_space(Path(args.space))} if args.space else {}
+    print(f"data: {folder}, budget {args.budget:.0f} s per search, space {args.space or 'sized'}")
     header = f"{'search':<27} {'seed':>4} {'test':>7} {'val':>7} {'epochs':>6} {'done':>5}"
     print(header + f" {'pruned':>6} {'wall s':>7}")
     rows: dict[str, list[tuple[float, float, int, int, int, float]]] = {c: [] for c in args.configs}
@@ -91,7 +94,7 @@ def main() -> None:
                 data_dir=args.scratch / "cache",
                 trials=100_000,
                 timeout=args.budget,
-                space=space,
+                **chosen,
                 study_name="cifar-budget",
                 storage=f"sqlite:///{work}/automl.db",
                 tracking_uri=f"sqlite:///{work}/mlflow.db",

@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 
 import torch
+from cifar_budget import ARCHIVE, subset, unpack  # type: ignore[import-not-found]
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-from cifar_budget import ARCHIVE, subset, unpack  # type: ignore[import-not-found]
 
 from automl.data import load_dataset
 from automl.search.runner import run_search
@@ -66,7 +65,9 @@ def accuracy(model: nn.Module, dataset: TensorDataset) -> float:
     return correct / len(dataset)
 
 
-def reference(folder: Path, cache: Path, size: int, epochs: int, width: int, seed: int) -> dict[str, float]:
+def reference(
+    folder: Path, cache: Path, size: int, *, epochs: int, width: int, seed: int
+) -> dict[str, float]:
     torch.manual_seed(seed)
     data = load_dataset(f"imagefolder:{folder}", cache, image_size=size)
     mean = torch.tensor(data.mean)[:, None, None]
@@ -149,9 +150,12 @@ def main() -> None:
     size = args.image_size
     rows = {}
     if not args.skip_reference:
-        rows["hand-tuned CNN"] = reference(folder, cache, size, args.ref_epochs, args.ref_width, args.seed)
+        rows["hand-tuned CNN"] = reference(
+            folder, cache, size, epochs=args.ref_epochs, width=args.ref_width, seed=args.seed
+        )
     if not args.skip_search:
-        rows[f"default, {args.trials} trials"] = search(folder, args.scratch, size, args.trials, args.seed)
+        name = f"default, {args.trials} trials"
+        rows[name] = search(folder, args.scratch, size, args.trials, args.seed)
     print(f"\n{'':<22} {'test':>7} {'val':>7} {'wall s':>7}")
     for name, row in rows.items():
         print(f"{name:<22} {row['test']:>7.4f} {row['val']:>7.4f} {row['wall']:>7.0f}")

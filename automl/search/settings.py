@@ -50,7 +50,6 @@ from automl.stores import (
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 PRUNERS = ("hyperband", "median", "asha", "none")
 SMALL_SIDE = 16  # images up to this side get the bundled `small` space by default
-PHOTO_SIDE = 32  # image folders above this side (or of unknown side) get `photos`
 NATIVE_SIDE = {"digits": 8}  # built-in data sets this small (the others are 28 px or more)
 
 
@@ -74,8 +73,8 @@ class SearchSettings:
     space: Path = option(
         DEFAULT_SPACE,
         "Search space YAML file, or a bundled one by name (default, small, photos, images, "
-        "cifar). [default: small for images up to 16 px, such as digits; photos for image "
-        "folders above 32 px; else default]",
+        "cifar). [default: small for images up to 16 px, such as digits; photos for other "
+        "image folders; else default]",
         "study",
         parse=resolve_space,
     )
@@ -230,8 +229,8 @@ class SearchSettings:
         side = NATIVE_SIDE.get(self.dataset, self.image_size)
         if side is not None and side <= SMALL_SIDE:
             return "small"
-        if self.dataset.startswith("imagefolder:") and (side is None or side > PHOTO_SIDE):
-            return "photos"  # a folder's side is its median up to 128 when not given
+        if self.dataset.startswith("imagefolder:"):
+            return "photos"  # a folder's side, when not given, is its median (up to 128)
         return "default"
 
     # ------------------------------------------------------------------ derived names

@@ -283,8 +283,10 @@ def test_unreachable_stores_at_start_are_one_line(tmp_path, capsys, monkeypatch,
 
 @pytest.mark.slow
 def test_out_of_memory_prunes_the_trial_and_the_study_goes_on(tmp_path):
-    """A network whose first activation needs ~68 GB in one block: the allocation is refused
-    at once (larger than the machine), never slowly filled. Weights stay small."""
+    """A network whose first activation needs ~60 GB in one block: the allocation is refused
+    at once (larger than the machine), never slowly filled. Weights stay small. (A block
+    that fits the kernel's overcommit but not the memory would bring the OOM killer to
+    the whole search instead, so the images are 126 px: the stem halves them to 63.)"""
     import numpy as np
     from PIL import Image
 
@@ -293,9 +295,9 @@ def test_out_of_memory_prunes_the_trial_and_the_study_goes_on(tmp_path):
     for label, shade in (("dark", 40), ("light", 200)):
         (root / label).mkdir(parents=True)
         for i in range(700):  # distinct images: duplicates would be dropped
-            pixels = np.clip(rng.normal(shade, 30, (64, 64)), 0, 255).astype(np.uint8)
+            pixels = np.clip(rng.normal(shade, 30, (126, 126)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / label / f"{i}.png")
-    huge = (  # four stages after a 2x2 stem: 32x32 maps of 4096 channels
+    huge = (  # four stages after a 2x2 stem: 63x63 maps of 4096 channels
         "architecture: {stages: 4, per_stage: {width: [4096, 8], convs: 1}, kernel_size: 3}\n"
         "training: {epochs: 1, batch_size: 1024}\n"
         "baseline: {arch.stage1.width: 4096, arch.stage2.width: 8, arch.stage3.width: 8,"

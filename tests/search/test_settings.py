@@ -128,7 +128,7 @@ def test_the_default_space_is_sized_by_the_data(tmp_path):
     assert photos.space == BUNDLED_SPACES / "photos.yaml" and photos.study.endswith("-photos")
     unknown = SearchSettings(dataset=f"imagefolder:{tmp_path}")  # its median side, later
     assert unknown.space == BUNDLED_SPACES / "photos.yaml"
-    assert SearchSettings(dataset=f"imagefolder:{tmp_path}", image_size=32).sized_space == "default"
+    assert SearchSettings(dataset=f"imagefolder:{tmp_path}", image_size=28).sized_space == "photos"
     assert SearchSettings(dataset="cifar10").space.name == "default.yaml"
     chosen = SearchSettings(space=resolve_space(Path("default")))
     assert chosen.space == BUNDLED_SPACES / "default.yaml" and chosen.study == "digits-default"

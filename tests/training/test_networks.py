@@ -62,9 +62,13 @@ def test_large_inputs_are_patchified_first():
     assert not isinstance(small.features[0], torch.nn.Conv2d)  # 32 -> 16 -> 8 already
 
 
+STRIDES = [(8, 1, 1), (8, 3, 1), (32, 1, 4), (32, 2, 2), (32, 3, 1), (64, 1, 8), (64, 3, 2)]
+STRIDES += [(64, 4, 2), (128, 4, 4)]  # four stages on a photo: a 2x2 or 4x4 stem
+
+
 @pytest.mark.parametrize(
     ("side", "stages", "stride"),
-    [(8, 1, 1), (8, 3, 1), (32, 1, 4), (32, 2, 2), (32, 3, 1), (64, 1, 8), (64, 3, 2), (64, 4, 2), (128, 4, 4)],
+    STRIDES,
 )
 def test_a_shallow_network_on_a_large_image_gets_a_coarser_stem(side, stages, stride):
     """The last stage's map is at most 8 pixels wide, so depth never decides whether a

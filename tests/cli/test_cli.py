@@ -58,7 +58,8 @@ def test_help_lists_commands_and_every_search_option(capsys, tmp_path, monkeypat
         (["--tracking-uri", "./mlruns"], "--tracking-uri: './mlruns' is a file store"),
         (
             ["--space", "missing.yaml"],
-            "--space: missing.yaml: no such file (bundled spaces: cifar, default, images, small)",
+            "--space: missing.yaml: no such file "
+            "(bundled spaces: cifar, default, images, photos, small)",
         ),
         (
             ["--storage", "postgresql://bob:hunter2@127.0.0.1:1/automl"],

@@ -24,6 +24,12 @@ def image(seed: int, size=(16, 16), mode="L") -> Image.Image:
     return Image.fromarray(array).convert(mode)
 
 
+def seed_of(label: str, index: int) -> int:
+    """A distinct seed for each (label, index), the same in every process (``hash`` of a
+    string is salted per process, and its remainders collided now and then: duplicates)."""
+    return int.from_bytes(label.encode()) * 1000 + index
+
+
 def save(img: Image.Image, path: Path, fmt: str = "PNG") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format=fmt)
@@ -140,7 +146,7 @@ def test_cached_pixels_are_exactly_what_the_served_model_computes(tmp_path):
     sizes = {"a": (30, 22), "b": (16, 16)}
     for label, size in sizes.items():
         for i in range(3):
-            save(image(hash((label, i)) % 1000, size, "RGB"), root / label / f"{i}.jpg", "JPEG")
+            save(image(seed_of(label, i), size, "RGB"), root / label / f"{i}.jpg", "JPEG")
     data = load_dataset(f"imagefolder:{root}", tmp_path / "cache", image_size=12)
     decoded = np.asarray(Image.open(root / "a" / "0.jpg").convert("RGB"))
     stored = prepare(decoded, 3, (12, 12))
@@ -186,7 +192,7 @@ def test_symlink_loops_are_walked_once(tmp_path):
     root = tmp_path / "loop"
     for label in ("a", "b"):
         for i in range(4):
-            save(image(hash((label, i)) % 997), root / label / f"{i}.png")
+            save(image(seed_of(label, i)), root / label / f"{i}.png")
     (root / "a" / "again").symlink_to(root / "a", target_is_directory=True)
     (root / "b" / "up").symlink_to(root, target_is_directory=True)
     report = load_dataset(f"imagefolder:{root}", tmp_path / "cache").report

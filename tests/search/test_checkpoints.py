@@ -22,7 +22,7 @@ from automl.training.checkpoint import TrainingState
 from tests.conftest import automl_command, bin_env, mlflow_client, search_settings
 
 FAST_HEARTBEAT = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "3"}
-EPOCHS = 8  # room for a slow machine to see a checkpoint before the end
+EPOCHS = 24  # room for a loaded machine to kill the second worker mid-trial, never after it
 # One small network, so every trial is the same and an epoch takes a fraction of a second.
 SPACE = f"""
 architecture: {{stages: 1, per_stage: {{width: 8, convs: 1}}}}

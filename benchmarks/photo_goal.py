@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from cifar_budget import ARCHIVE, subset, unpack  # type: ignore[import-not-found]
+from time_to_quality import accuracy  # type: ignore[import-not-found]
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -54,15 +55,6 @@ def augment(x: torch.Tensor) -> torch.Tensor:
     padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
     dy, dx = torch.randint(0, 2 * pad + 1, (2,)).tolist()  # one shift a batch: cheap
     return padded[:, :, dy : dy + h, dx : dx + w]
-
-
-def accuracy(model: nn.Module, dataset: TensorDataset) -> float:
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in DataLoader(dataset, batch_size=256):
-            correct += int((model(x).argmax(1) == y).sum())
-    return correct / len(dataset)
 
 
 def reference(
@@ -144,7 +136,6 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/automl-cifar"))
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     folder = subset(unpack(args.scratch, args.archive), args.per_class, args.test_per_class)
     cache = args.scratch / "cache"
     size = args.image_size

@@ -235,6 +235,8 @@ def _stage_block(raw: Any, path: str, params: list[ParamDef], fail: Any) -> list
     if not isinstance(raw, dict):
         raise fail(path, f"expected a mapping of per-stage parameters, got {_kind(raw)}")
     block: list[ParamDef] = []
+    counts = [p.spec.values() for p in params if p.name == "arch.stages"]
+    deepest = max((int(v) for values in counts for v in values), default=1)
     for key, value in raw.items():
         key_path = f"{path}.{key}"
         if key not in StageConfig.model_fields:
@@ -242,8 +244,6 @@ def _stage_block(raw: Any, path: str, params: list[ParamDef], fail: Any) -> list
                 key_path, unknown_name("per-stage parameter", str(key), StageConfig.model_fields)
             )
         spec = _parse_spec(value, key_path, fail)
-        counts = [p.spec.values() for p in params if p.name == "arch.stages"]
-        deepest = max((int(v) for values in counts for v in values), default=1)
         for index in (1, deepest):  # the first stage's range and the deepest one's
             _check_values(stage_spec(spec, index), key_path, fail, model=StageConfig, key=key)
         when = _resolve_when(spec, key_path, "arch", [*params, *block], fail, stage=True)

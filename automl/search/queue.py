@@ -240,9 +240,13 @@ def work(
         # A dead worker's trial is failed and queued again before we claim.
         retrying(lambda: fail_stale(study, on_stale), what=STORE)
         trial = retrying(lambda: claim(study, owner), what=STORE)
-        if trial is None:
-            if refill is not None and refill():  # its storage calls retry on their own
+        if trial is None and refill is not None and refill():  # storage calls retry inside
+            # Claimed at once, past the deadline too: a ticket queued here is never left
+            # behind by a deadline that fell between queuing it and claiming it.
+            trial = retrying(lambda: claim(study, owner), what=STORE)
+            if trial is None:  # another process of the search took it
                 continue
+        if trial is None:
             break
         with heartbeat(study, trial):
             try:

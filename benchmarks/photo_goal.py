@@ -13,6 +13,7 @@ reference in under 15 minutes. Asserts nothing.
 
     python benchmarks/photo_goal.py [--per-class 300] [--test-per-class 100]
         [--image-size 64] [--trials 20] [--seed 0] [--ref-epochs 30] [--skip-search]
+        [--skip-reference] [--space FILE] [--max-epochs N] [--ensemble K]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import copy
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from cifar_budget import ARCHIVE, subset, unpack  # type: ignore[import-not-found]
@@ -29,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from automl.data import load_dataset
+from automl.search.options import resolve_space
 from automl.search.runner import run_search
 from automl.search.settings import SearchSettings
 
@@ -94,7 +97,10 @@ def reference(
     return {"test": accuracy(model, test), "val": best_val, "wall": wall}
 
 
-def search(folder: Path, scratch: Path, size: int, trials: int, seed: int) -> dict[str, float]:
+def search(
+    folder: Path, scratch: Path, size: int, trials: int, seed: int, **options: Any
+) -> dict[str, float]:
+    """``automl search`` with nothing but the data set, and any ``options`` given."""
     work = scratch / f"photo-search-{seed}-{time.time_ns()}"
     work.mkdir(parents=True)
     settings = SearchSettings(
@@ -108,6 +114,7 @@ def search(folder: Path, scratch: Path, size: int, trials: int, seed: int) -> di
         seed=seed,
         device="cpu",
         evaluate=False,
+        **options,
     )
     start = time.perf_counter()
     outcome = run_search(settings)
@@ -115,6 +122,8 @@ def search(folder: Path, scratch: Path, size: int, trials: int, seed: int) -> di
     reg = outcome.registration
     states = outcome.states
     print(f"  search: {states}, {outcome.epochs_run} epochs, space {settings.space}")
+    if reg is not None and reg.note:
+        print(f"  registered: {reg.note}")
     return {
         "test": reg.test_acc if reg else float("nan"),
         "val": reg.val_acc if reg else float("nan"),
@@ -131,6 +140,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ref-epochs", type=int, default=30)
     parser.add_argument("--ref-width", type=int, default=16)
+    parser.add_argument("--space", type=Path, help="a space file or bundled name [sized]")
+    parser.add_argument("--max-epochs", type=int, help="the search's --max-epochs [its default]")
+    parser.add_argument("--ensemble", type=int, help="the search's --ensemble [its default]")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/automl-cifar"))
@@ -146,10 +158,18 @@ def main() -> None:
         )
     if not args.skip_search:
         name = f"default, {args.trials} trials"
-        rows[name] = search(folder, args.scratch, size, args.trials, args.seed)
-    print(f"\n{'':<22} {'test':>7} {'val':>7} {'wall s':>7}")
+        options: dict[str, Any] = {}
+        if args.space is not None:
+            options["space"] = resolve_space(args.space)
+        if args.max_epochs is not None:
+            options["max_epochs"] = args.max_epochs
+        if args.ensemble is not None:
+            options["ensemble"] = args.ensemble
+            name += f", ensemble {args.ensemble}"
+        rows[name] = search(folder, args.scratch, size, args.trials, args.seed, **options)
+    print(f"\n{'':<34} {'test':>7} {'val':>7} {'wall s':>7}")
     for name, row in rows.items():
-        print(f"{name:<22} {row['test']:>7.4f} {row['val']:>7.4f} {row['wall']:>7.0f}")
+        print(f"{name:<34} {row['test']:>7.4f} {row['val']:>7.4f} {row['wall']:>7.0f}")
     if len(rows) == 2:
         ref, ours = rows.values()
         gap = (ref["test"] - ours["test"]) * 100

@@ -71,6 +71,7 @@ def search_settings(tmp_path: Path, space_text: str = TINY_SPACE, **values):
         "space": space, "storage": f"sqlite:///{tmp_path / 'automl.db'}",
         "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "max_epochs": 2, "device": "cpu", "evaluate": False,
+        "ensemble": 1,  # one model, its trial's weights; ensembles are tested apart
     }  # fmt: skip
     return SearchSettings(**{**defaults, **values})
 

@@ -160,7 +160,7 @@ class Objective:
         frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
         if predecessor(frozen) is None:
             return kept  # a first try: nothing to continue
-        epochs = min(TrialConfig.from_params(params).train.epochs, self.settings.max_epochs)
+        epochs = min(TrialConfig.from_params(params).train.epochs, self.settings.epoch_limit)
         kept.resumed, kept.older = find_resumable(
             self.checkpoints, trial.study, frozen, fingerprint=kept.fingerprint, epochs=epochs,
             on_problem=note,
@@ -198,10 +198,10 @@ class Objective:
     ) -> tuple[float, ...]:
         self.hooks.on_trial_begin(trial.number, params)
         config = TrialConfig.from_params(params)
-        epochs = min(config.train.epochs, self.settings.max_epochs)
+        epochs = min(config.train.epochs, self.settings.epoch_limit)
         if epochs < config.train.epochs:  # the sampled value stays in the params, as drawn
-            trial.set_user_attr("epochs_cap", self.settings.max_epochs)
-            record.set_tags({"epochs_cap": str(self.settings.max_epochs)})
+            trial.set_user_attr("epochs_cap", self.settings.epoch_limit)
+            record.set_tags({"epochs_cap": str(self.settings.epoch_limit)})
         seed = trial_seed(self.settings.seed, trial.number)
         model = seeded_network(config, self.data, seed, self.settings.weights_dir)
         try:
@@ -226,7 +226,7 @@ class Objective:
             objectives = self.settings.objectives
             values = tuple(OBJECTIVES[name].measure(measured) for name in objectives)
             record.log_epoch(len(history), unrecorded(objectives, values))
-            if self._beats_best(trial, values):
+            if self._keeps_weights(trial, values):
                 record.save_weights(model)
             record.finish("COMPLETE", epochs=str(len(history)))
             return values
@@ -295,7 +295,7 @@ class Objective:
         """Record an epoch on the run and report it to the pruner, as a share of the
         trial's own schedule (see ``pruning``); returns the step it was reported at."""
         record.log_epoch(result.epoch, result.metrics())
-        step = pruning.progress_step(result.epoch, total, self.settings.max_epochs)
+        step = pruning.progress_step(result.epoch, total, self.settings.epoch_limit)
         with self.clock():
             if self.multi:
                 pruning.record(trial, step, result.val_acc)
@@ -308,14 +308,15 @@ class Objective:
         labels = self.data.val.labels.numpy()
         return pruning.chance_level(labels, self.data.num_classes)
 
-    def _beats_best(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
-        """Better than every earlier trial (one objective) or on the Pareto front (several)."""
+    def _keeps_weights(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
+        """Among the ``--ensemble`` best so far (one objective: ties go to the earlier
+        trial, as the registration ranks them) or on the Pareto front (several): the
+        trials the conclusion may register, which then need no retraining."""
         study = trial.study
         if not self.multi:
-            try:
-                return values[0] > float(study.best_value)
-            except ValueError:  # no completed trial yet
-                return True
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            ahead = sum(1 for t in complete if t.values and t.values[0] >= values[0])
+            return ahead < self.settings.members
         directions = [d.name.lower() for d in study.directions]
         return not any(dominates(t.values, values, directions) for t in study.best_trials)
 

@@ -297,7 +297,7 @@ def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
                 "group_level": session.settings.group_level,
             },
             refit=session.settings.refit,
-            ensemble=session.settings.ensemble,
+            ensemble=session.settings.members,
             on_stage=hooks.on_stage,
         )
         outcome.registration, outcome.pareto = registrations[0], registrations

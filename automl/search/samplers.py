@@ -69,7 +69,7 @@ def open_study(
                 sampler=make_sampler(
                     settings.sampler, settings.seed + seed_offset, parallel=parallel
                 ),
-                pruner=pruner or make_pruner(settings.pruner, settings.max_epochs),
+                pruner=pruner or make_pruner(settings.pruner, settings.epoch_limit),
                 directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
                 load_if_exists=True,
             )

@@ -49,6 +49,8 @@ from automl.stores import (
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 PRUNERS = ("hyperband", "median", "asha", "none")
+ENSEMBLE = 3  # trials a single-objective search registers as one model, by default
+FALLBACK_EPOCHS = 20  # --max-epochs when the space says nothing (or cannot be read yet)
 SMALL_SIDE = 16  # images up to this side get the bundled `small` space by default
 NATIVE_SIDE = {"digits": 8}  # built-in data sets this small (the others are 28 px or more)
 
@@ -109,8 +111,11 @@ class SearchSettings:
         check=one_of("sampler", SAMPLERS),
     )
     pruner: str = option("hyperband", "|".join(PRUNERS), "study", check=one_of("pruner", PRUNERS))
-    max_epochs: int = option(
-        20, "Upper bound on any trial's epochs.", "study", check=at_least(1, 10_000)
+    max_epochs: int | None = option(
+        None,
+        "Upper bound on any trial's epochs. [default: the space's longest schedule]",
+        "study",
+        check=at_least(1, 10_000),
     )
     device: str = option("auto", "auto|cpu|cuda|cuda:N", "local")
     seed: int = option(
@@ -138,10 +143,11 @@ class SearchSettings:
         "testing and registering it.",
         "run",
     )
-    ensemble: int = option(
-        1,
+    ensemble: int | None = option(
+        None,
         "Register the K best complete trials as one model averaging their calibrated "
-        "probabilities.",
+        f"probabilities; 1: the best alone. [default: {ENSEMBLE}; 1 with --refit or "
+        "several objectives]",
         "run",
         check=at_least(1, 20),
         metavar="K",
@@ -222,6 +228,23 @@ class SearchSettings:
         # photos get `photos`, deep enough for its stages to see the whole image.
         if Path(self.space) == DEFAULT_SPACE and self.sized_space != "default":
             object.__setattr__(self, "space", resolve_space(Path(self.sized_space)))
+        if self.max_epochs is None:  # as long as the space's longest schedule
+            object.__setattr__(self, "max_epochs", _longest_schedule(Path(self.space)))
+
+    @property
+    def epoch_limit(self) -> int:
+        """``max_epochs``, always resolved (``__post_init__`` fills it from the space)."""
+        return self.max_epochs or FALLBACK_EPOCHS
+
+    @property
+    def members(self) -> int:
+        """How many trials the registered model averages: ``--ensemble``, or by default
+        ``ENSEMBLE`` for one objective without ``--refit`` (an ensemble of the three best
+        gained 1.1 points of test accuracy on digits and 3.4 on photos over the single
+        best, see the README), else the best alone."""
+        if self.ensemble is not None:
+            return self.ensemble
+        return 1 if self.refit or len(self.objectives) > 1 else ENSEMBLE
 
     @property
     def sized_space(self) -> str:
@@ -352,7 +375,7 @@ class SearchSettings:
             )
         if len(self.objectives) > 1 and self.sampler == "cmaes":
             raise ConfigError("--sampler: cmaes optimizes one objective; use tpe, nsga2 or random")
-        if self.ensemble > 1 and (len(self.objectives) > 1 or self.refit):
+        if (self.ensemble or 1) > 1 and (len(self.objectives) > 1 or self.refit):
             other = "--refit" if self.refit else "--objective with several objectives"
             raise ConfigError(
                 f"--ensemble: averages single-objective trials as searched; not with {other}"
@@ -370,6 +393,17 @@ class SearchSettings:
     def but(self, **changes: Any) -> SearchSettings:
         """A copy with some values changed (a job's own device, say)."""
         return replace(self, **changes)
+
+
+def _longest_schedule(space: Path) -> int:
+    """The most epochs ``space`` can draw for a trial (its baseline's included); a space
+    that cannot be read is ``check``'s to report, before anything runs."""
+    from automl.search.space import load_space
+
+    try:
+        return load_space(space).longest_schedule or FALLBACK_EPOCHS
+    except ConfigError:
+        return FALLBACK_EPOCHS
 
 
 def option_of(name: str) -> Option:

@@ -112,6 +112,14 @@ class SearchSpace:
         return None
 
     @property
+    def longest_schedule(self) -> int | None:
+        """The most epochs a trial of this space trains (None: the space leaves it to the
+        training config's default); the baseline is checked to lie within the space."""
+        spec = self.spec_of("train.epochs")
+        drawn = [int(v) for v in spec.values() if isinstance(v, int | float)] if spec else []
+        return max(drawn, default=None)
+
+    @property
     def names(self) -> list[str]:
         stage_names = [p.name.format("N") for p in self.stage_params]
         return [p.name for p in self.params] + stage_names

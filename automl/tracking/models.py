@@ -166,12 +166,16 @@ class ImageModel:
         return float((predicted == np.asarray(names, dtype=str)).mean())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The network's parameters and buffers under their original names."""
+        """The network's parameters and buffers under their original names; of an
+        ensemble, its first member's: the best trial, whose params the version carries."""
         program = torch.export.load(str(self.network_file()))
         state = {**program.state_dict, **program.constants}
         if "temperature" in state:  # a calibrated network: the weights are the wrapped one's
-            prefix = "network."
-            return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            state = _inside(state, "network.")
+        if any(k.startswith(ENSEMBLE_FIRST) for k in state):  # an ensemble: its best member
+            state = _inside(state, ENSEMBLE_FIRST)
+            if "temperature" in state:  # each member carries its own temperature
+                state = _inside(state, "network.")
         return state
 
     def network_file(self) -> Path:
@@ -187,6 +191,14 @@ class ImageModel:
             local = mlflow.artifacts.download_artifacts(self.uri, dst_path=self._download.name)
             self._network = Path(local, "artifacts", "network.pt2")
         return self._network
+
+
+ENSEMBLE_FIRST = "members.0."  # training/ensemble.py: the best trial is the first member
+
+
+def _inside(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix``, named as inside it."""
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
 REGISTERED = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+|latest))/?")

@@ -92,3 +92,23 @@ def test_ensemble_is_refused_with_refit_before_anything_runs(tmp_path):
 
     with pytest.raises(ConfigError, match=r"--ensemble: .* not with --refit"):
         search_settings(tmp_path, trials=3, study_name="x", ensemble=2, refit=True).check()
+
+
+def test_by_default_the_three_best_keep_their_weights_and_register_as_one(tmp_path):
+    """Every trial that ends among the best K saves its weights, so the ensemble is made
+    of the very networks the search trained (none retrained); a retrain of the version
+    starts from its best member, whose params it carries."""
+    settings = search_settings(tmp_path, trials=5, study_name="trio", seed=2, ensemble=None)
+    outcome = run_search(settings)
+    reg = outcome.registration
+    version = Registry(settings.tracking_uri).version(reg.name, reg.version)
+    complete = [t for t in outcome.study.trials if t.state.name == "COMPLETE"]
+    order = sorted(complete, key=lambda t: (-t.values[0], t.number))[:3]
+    assert len(order) == 3
+    assert version.tags["ensemble"] == ",".join(str(t.number) for t in order)
+    assert "retrained" not in reg.note, reg.note
+    model = load_image_model(reg.uri, settings.tracking_uri)
+    best = outcome.tracker.load_weights(order[0].user_attrs["mlflow_run_id"])
+    served = model.state_dict()
+    assert set(served) == set(best)
+    assert all(torch.equal(served[k], best[k]) for k in best)

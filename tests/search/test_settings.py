@@ -141,3 +141,25 @@ def test_jobs_takes_a_number_or_auto():
     assert 1 <= _jobs("auto") <= 8  # no GPU here: one per core
     with pytest.raises(ConfigError, match="--jobs: expected a number or auto, got 'many'"):
         _jobs("many")
+
+
+def test_max_epochs_follows_the_spaces_longest_schedule_unless_given(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(DEFAULT_SPACE.read_text())
+    assert SearchSettings(space=space).max_epochs == 16  # training.epochs: 4 to 16
+    text = DEFAULT_SPACE.read_text().replace("train.epochs: 12", "train.epochs: 9")
+    space.write_text(text.replace("{type: int, low: 4, high: 16}", "[5, 9]", 1))
+    assert "epochs: [5, 9]" in space.read_text()
+    assert SearchSettings(space=space).max_epochs == 9
+    assert SearchSettings(space=space, max_epochs=5).max_epochs == 5
+    photos = SearchSettings(dataset="imagefolder:/photos")
+    assert photos.space.name == "photos.yaml" and photos.max_epochs == 30
+    assert SearchSettings(space=tmp_path / "missing.yaml").epoch_limit == 20  # check() says why
+
+
+def test_one_objective_registers_an_ensemble_of_three_unless_refit_or_told():
+    assert SearchSettings().members == 3
+    assert SearchSettings(ensemble=1).members == 1
+    assert SearchSettings(ensemble=5).members == 5
+    assert SearchSettings(refit=True).check().members == 1  # the default gives way to --refit
+    assert SearchSettings(objectives=("accuracy", "latency")).check().members == 1

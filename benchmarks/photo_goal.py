@@ -122,8 +122,11 @@ def search(
     reg = outcome.registration
     states = outcome.states
     print(f"  search: {states}, {outcome.epochs_run} epochs, space {settings.space}")
+    if reg is not None and reg.members:
+        print(f"  registered: ensemble of trials {reg.members}, test_acc {reg.test_acc:.4f}; "
+              f"its best trial alone {reg.test_acc_single:.4f}")  # fmt: skip
     if reg is not None and reg.note:
-        print(f"  registered: {reg.note}")
+        print(f"  note: {reg.note}")
     return {
         "test": reg.test_acc if reg else float("nan"),
         "val": reg.val_acc if reg else float("nan"),

@@ -289,10 +289,18 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
     reg = outcome.registration
     if reg is not None:
         how = "already registered as" if reg.reused else "registered as"
+        which = f"best trial {reg.trial_number}"
+        if reg.members:
+            which = f"ensemble of trials {', '.join(map(str, reg.members))}"
         console.print(
-            f"best trial {reg.trial_number}: val_acc {reg.val_acc:.4f}, test_acc "
+            f"{which}: val_acc {reg.val_acc:.4f}, test_acc "
             f"[bold]{reg.test_acc:.4f}[/]; {how} [bold]{reg.uri}[/] (version {reg.version})"
         )
+        if reg.members and reg.test_acc_single is not None:
+            console.print(
+                f"  its best trial {reg.trial_number} alone: test_acc {reg.test_acc_single:.4f} "
+                "(--ensemble 1 registers it alone)"
+            )
         if reg.note:
             console.print(f"[yellow]note[/]: {reg.note}")
         if reg.reloaded_test_acc is not None and abs(reg.reloaded_test_acc - reg.test_acc) > 1e-6:

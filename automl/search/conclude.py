@@ -42,6 +42,8 @@ class Registration:
     reused: bool
     note: str = ""
     run_id: str = ""  # the trial's run: the version's source run, and it names the version
+    members: tuple[int, ...] = ()  # an ensemble's trials, best first (empty: one trial)
+    test_acc_single: float | None = None  # an ensemble's best member alone
 
 
 def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
@@ -204,13 +206,14 @@ def _register_trial(
         tags["test_acc"] = figure(test_acc)
         said = f"refit: test_acc {change['test_acc_search']}"
         note = "; ".join(filter(None, [note, f"{said} -> {test_acc:.4f}"]))
+    ensembled: dict[str, Any] = {}
     if len(members) > 1:
         on_stage(f"averaging the {len(members)} best trials")
+        single = test_acc
         model, test_acc, val_acc = _ensemble(model, members[1:], data, tracker, device)
         tags.update(ensemble=identity["ensemble"], test_acc_single=tags["test_acc"])
         tags.update(test_acc=figure(test_acc), val_acc=figure(val_acc))
-        said = f"ensemble of trials {identity['ensemble']}: test_acc {tags['test_acc_single']}"
-        note = "; ".join(filter(None, [note, f"{said} -> {test_acc:.4f}"]))
+        ensembled = {"members": tuple(t.number for t in members), "test_acc_single": single}
     with tracker.timed():
         # The trial's run is the source run: its page lists the registered version, and
         # the version's page names the trial. The parent stands in for a trial without one.
@@ -222,8 +225,9 @@ def _register_trial(
         tracker.set_run_tags(trial_run, {"registered_model": f"{model_name}/{version}"})
     uri = f"models:/{model_name}/{version}"
     return Registration(
-        model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note, trial_run
-    )
+        model_name, version, uri, trial.number, val_acc, test_acc, reloaded, False, note,
+        trial_run, **ensembled,
+    )  # fmt: skip
 
 
 def _refit(

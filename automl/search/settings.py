@@ -226,7 +226,7 @@ class SearchSettings:
         # The default space is sized by the data: small images (the 8x8 digits) get the
         # narrow, shallow `small` space, where wider and deeper networks only cost time;
         # photos get `photos`, deep enough for its stages to see the whole image.
-        if Path(self.space) == DEFAULT_SPACE and self.sized_space != "default":
+        if Path(self.space) == DEFAULT_SPACE:  # no --space: the bundled one sized for the data
             object.__setattr__(self, "space", resolve_space(Path(self.sized_space)))
         if self.max_epochs is None:  # as long as the space's longest schedule
             object.__setattr__(self, "max_epochs", _longest_schedule(Path(self.space)))
@@ -296,6 +296,9 @@ class SearchSettings:
             key = spec.name or item.name
             if key in values:
                 value = values[key]
+                if value == item.default:  # not given: its meaning is the field's to resolve
+                    given[item.name] = value
+                    continue
                 given[item.name] = spec.parse(value) if spec.parse and value is not None else value
         return cls(**given)
 

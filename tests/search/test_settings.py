@@ -134,6 +134,22 @@ def test_the_default_space_is_sized_by_the_data(tmp_path):
     assert chosen.space == BUNDLED_SPACES / "default.yaml" and chosen.study == "digits-default"
 
 
+def test_the_command_line_sizes_the_space_from_any_folder(tmp_path, monkeypatch):
+    """Outside a checkout, `automl search` without --space once got the default space: the
+    relative default path was resolved to the bundled file before it could be sized."""
+    from automl.search.options import BUNDLED_SPACES
+    from automl.search.options import DEFAULT_SPACE as NOT_GIVEN  # the option's own default
+
+    monkeypatch.chdir(tmp_path)
+    given = SearchSettings.from_options({"space": NOT_GIVEN, "trials": 2})
+    assert given.space == BUNDLED_SPACES / "small.yaml" and given.study == "digits-small"
+    assert given.max_epochs == 16
+    chosen = SearchSettings.from_options({"space": Path("default")})  # --space default
+    assert chosen.space == BUNDLED_SPACES / "default.yaml" and chosen.study == "digits-default"
+    mnist = SearchSettings.from_options({"space": NOT_GIVEN, "dataset": "mnist"})
+    assert mnist.space == BUNDLED_SPACES / "default.yaml" and mnist.space.exists()
+
+
 def test_jobs_takes_a_number_or_auto():
     from automl.search.options import _jobs
 

@@ -295,7 +295,7 @@ class Objective:
         """Record an epoch on the run and report it to the pruner, as a share of the
         trial's own schedule (see ``pruning``); returns the step it was reported at."""
         record.log_epoch(result.epoch, result.metrics())
-        step = pruning.progress_step(result.epoch, total, self.settings.epoch_limit)
+        step = pruning.progress_step(result.epoch, total, self.settings.progress_grid)
         with self.clock():
             if self.multi:
                 pruning.record(trial, step, result.val_acc)

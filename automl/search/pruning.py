@@ -7,9 +7,12 @@ Three rules, shared by every pruner:
   annealed while a 16-epoch trial is near its peak learning rate. Comparing them at the
   same epoch pushes the search toward short schedules for a reason unrelated to their
   final quality. So a trial reports at ``progress_step``: its epoch mapped onto a common
-  grid of ``max_epochs`` steps (epoch 1 of 4 is step 5 of 20, as is epoch 5 of 20), and
-  every trial's last epoch is the grid's last step. Pruners then compare trials at the
-  same point of their schedules, and Hyperband's rungs are shares of a schedule.
+  grid of ``grid_steps(max_epochs)`` steps (epoch 1 of 4 is step 5 of 20, as is epoch 5 of
+  20), and every trial's last epoch is the grid's last step. Pruners then compare trials
+  at the same point of their schedules, and Hyperband's rungs are shares of a schedule.
+  The grid has at least ``MIN_GRID`` steps: Hyperband's rungs sit at steps 1, 3 and 9, so
+  a coarser grid would put its first look later in every schedule (on digits, a grid of
+  16 instead of 20 trained 582 epochs instead of 449 for 100 trials).
 - **The last epoch is never pruned.** A trial that has run its whole schedule is complete;
   its result and weights count.
 - **A trial stuck at chance stops.** After ``CHANCE_EPOCHS`` epochs, a validation accuracy
@@ -36,7 +39,13 @@ STARTUP_TRIALS = 5
 WARMUP_STEPS = 1
 CURVE = "curve"
 CHANCE_EPOCHS = 2
+MIN_GRID = 20  # steps of the progress grid, at least (see grid_steps)
 CHANCE_MARGIN = 0.1  # share of the way from chance to perfect accuracy a trial must pass
+
+
+def grid_steps(max_epochs: int) -> int:
+    """The steps of the progress grid for schedules of up to ``max_epochs`` epochs."""
+    return max(max_epochs, MIN_GRID)
 
 
 def progress_step(epoch: int, epochs: int, grid: int) -> int:

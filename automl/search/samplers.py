@@ -35,10 +35,10 @@ def make_sampler(name: str, seed: int, *, parallel: bool = True) -> optuna.sampl
         )
 
 
-def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, grid: int) -> optuna.pruners.BasePruner:
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max_epochs, reduction_factor=3
+            min_resource=1, max_resource=grid, reduction_factor=3
         )
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
@@ -69,7 +69,7 @@ def open_study(
                 sampler=make_sampler(
                     settings.sampler, settings.seed + seed_offset, parallel=parallel
                 ),
-                pruner=pruner or make_pruner(settings.pruner, settings.epoch_limit),
+                pruner=pruner or make_pruner(settings.pruner, settings.progress_grid),
                 directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
                 load_if_exists=True,
             )

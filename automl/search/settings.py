@@ -237,6 +237,13 @@ class SearchSettings:
         return self.max_epochs or FALLBACK_EPOCHS
 
     @property
+    def progress_grid(self) -> int:
+        """Steps of the grid trials report their progress on (``pruning.grid_steps``)."""
+        from automl.search.pruning import grid_steps
+
+        return grid_steps(self.epoch_limit)
+
+    @property
     def members(self) -> int:
         """How many trials the registered model averages: ``--ensemble``, or by default
         ``ENSEMBLE`` for one objective without ``--refit`` (an ensemble of the three best

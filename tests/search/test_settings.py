@@ -171,6 +171,9 @@ def test_max_epochs_follows_the_spaces_longest_schedule_unless_given(tmp_path):
     photos = SearchSettings(dataset="imagefolder:/photos")
     assert photos.space.name == "photos.yaml" and photos.max_epochs == 30
     assert SearchSettings(space=tmp_path / "missing.yaml").epoch_limit == 20  # check() says why
+    # Hyperband's rungs are steps 1, 3 and 9: a grid of fewer than 20 steps looks later.
+    assert SearchSettings(space=space).progress_grid == 20
+    assert photos.progress_grid == 30
 
 
 def test_one_objective_registers_an_ensemble_of_three_unless_refit_or_told():

@@ -37,9 +37,7 @@ def make_sampler(name: str, seed: int, *, parallel: bool = True) -> optuna.sampl
 
 def make_pruner(name: str, grid: int) -> optuna.pruners.BasePruner:
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=grid, reduction_factor=3
-        )
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=grid, reduction_factor=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     if name == "asha":

@@ -229,7 +229,10 @@ class SearchSettings:
         if Path(self.space) == DEFAULT_SPACE:  # no --space: the bundled one sized for the data
             object.__setattr__(self, "space", resolve_space(Path(self.sized_space)))
         if self.max_epochs is None:  # as long as the space's longest schedule
-            object.__setattr__(self, "max_epochs", _longest_schedule(Path(self.space)))
+            from automl.search.space import longest_schedule
+
+            longest = longest_schedule(Path(self.space))  # None: check() says why, or no limit
+            object.__setattr__(self, "max_epochs", longest or FALLBACK_EPOCHS)
 
     @property
     def epoch_limit(self) -> int:
@@ -403,17 +406,6 @@ class SearchSettings:
     def but(self, **changes: Any) -> SearchSettings:
         """A copy with some values changed (a job's own device, say)."""
         return replace(self, **changes)
-
-
-def _longest_schedule(space: Path) -> int:
-    """The most epochs ``space`` can draw for a trial (its baseline's included); a space
-    that cannot be read is ``check``'s to report, before anything runs."""
-    from automl.search.space import load_space
-
-    try:
-        return load_space(space).longest_schedule or FALLBACK_EPOCHS
-    except ConfigError:
-        return FALLBACK_EPOCHS
 
 
 def option_of(name: str) -> Option:

@@ -154,6 +154,15 @@ def load_space(path: str | Path) -> SearchSpace:
     return parse_space(text, source)
 
 
+def longest_schedule(path: Path) -> int | None:
+    """The most epochs a trial of the space at ``path`` trains; None when the space says
+    nothing or cannot be read (the settings' check reports that, before anything runs)."""
+    try:
+        return load_space(path).longest_schedule
+    except ConfigError:
+        return None
+
+
 def parse_space(text: str, source: str = "<space>") -> SearchSpace:
     try:
         data = yaml.safe_load(text)

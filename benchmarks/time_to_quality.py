@@ -222,7 +222,9 @@ def reference_search(seed: int, trials: int, folder: Path, space: str = "") -> d
 
 
 def first_time(curve: Curve, target: float) -> float | None:
-    return next((t for t, _, test in curve if test >= target), None)
+    """When the curve first reaches ``target``; automl's accuracies are float32, so the
+    same count of right test images can fall a hair below the reference's float64."""
+    return next((t for t, _, test in curve if test >= target - 1e-6), None)
 
 
 def child(which: str, seed: int, trials: int, space: str) -> None:

@@ -267,13 +267,15 @@ class Objective:
         stop_if_asked()  # a Ctrl-C whose own raise was lost stops the trial here
         step = self._report(trial, record, result, total)
         self.hooks.on_epoch_end(trial.number, result, total)
-        # Never pruned at its last epoch: a trial that ran its whole schedule is complete.
+        # Pruned in the first half of its schedule only; never at its last epoch.
         last = result.epoch >= total
-        with self.clock():
-            if self.multi:  # Optuna's pruners serve one objective: prune on the accuracy curve
-                prune = not last and pruning.should_prune(trial, step, result.val_acc)
-            else:
-                prune = not last and trial.should_prune()
+        prune = False
+        if not last and pruning.prunable(step, max(self.settings.progress_grid, total)):
+            with self.clock():
+                if self.multi:  # Optuna's pruners serve one objective: prune on the curve
+                    prune = pruning.should_prune(trial, step, result.val_acc)
+                else:
+                    prune = trial.should_prune()
         if prune:
             raise optuna.TrialPruned(
                 f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} fell behind"

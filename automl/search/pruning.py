@@ -13,8 +13,14 @@ Three rules, shared by every pruner:
   The grid has at least ``MIN_GRID`` steps: Hyperband's rungs sit at steps 1, 3 and 9, so
   a coarser grid would put its first look later in every schedule (on digits, a grid of
   16 instead of 20 trained 582 epochs instead of 449 for 100 trials).
-- **The last epoch is never pruned.** A trial that has run its whole schedule is complete;
-  its result and weights count.
+- **No pruning past half a schedule.** A trial past ``PRUNE_UNTIL`` of its schedule runs to
+  its end (and a trial that has run its whole schedule is complete: its result and weights
+  count). Stopping it there saves at most half its cost and throws away the rest, which
+  is by then the best guide to its final accuracy. On the 30-step grid of the ``photos``
+  space Hyperband's fourth rung sits at step 27: in a 15-minute CIFAR-10 search (seed 0)
+  it pruned three trials at 90-93 % of their schedules, 170 s of the 900, one of them the
+  fifth best trial of the search. On the 20-step grid Hyperband's rungs (1, 3, 9) all sit
+  in the first half, so the rule changes nothing there.
 - **A trial stuck at chance stops.** After ``CHANCE_EPOCHS`` epochs, a validation accuracy
   still within a tenth of the way from chance to perfect means the configuration cannot
   learn this data (a receptive field too small, a learning rate far off); no bracket of
@@ -41,6 +47,7 @@ CURVE = "curve"
 CHANCE_EPOCHS = 2
 MIN_GRID = 20  # steps of the progress grid, at least (see grid_steps)
 CHANCE_MARGIN = 0.1  # share of the way from chance to perfect accuracy a trial must pass
+PRUNE_UNTIL = 0.5  # share of a schedule after which no pruner stops a trial
 
 
 def grid_steps(max_epochs: int) -> int:
@@ -56,6 +63,12 @@ def progress_step(epoch: int, epochs: int, grid: int) -> int:
     """
     grid = max(grid, epochs)
     return -(-epoch * grid // epochs)
+
+
+def prunable(step: int, grid: int) -> bool:
+    """Whether a pruner may stop a trial at ``step`` of the ``grid``: in the first half
+    of its schedule only (never at its last epoch, which is always the grid's last step)."""
+    return step <= PRUNE_UNTIL * grid
 
 
 def chance_level(labels: np.ndarray, num_classes: int) -> float:

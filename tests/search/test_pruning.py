@@ -1,5 +1,5 @@
-"""When trials stop: progress on a share of each schedule, never at the last epoch, and
-not after a trial has shown it cannot leave chance."""
+"""When trials stop: progress on a share of each schedule, only in its first half (never
+at the last epoch), and not after a trial has shown it cannot leave chance."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ from tests.conftest import TINY_SPACE, search_settings
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial):
         return True
+
+
+class PruneLate(optuna.pruners.BasePruner):
+    """Prunes every trial that reports past half of the 20-step grid."""
+
+    def prune(self, study, trial):
+        return (trial.last_step or 0) > pruning.MIN_GRID // 2
 
 
 @pytest.mark.parametrize("epochs", [1, 3, 4, 7, 16, 20])
@@ -52,6 +59,25 @@ def test_a_pruner_cannot_stop_a_trial_at_its_last_epoch(tmp_path, epochs, state)
         assert sorted(trial.intermediate_values) == [grid if epochs == 1 else grid // 2]
     if state == TrialState.COMPLETE:  # its result and weights count: it is registered
         assert outcome.registration is not None
+
+
+def test_pruners_may_stop_a_trial_in_the_first_half_of_its_schedule_only():
+    assert pruning.prunable(10, 20)
+    assert not pruning.prunable(11, 20)
+    assert all(pruning.prunable(rung, 20) for rung in (1, 3, 9))  # Hyperband's, 20 steps
+    assert not pruning.prunable(27, 30)  # its fourth rung on the photos space's 30 steps
+
+
+@pytest.mark.slow
+def test_no_pruner_stops_a_trial_past_half_its_schedule(tmp_path):
+    space = TINY_SPACE.replace("epochs: 2", "epochs: 4")
+    settings = search_settings(  # pruner none: the chance rule stays out of this test
+        tmp_path, space, trials=1, study_name="late", max_epochs=4, pruner="none"
+    )
+    outcome = run_search(settings, pruner=PruneLate())
+    [trial] = outcome.study.trials
+    assert trial.state == TrialState.COMPLETE  # asked at steps 5 and 10; never at 15 or 20
+    assert sorted(trial.intermediate_values) == [5, 10, 15, 20]
 
 
 @pytest.mark.slow

@@ -175,10 +175,11 @@ def main() -> None:
         print(f"{name:<34} {row['test']:>7.4f} {row['val']:>7.4f} {row['wall']:>7.0f}")
     if len(rows) == 2:
         ref, ours = rows.values()
-        gap = (ref["test"] - ours["test"]) * 100
+        gap = (ours["test"] - ref["test"]) * 100
+        side = "ahead of" if gap >= 0 else "behind"
         print(
             f"goal: within 1 point of the hand-tuned CNN in under 900 s -> "
-            f"{gap:+.1f} points behind, {ours['wall']:.0f} s"
+            f"{abs(gap):.1f} points {side} it, {ours['wall']:.0f} s"
         )
 
 

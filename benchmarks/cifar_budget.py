@@ -74,7 +74,7 @@ def subset(root: Path, per_class: int, test_per_class: int, seed: int = 0) -> Pa
 def baseline_seconds(trials: list[FrozenTrial]) -> float:
     """Seconds trial 0 took: every search runs the space's baseline first, the same
     network on the same data, so it gauges how fast the machine was during that search
-    (on this 2-core machine it took 60 s in one search and 86 s in the next)."""
+    (on this 2-core machine it took 60 s in one search and 86 s in another)."""
     first = next((t for t in trials if t.number == 0), None)
     if first is None or first.datetime_start is None or first.datetime_complete is None:
         return float("nan")

@@ -35,9 +35,31 @@ def make_sampler(name: str, seed: int, *, parallel: bool = True) -> optuna.sampl
         )
 
 
+class SharedHyperband(optuna.pruners.BasePruner):
+    """Hyperband's brackets for pruning, every trial for the sampler.
+
+    Optuna hands a sampler only the trials of the current trial's bracket when the study's
+    pruner *is* a ``HyperbandPruner``, so TPE learns from a quarter of the study and
+    samples at random until that bracket alone holds its 10 startup trials. In a
+    15-minute CIFAR-10 search of 28 trials that left about 7 of them model-based. Which
+    configurations are good does not depend on the bracket a trial was hashed to, and TPE
+    already ranks pruned trials by how far they got, so the sampler sees them all; the
+    brackets still decide, each on its own trials, whom to stop. Delegating instead of
+    subclassing is what keeps the sampler's view whole.
+    """
+
+    def __init__(self, grid: int) -> None:
+        self._hyperband = optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=grid, reduction_factor=3
+        )
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self._hyperband.prune(study, trial)
+
+
 def make_pruner(name: str, grid: int) -> optuna.pruners.BasePruner:
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=grid, reduction_factor=3)
+        return SharedHyperband(grid)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     if name == "asha":

@@ -65,3 +65,35 @@ def test_every_pruner_runs_and_only_none_never_prunes(pruner):
         assert not pruned
     else:
         assert pruned
+
+
+class Watching(optuna.samplers.RandomSampler):
+    """Random sampling that notes how many trials the study it is handed holds."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.seen: list[int] = []
+
+    def sample_independent(self, study, trial, name, distribution):
+        if name == "arch.stages":
+            self.seen.append(len(study.get_trials(deepcopy=False)))
+        return super().sample_independent(study, trial, name, distribution)
+
+
+def test_hyperband_prunes_by_bracket_but_the_sampler_sees_every_trial():
+    space = load_space(DEFAULT_SPACE)
+    runs = {}
+    for name, pruner in [
+        ("plain", optuna.pruners.HyperbandPruner(min_resource=1, max_resource=6)),
+        ("ours", make_pruner("hyperband", 6)),
+    ]:
+        sampler = Watching()
+        study = optuna.create_study(
+            study_name="brackets", direction="maximize", sampler=sampler, pruner=pruner
+        )
+        study.optimize(objective(space), n_trials=24)
+        runs[name] = ([t.state for t in study.trials], sampler.seen)
+    assert optuna.trial.TrialState.PRUNED in runs["ours"][0]
+    assert runs["ours"][0] == runs["plain"][0]  # the same trials pruned, bracket by bracket
+    assert runs["ours"][1] == list(range(1, 25))  # every trial so far, its own included
+    assert runs["plain"][1] != runs["ours"][1]  # Optuna's own shows a bracket's trials only

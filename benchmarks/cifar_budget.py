@@ -5,13 +5,14 @@ a stratified subset (``--per-class`` training images a class, ``--test-per-class
 images a class; 0 keeps all), and runs, under the same ``--timeout`` budget and seed, the
 default search (TPE + Hyperband), TPE without pruning, and random search with median
 pruning (and, when ``--configs`` names it, TPE with ASHA: one successive-halving bracket
-instead of Hyperband's four on a 30-step grid). Prints test accuracy of the registered
-model, epochs, complete/pruned counts, wall time and the baseline trial's seconds (a
-gauge of the machine's speed during that search) for each, per seed and on average.
-Asserts nothing.
+instead of Hyperband's four on a 30-step grid, or TPE with median pruning across the
+whole study). Prints test accuracy of the registered model, epochs, complete/pruned
+counts, wall time and the baseline trial's seconds (a gauge of the machine's speed during
+that search) for each, per seed and on average; ``--trials`` adds a line per trial (where
+the budget went). Asserts nothing.
 
     python benchmarks/cifar_budget.py [--budget 900] [--seeds 0 1] [--per-class 500]
-        [--test-per-class 0] [--space NAME] [--device auto] [--scratch DIR]
+        [--test-per-class 0] [--space NAME] [--device auto] [--scratch DIR] [--trials]
 
 Without ``--space`` every search gets the space ``automl search`` would choose for the
 folder (``photos``).
@@ -30,6 +31,7 @@ import numpy as np
 from optuna.trial import FrozenTrial
 
 from automl.search.options import resolve_space
+from automl.search.pruning import epochs_run
 from automl.search.runner import run_search
 from automl.search.settings import SearchSettings
 
@@ -40,6 +42,7 @@ CONFIGS = {
     "tpe, no pruning": {"sampler": "tpe", "pruner": "none"},
     "random + median": {"sampler": "random", "pruner": "median"},
     "tpe + asha": {"sampler": "tpe", "pruner": "asha"},
+    "tpe + median": {"sampler": "tpe", "pruner": "median"},
 }
 
 
@@ -81,6 +84,21 @@ def baseline_seconds(trials: list[FrozenTrial]) -> float:
     return (first.datetime_complete - first.datetime_start).total_seconds()
 
 
+def trial_lines(trials: list[FrozenTrial]) -> list[str]:
+    """One line a trial: where the budget went (state, epochs of its schedule, seconds,
+    best validation accuracy)."""
+    lines = []
+    for t in sorted(trials, key=lambda t: t.number):
+        end = t.datetime_complete
+        seconds = (end - t.datetime_start).total_seconds() if end and t.datetime_start else 0.0
+        value = t.value if t.value is not None else max(t.intermediate_values.values(), default=0)
+        lines.append(
+            f"    trial {t.number:>3} {t.state.name:<8} epochs {epochs_run(t):>2}/"
+            f"{t.params.get('train.epochs', '?'):<2} {seconds:6.1f} s  val {value:.4f}"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=900.0, help="seconds per search")
@@ -93,6 +111,7 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/automl-cifar"))
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS)[:3], choices=list(CONFIGS))
+    parser.add_argument("--trials", action="store_true", help="print a line per trial too")
     args = parser.parse_args()
     folder = subset(unpack(args.scratch, args.archive), args.per_class, args.test_per_class)
     chosen = {"space": resolve_space(Path(args.space))} if args.space else {}
@@ -138,6 +157,8 @@ def main() -> None:
                 f"{row[4]:>6} {row[5]:>7.0f} {baseline_seconds(outcome.trials_run):>7.1f}",
                 flush=True,
             )
+            if args.trials:
+                print("\n".join(trial_lines(outcome.trials_run)), flush=True)
     print("\nmeans over seeds")
     for name, found in rows.items():
         test, val, epochs, done, pruned, wall = (

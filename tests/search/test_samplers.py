@@ -97,3 +97,34 @@ def test_hyperband_prunes_by_bracket_but_the_sampler_sees_every_trial():
     assert runs["ours"][0] == runs["plain"][0]  # the same trials pruned, bracket by bracket
     assert runs["ours"][1] == list(range(1, 25))  # every trial so far, its own included
     assert runs["plain"][1] != runs["ours"][1]  # Optuna's own shows a bracket's trials only
+
+
+def hopeless_trials_left_running(pruner: optuna.pruners.BasePruner, grid: int = 30) -> int:
+    """Trials far behind every other that no bracket stopped in the prunable half."""
+    study = optuna.create_study(study_name="halves", direction="maximize", pruner=pruner)
+    for _ in range(30):  # every bracket gets good trials through all its rungs
+        trial = study.ask()
+        for step in range(1, grid + 1):
+            trial.report(0.9, step)
+            trial.should_prune()
+        study.tell(trial, 0.9)
+    running = 0
+    for _ in range(30):
+        trial = study.ask()
+        for step in range(1, grid // 2 + 1):
+            trial.report(0.1, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            running += 1
+            study.tell(trial, 0.1)
+    return running
+
+
+def test_every_hyperband_bracket_prunes_within_the_first_half_of_a_schedule():
+    # Optuna's own on the whole 30-step grid has a fourth bracket whose one rung (27)
+    # lies past the half in which a trial may be pruned: its hopeless trials run whole.
+    whole = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=30, reduction_factor=3)
+    assert hopeless_trials_left_running(whole) > 0
+    assert hopeless_trials_left_running(make_pruner("hyperband", 30)) == 0

@@ -5,7 +5,7 @@ a stratified subset (``--per-class`` training images a class, ``--test-per-class
 images a class; 0 keeps all), and runs, under the same ``--timeout`` budget and seed, the
 default search (TPE + Hyperband), TPE without pruning, and random search with median
 pruning (and, when ``--configs`` names it, TPE with ASHA: one successive-halving bracket
-instead of Hyperband's four on a 30-step grid, or TPE with median pruning across the
+instead of Hyperband's three on a 30-step grid, or TPE with median pruning across the
 whole study). Prints test accuracy of the registered model, epochs, complete/pruned
 counts, wall time and the baseline trial's seconds (a gauge of the machine's speed during
 that search) for each, per seed and on average; ``--trials`` adds a line per trial (where

@@ -59,9 +59,8 @@ class SharedHyperband(optuna.pruners.BasePruner):
     """
 
     def __init__(self, grid: int) -> None:
-        self.max_resource = max(1, int(PRUNE_UNTIL * grid))
         self._hyperband = optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=self.max_resource, reduction_factor=3
+            min_resource=1, max_resource=max(1, int(PRUNE_UNTIL * grid)), reduction_factor=3
         )
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:

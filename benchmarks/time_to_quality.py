@@ -78,11 +78,12 @@ def default_search(seed: int, trials: int, folder: Path, space: str) -> dict[str
 
 def registered_curve(outcome: Any, count: int, start: float) -> Curve:
     """After each trial, the model the search would register if it stopped then: the best
-    trial, or the ensemble of the best ``count`` so far, tested outside the search's
-    clock from the weights the search kept."""
+    trial, or the ensemble of the best ``count`` so far (mirrored at test time where the
+    validation split says so), tested outside the search's clock from the weights the
+    search kept."""
     from automl.search.conclude import trial_config
     from automl.training.calibration import calibrate
-    from automl.training.ensemble import Ensemble
+    from automl.training.ensemble import Ensemble, mirror_if_better
     from automl.training.loop import Normalizer, evaluate
     from automl.training.recipe import build_network
 
@@ -114,6 +115,7 @@ def registered_curve(outcome: Any, count: int, start: float) -> Curve:
         except Exception:  # weights that cannot be read: no point on the curve
             continue
         chosen_before = [t.number for t in members]
+        model = mirror_if_better(model, data)[0]  # as the registration decides it
         _, test_acc = evaluate(model.eval(), data.test, norm, torch.device("cpu"))
         seconds = trial.datetime_complete.timestamp() - start
         curve.append((seconds, float(members[0].values[0]), test_acc))

@@ -19,7 +19,7 @@ from automl.search.pruning import epochs_run
 from automl.tracking import Registry, Tracker, figure, load_image_model
 from automl.training.calibration import calibrate
 from automl.training.config import TrialConfig
-from automl.training.ensemble import Ensemble
+from automl.training.ensemble import Ensemble, Mirrored, mirror_if_better
 from automl.training.loop import Normalizer, evaluate
 from automl.training.recipe import build_network, fit_config, seeded_network, trial_seed
 
@@ -99,6 +99,7 @@ def register_best(
     dataset_options: dict[str, Any] | None = None,
     refit: bool = False,
     ensemble: int = 1,
+    mirror: bool = False,
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> list[Registration]:
     """Register the best trial, or the Pareto front's trials (most accurate first) when the
@@ -107,7 +108,9 @@ def register_best(
     ``dataset_options``: how the data was loaded (image size, group level), recorded so
     promotion and evaluation reload exactly the same test split. ``refit``: register the
     winning configuration retrained on train + validation (see ``_refit``). ``ensemble``:
-    register the K best complete trials as one model (see ``_ensemble``).
+    register the K best complete trials as one model (see ``_ensemble``). ``mirror``:
+    average each image with its mirror image when that answers more validation images
+    right (``training.ensemble.mirror_if_better``; one objective only: it doubles latency).
     """
     multi = len(study.directions) > 1
     if multi:
@@ -134,6 +137,7 @@ def register_best(
             dataset_options=dataset_options or {},
             refit=refit,
             members=members,
+            mirror=mirror and not multi,
             on_stage=on_stage,
         )
         for trial in trials
@@ -157,6 +161,7 @@ def _register_trial(
     dataset_options: dict[str, Any],
     refit: bool,
     members: list[optuna.trial.FrozenTrial],
+    mirror: bool,
     on_stage: Callable[[str], None],
 ) -> Registration:
     model, note = trained_model(trial, data, tracker, device)
@@ -189,11 +194,7 @@ def _register_trial(
         "trial_run_id": trial_run,
         "dataset_options": json.dumps(dataset_options),
     }
-    if len(study.directions) > 1:
-        names = study.metric_names or [f"objective{i}" for i in range(len(trial.values))]
-        values = (round(float(v), 4) for v in trial.values)
-        tags["objectives"] = json.dumps(dict(zip(names, values, strict=True)))
-        tags["pareto"] = "true"
+    tags.update(_objective_tags(study, trial))
     if "weights" in trial.user_attrs:  # a fine-tuned backbone: which weights it started from
         tags["weights"] = str(trial.user_attrs["weights"])
         preprocess["weights"] = tags["weights"]
@@ -201,7 +202,9 @@ def _register_trial(
     temperature = None
     if refit:
         on_stage(f"refitting trial {trial.number} on train + validation")
-        model, temperature, test_acc, change = _refit(trial, model, data, device, test_acc)
+        model, temperature, test_acc, change = _refit(
+            trial, model, data, device, test_acc, mirror=mirror
+        )
         tags.update(change)
         tags["test_acc"] = figure(test_acc)
         said = f"refit: test_acc {change['test_acc_search']}"
@@ -214,6 +217,11 @@ def _register_trial(
         tags.update(ensemble=identity["ensemble"], test_acc_single=tags["test_acc"])
         tags.update(test_acc=figure(test_acc), val_acc=figure(val_acc))
         ensembled = {"members": tuple(t.number for t in members), "test_acc_single": single}
+    if mirror and not refit:  # a refit model has trained on validation: _refit decided
+        on_stage("trying each validation image with its mirror image")
+        model, test_acc, val_acc, note = _mirror(
+            model, data, tags=tags, test_acc=test_acc, val_acc=val_acc, note=note
+        )
     with tracker.timed():
         # The trial's run is the source run: its page lists the registered version, and
         # the version's page names the trial. The parent stands in for a trial without one.
@@ -236,23 +244,73 @@ def _refit(
     data: ImageData,
     device: torch.device,
     searched_test_acc: float,
+    *,
+    mirror: bool = False,
 ) -> tuple[torch.nn.Module, float, float, dict[str, str]]:
     """The winning configuration retrained on train + validation for the epochs it used.
 
     The validation split has made its choices (configuration, epochs, and the temperature,
     fitted here on the search's own model, since the refit model trains on that split);
-    after that, its images are worth more as training data. Returns the model, the
+    after that, its images are worth more as training data. ``mirror``: whether to mirror
+    at test time is decided there too, on the search's model. Returns the model, the
     temperature, its test accuracy and the tags that record the refit.
     """
+    chosen: dict[str, str] = {}
+    if mirror:
+        searched, plain, both = mirror_if_better(searched, data)
+        chosen = _mirror_tags(plain, both)
     _, figures = calibrate(searched, data)
     model = retrained(trial, data.with_validation_in_training(), device).eval()
+    if isinstance(searched, Mirrored):
+        model = Mirrored(model).eval()
     _, test_acc = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
     tags = {
         "refit": "train+val",
         "refit_epochs": str(trial_epochs(trial)),
         "test_acc_search": f"{searched_test_acc:.4f}",
+        **chosen,
     }
     return model, figures.get("temperature", 1.0), test_acc, tags
+
+
+def _objective_tags(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+    """A Pareto front's trial: its figure on every objective (none for one objective)."""
+    if len(study.directions) == 1:
+        return {}
+    names = study.metric_names or [f"objective{i}" for i in range(len(trial.values))]
+    values = (round(float(v), 4) for v in trial.values)
+    return {"objectives": json.dumps(dict(zip(names, values, strict=True))), "pareto": "true"}
+
+
+def _mirror(
+    model: torch.nn.Module,
+    data: ImageData,
+    *,
+    tags: dict[str, str],
+    test_acc: float,
+    val_acc: float,
+    note: str,
+) -> tuple[torch.nn.Module, float, float, str]:
+    """The model, mirrored at test time if the validation split says so, with its test and
+    validation accuracy and note; ``tags`` get what was measured."""
+    model, plain, both = mirror_if_better(model, data)
+    tags.update(_mirror_tags(plain, both))
+    if not isinstance(model, Mirrored):
+        return model, test_acc, val_acc, note
+    _, mirrored = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
+    tags.update(test_acc=figure(mirrored), val_acc=figure(both))
+    tags["test_acc_unmirrored"] = figure(test_acc)
+    said = f"mirrored: test_acc {test_acc:.4f} -> {mirrored:.4f}"
+    return model, mirrored, both, "; ".join(filter(None, [note, said]))
+
+
+def _mirror_tags(plain: float, both: float) -> dict[str, str]:
+    """What the validation split said of test-time mirroring, for the version's tags."""
+    return {
+        "tta": "mirror" if both > plain else "none",
+        "val_acc_unmirrored": figure(plain),
+        "val_acc_mirrored": figure(both),
+    }
 
 
 def _ensemble(

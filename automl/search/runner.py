@@ -298,6 +298,7 @@ def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
             },
             refit=session.settings.refit,
             ensemble=session.settings.members,
+            mirror=session.settings.tta,
             on_stage=hooks.on_stage,
         )
         outcome.registration, outcome.pareto = registrations[0], registrations

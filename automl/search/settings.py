@@ -152,6 +152,10 @@ class SearchSettings:
         check=at_least(1, 20),
         metavar="K",
     )
+    tta: bool = option(
+        True, "Average each image's answer with its mirror image's when that gets more "
+        "validation images right (photos; not digits).", "run",
+    )  # fmt: skip
     objectives: tuple[str, ...] = option(
         ("accuracy",),
         "accuracy, or accuracy plus any of latency, params, robust_accuracy "
@@ -164,17 +168,13 @@ class SearchSettings:
         show_default="accuracy",
     )
     max_params: int | None = option(
-        None,
-        "Reject networks with more parameters, before training.",
-        "study",
+        None, "Reject networks with more parameters, before training.", "study",
         check=at_least(1, 10**12),
-    )
+    )  # fmt: skip
     max_latency_ms: float | None = option(
-        None,
-        "Reject networks slower than this per image, before training.",
-        "study",
+        None, "Reject networks slower than this per image, before training.", "study",
         check=positive,
-    )
+    )  # fmt: skip
     jobs: int = option(
         1,
         "Trials run in parallel, one process each; auto: one per GPU, else one "

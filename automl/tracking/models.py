@@ -166,11 +166,14 @@ class ImageModel:
         return float((predicted == np.asarray(names, dtype=str)).mean())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The network's parameters and buffers under their original names; of an
-        ensemble, its first member's: the best trial, whose params the version carries."""
+        """The network's parameters and buffers under their original names (inside the
+        calibrating and mirroring wrappers); of an ensemble, its first member's: the best
+        trial, whose params the version carries."""
         program = torch.export.load(str(self.network_file()))
         state = {**program.state_dict, **program.constants}
         if "temperature" in state:  # a calibrated network: the weights are the wrapped one's
+            state = _inside(state, "network.")
+        if "mirrored" in state:  # mirrored at test time: the same network, seen twice
             state = _inside(state, "network.")
         if any(k.startswith(ENSEMBLE_FIRST) for k in state):  # an ensemble: its best member
             state = _inside(state, ENSEMBLE_FIRST)

@@ -88,6 +88,39 @@ def test_an_ensemble_of_the_best_trials_registers_and_exports_like_any_model(sea
     assert exported.max_abs_diff <= 1e-4  # one program
 
 
+def test_mirroring_is_decided_on_validation_and_a_mirrored_model_serves_and_exports(searched):
+    """Whatever the validation split says of digits, a mirrored network publishes, serves
+    as evaluated, keeps its trial's weights under their names and exports as one program."""
+    from automl.release.export import export_model
+    from automl.release.publish import publish
+    from automl.search.conclude import trained_model
+    from automl.training.ensemble import Mirrored
+    from automl.training.loop import Normalizer, evaluate
+
+    _, outcome = searched
+    reg, version = register(outcome, "fit-mirror", mirror=True)
+    plain, both = (float(version.tags[f"val_acc_{kind}"]) for kind in ("unmirrored", "mirrored"))
+    assert version.tags["tta"] == ("mirror" if both > plain else "none")
+    assert reg.reloaded_test_acc == pytest.approx(reg.test_acc)
+    trial = outcome.study.trials[reg.trial_number]
+    data, uri = outcome.data, outcome.settings.tracking_uri
+    network = Mirrored(trained_model(trial, data, outcome.tracker, CPU)[0]).eval()
+    number, reloaded = publish(
+        network, data, dict(trial.params), registry=Registry(uri),
+        run_id=trial.user_attrs["mlflow_run_id"], model_name="fit-mirrored", tags={},
+    )  # fmt: skip
+    _, test_acc = evaluate(network, data.test, Normalizer(data.mean, data.std), CPU)
+    assert reloaded == pytest.approx(test_acc, abs=1e-6)  # the exported network mirrors
+    model = load_image_model(f"models:/fit-mirrored/{number}", uri)
+    served, logged = (
+        model.state_dict(),
+        outcome.tracker.load_weights(trial.user_attrs["mlflow_run_id"]),
+    )
+    assert set(served) == set(logged) and all(torch.equal(served[k], logged[k]) for k in logged)
+    exported = export_model(model, "onnx", outcome.settings.space.parent / "mirrored.onnx")
+    assert exported.max_abs_diff <= 1e-4
+
+
 def test_ensemble_is_refused_with_refit_before_anything_runs(tmp_path):
     from automl.errors import ConfigError
 

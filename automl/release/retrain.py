@@ -24,11 +24,19 @@ from automl.data.adapt import class_change, in_class_order, load_like
 from automl.errors import AutomlError, ConfigError
 from automl.release.promote import score
 from automl.release.publish import preprocessing, publish
-from automl.tracking import Registry, Tracker, VersionInfo, figure, load_image_model
+from automl.tracking import (
+    Registry,
+    Tracker,
+    VersionInfo,
+    figure,
+    load_image_model,
+    mirror_tags,
+)
 from automl.tracking.models import ImageModel
 from automl.tracking.runs import TrialRun
 from automl.training.config import TrialConfig
 from automl.training.device import resolve_device
+from automl.training.ensemble import mirror_if_better
 from automl.training.loop import EpochResult, Normalizer, evaluate
 from automl.training.networks import replace_head
 from automl.training.recipe import build_network, fit_config
@@ -256,8 +264,10 @@ def _register(
     alias: str,
     history: list[EpochResult],
 ) -> int:
-    """A new version of the parent's model, holding ``alias``, tagged with its lineage."""
-    data, model = job.data, job.model.cpu().eval()
+    """A new version of the parent's model, holding ``alias``, tagged with its lineage;
+    mirrored at test time where the new validation split says so, as a search decides."""
+    data = job.data
+    model, plain, both = mirror_if_better(job.model.cpu().eval(), data)
     _, test_acc = evaluate(model, data.test, job.norm, torch.device("cpu"))
     folder = (data.spec or "").startswith(FOLDER_PREFIX)
     tags = {
@@ -276,6 +286,7 @@ def _register(
         "val_acc": figure(history[-1].val_acc),
         "test_acc": figure(test_acc),
         "retrain_run_id": run_id,
+        **(mirror_tags(plain, both) if len(data.val) else {}),
     }
     version, _ = publish(
         model, data, job.params, registry=registry, run_id=run_id,

@@ -16,7 +16,7 @@ import torch
 from automl.data import ImageData
 from automl.release.publish import preprocessing, publish
 from automl.search.pruning import epochs_run
-from automl.tracking import Registry, Tracker, figure, load_image_model
+from automl.tracking import Registry, Tracker, figure, load_image_model, mirror_tags
 from automl.training.calibration import calibrate
 from automl.training.config import TrialConfig
 from automl.training.ensemble import Ensemble, Mirrored, mirror_if_better
@@ -258,7 +258,7 @@ def _refit(
     chosen: dict[str, str] = {}
     if mirror:
         searched, plain, both = mirror_if_better(searched, data)
-        chosen = _mirror_tags(plain, both)
+        chosen = mirror_tags(plain, both)
     _, figures = calibrate(searched, data)
     model = retrained(trial, data.with_validation_in_training(), device).eval()
     if isinstance(searched, Mirrored):
@@ -294,7 +294,7 @@ def _mirror(
     """The model, mirrored at test time if the validation split says so, with its test and
     validation accuracy and note; ``tags`` get what was measured."""
     model, plain, both = mirror_if_better(model, data)
-    tags.update(_mirror_tags(plain, both))
+    tags.update(mirror_tags(plain, both) if len(data.val) else {})
     if not isinstance(model, Mirrored):
         return model, test_acc, val_acc, note
     _, mirrored = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
@@ -302,15 +302,6 @@ def _mirror(
     tags["test_acc_unmirrored"] = figure(test_acc)
     said = f"mirrored: test_acc {test_acc:.4f} -> {mirrored:.4f}"
     return model, mirrored, both, "; ".join(filter(None, [note, said]))
-
-
-def _mirror_tags(plain: float, both: float) -> dict[str, str]:
-    """What the validation split said of test-time mirroring, for the version's tags."""
-    return {
-        "tta": "mirror" if both > plain else "none",
-        "val_acc_unmirrored": figure(plain),
-        "val_acc_mirrored": figure(both),
-    }
 
 
 def _ensemble(

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     )
     from automl.tracking.outcome import ended_tags
     from automl.tracking.recorder import TrialRecorder
-    from automl.tracking.registry import Registry, figure
+    from automl.tracking.registry import Registry, figure, mirror_tags
     from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
 
 _WHERE = {
@@ -41,6 +41,7 @@ _WHERE = {
     "Registry": "registry",
     "VersionInfo": "listing",
     "figure": "registry",
+    "mirror_tags": "registry",
     "TRACKING_ERRORS": "calls",
     "RunCheckpoints": "checkpoints",
     "Tracker": "runs",
@@ -63,6 +64,7 @@ __all__ = [
     "figure",
     "load_image_model",
     "log_image_model",
+    "mirror_tags",
     "store_errors_in",
 ]
 

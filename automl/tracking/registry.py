@@ -165,6 +165,16 @@ def figure(value: float | None) -> str:
     return "none" if value is None else f"{value:.4f}"
 
 
+def mirror_tags(plain: float, both: float) -> dict[str, str]:
+    """What the validation split said of test-time mirroring (``training.ensemble``), as
+    a version's tags: whether it was taken and the accuracies it was decided on."""
+    return {
+        "tta": "mirror" if both > plain else "none",
+        "val_acc_unmirrored": figure(plain),
+        "val_acc_mirrored": figure(both),
+    }
+
+
 def _quote(name: str) -> str:
     return name.replace("'", "\\'")
 

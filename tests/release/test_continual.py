@@ -194,6 +194,8 @@ def test_retrain_on_new_data_records_lineage_and_compares_both_splits(cli, lab):
     assert tags["parent_dataset"] == "digits"
     assert tags["dataset"] == "imagefolder:" + str(Path(lab["all"][12:]).resolve())
     assert tags["retrain.start"] == "weights"
+    plain, both = (float(tags[f"val_acc_{kind}"]) for kind in ("unmirrored", "mirrored"))
+    assert tags["tta"] == ("mirror" if both > plain else "none")  # decided on the new split
     assert "params" not in tags  # the same configuration travels in the model instead
     params = load_image_model(champion.uri, lab["uri"]).preprocess["params"]
     assert load_image_model(f"models:/{NAME}/{new}", lab["uri"]).preprocess["params"] == params

@@ -36,7 +36,7 @@ from automl.tracking.models import ImageModel
 from automl.tracking.runs import TrialRun
 from automl.training.config import TrialConfig
 from automl.training.device import resolve_device
-from automl.training.ensemble import mirror_if_better
+from automl.training.ensemble import Mirrored, mirror_if_better
 from automl.training.loop import EpochResult, Normalizer, evaluate
 from automl.training.networks import replace_head
 from automl.training.recipe import build_network, fit_config
@@ -286,7 +286,7 @@ def _register(
         "val_acc": figure(history[-1].val_acc),
         "test_acc": figure(test_acc),
         "retrain_run_id": run_id,
-        **(mirror_tags(plain, both) if len(data.val) else {}),
+        **mirror_tags(isinstance(model, Mirrored), plain, both),
     }
     version, _ = publish(
         model, data, job.params, registry=registry, run_id=run_id,

@@ -258,7 +258,7 @@ def _refit(
     chosen: dict[str, str] = {}
     if mirror:
         searched, plain, both = mirror_if_better(searched, data)
-        chosen = mirror_tags(plain, both)
+        chosen = mirror_tags(isinstance(searched, Mirrored), plain, both)
     _, figures = calibrate(searched, data)
     model = retrained(trial, data.with_validation_in_training(), device).eval()
     if isinstance(searched, Mirrored):
@@ -294,7 +294,7 @@ def _mirror(
     """The model, mirrored at test time if the validation split says so, with its test and
     validation accuracy and note; ``tags`` get what was measured."""
     model, plain, both = mirror_if_better(model, data)
-    tags.update(mirror_tags(plain, both) if len(data.val) else {})
+    tags.update(mirror_tags(isinstance(model, Mirrored), plain, both))
     if not isinstance(model, Mirrored):
         return model, test_acc, val_acc, note
     _, mirrored = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)

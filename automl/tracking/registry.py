@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 import tempfile
 import time
@@ -165,11 +166,14 @@ def figure(value: float | None) -> str:
     return "none" if value is None else f"{value:.4f}"
 
 
-def mirror_tags(plain: float, both: float) -> dict[str, str]:
+def mirror_tags(mirrored: bool, plain: float, both: float) -> dict[str, str]:
     """What the validation split said of test-time mirroring (``training.ensemble``), as
-    a version's tags: whether it was taken and the accuracies it was decided on."""
+    a version's tags: whether it was taken and the accuracies it was decided on; none
+    when there was no validation split to decide on (the figures are NaN)."""
+    if math.isnan(plain):
+        return {}
     return {
-        "tta": "mirror" if both > plain else "none",
+        "tta": "mirror" if mirrored else "none",
         "val_acc_unmirrored": figure(plain),
         "val_acc_mirrored": figure(both),
     }

@@ -17,6 +17,8 @@ from automl.tracking import Registry, load_image_model, log_image_model
 from automl.tracking.models import describe_io
 from automl.training.calibration import calibrate
 
+CPU = torch.device("cpu")
+
 
 def preprocessing(data: ImageData) -> dict[str, Any]:
     """What travels with a registered model so prediction repeats training's preprocessing."""
@@ -44,6 +46,7 @@ def publish(
     tags: dict[str, str],
     preprocess: dict[str, Any] | None = None,
     temperature: float | None = None,
+    device: torch.device = CPU,
 ) -> tuple[int, float]:
     """Log ``model`` under ``run_id`` (the run that trained it, so the version's source run
     is that run) as a self-contained model and register it as a new version of
@@ -58,7 +61,8 @@ def publish(
     network), so the exact configuration can be rebuilt later (retraining) without the
     study that found it; the version's tags stay short.
     """
-    model, calibration = calibrate(model, data, temperature)  # kept inside the model
+    # The temperature is kept inside the model; ``device`` computes its figures.
+    model, calibration = calibrate(model, data, temperature, device=device)
     preprocess = {**(preprocess or preprocessing(data)), "params": params}
     tags = {**tags, **{name: f"{value:.4f}" for name, value in calibration.items()}}
     model_uri = log_image_model(

@@ -37,7 +37,7 @@ from automl.tracking.runs import TrialRun
 from automl.training.config import TrialConfig
 from automl.training.device import resolve_device
 from automl.training.ensemble import Mirrored, mirror_if_better
-from automl.training.loop import EpochResult, Normalizer, evaluate
+from automl.training.loop import EpochResult, Normalizer, evaluate, measure
 from automl.training.networks import replace_head
 from automl.training.recipe import build_network, fit_config
 
@@ -267,8 +267,8 @@ def _register(
     """A new version of the parent's model, holding ``alias``, tagged with its lineage;
     mirrored at test time where the new validation split says so, as a search decides."""
     data = job.data
-    model, plain, both = mirror_if_better(job.model.cpu().eval(), data)
-    _, test_acc = evaluate(model, data.test, job.norm, torch.device("cpu"))
+    model, plain, both = mirror_if_better(job.model.cpu().eval(), data, job.device)
+    _, test_acc = measure(model, data.test, job.norm, job.device)
     folder = (data.spec or "").startswith(FOLDER_PREFIX)
     tags = {
         **job.lineage,
@@ -290,7 +290,7 @@ def _register(
     }
     version, _ = publish(
         model, data, job.params, registry=registry, run_id=run_id,
-        model_name=job.source.name, tags=tags, preprocess=preprocessing(data),
+        model_name=job.source.name, tags=tags, preprocess=preprocessing(data), device=job.device,
     )  # fmt: skip
     registry.set_alias(job.source.name, alias, version)
     return version

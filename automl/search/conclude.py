@@ -20,7 +20,7 @@ from automl.tracking import Registry, Tracker, figure, load_image_model, mirror_
 from automl.training.calibration import calibrate
 from automl.training.config import TrialConfig
 from automl.training.ensemble import Ensemble, Mirrored, mirror_if_better
-from automl.training.loop import Normalizer, evaluate
+from automl.training.loop import Normalizer, measure
 from automl.training.recipe import build_network, fit_config, seeded_network, trial_seed
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def _register_trial(
 ) -> Registration:
     model, note = trained_model(trial, data, tracker, device)
     model = model.to(CPU).eval()
-    _, test_acc = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
+    _, test_acc = measure(model, data.test, Normalizer(data.mean, data.std), device)
     val_acc = float(trial.values[0])
     trial_run = str(trial.user_attrs.get("mlflow_run_id") or "")
     if trial_run and tracker.experiment_of(trial_run) is None:  # its run was deleted
@@ -220,7 +220,7 @@ def _register_trial(
     if mirror and not refit:  # a refit model has trained on validation: _refit decided
         on_stage("trying each validation image with its mirror image")
         model, test_acc, val_acc, note = _mirror(
-            model, data, tags=tags, test_acc=test_acc, val_acc=val_acc, note=note
+            model, data, device, tags=tags, test_acc=test_acc, val_acc=val_acc, note=note
         )
     with tracker.timed():
         # The trial's run is the source run: its page lists the registered version, and
@@ -228,6 +228,7 @@ def _register_trial(
         version, reloaded = publish(
             model, data, params, registry=registry, run_id=trial_run or parent_run_id,
             model_name=model_name, tags=tags, preprocess=preprocess, temperature=temperature,
+            device=device,
         )  # fmt: skip
     if trial_run:
         tracker.set_run_tags(trial_run, {"registered_model": f"{model_name}/{version}"})
@@ -257,13 +258,13 @@ def _refit(
     """
     chosen: dict[str, str] = {}
     if mirror:
-        searched, plain, both = mirror_if_better(searched, data)
+        searched, plain, both = mirror_if_better(searched, data, device)
         chosen = mirror_tags(isinstance(searched, Mirrored), plain, both)
-    _, figures = calibrate(searched, data)
+    _, figures = calibrate(searched, data, device=device)
     model = retrained(trial, data.with_validation_in_training(), device).eval()
     if isinstance(searched, Mirrored):
         model = Mirrored(model).eval()
-    _, test_acc = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
+    _, test_acc = measure(model, data.test, Normalizer(data.mean, data.std), device)
     tags = {
         "refit": "train+val",
         "refit_epochs": str(trial_epochs(trial)),
@@ -285,6 +286,7 @@ def _objective_tags(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dic
 def _mirror(
     model: torch.nn.Module,
     data: ImageData,
+    device: torch.device,
     *,
     tags: dict[str, str],
     test_acc: float,
@@ -293,11 +295,11 @@ def _mirror(
 ) -> tuple[torch.nn.Module, float, float, str]:
     """The model, mirrored at test time if the validation split says so, with its test and
     validation accuracy and note; ``tags`` get what was measured."""
-    model, plain, both = mirror_if_better(model, data)
+    model, plain, both = mirror_if_better(model, data, device)
     tags.update(mirror_tags(isinstance(model, Mirrored), plain, both))
     if not isinstance(model, Mirrored):
         return model, test_acc, val_acc, note
-    _, mirrored = evaluate(model, data.test, Normalizer(data.mean, data.std), CPU)
+    _, mirrored = measure(model, data.test, Normalizer(data.mean, data.std), device)
     tags.update(test_acc=figure(mirrored), val_acc=figure(both))
     tags["test_acc_unmirrored"] = figure(test_acc)
     said = f"mirrored: test_acc {test_acc:.4f} -> {mirrored:.4f}"
@@ -315,10 +317,10 @@ def _ensemble(
     each calibrated on the validation split, averaged; with its test and validation
     accuracy. The ensemble is calibrated once more as a whole when it is published."""
     networks = [best, *(trained_model(t, data, tracker, device)[0] for t in others)]
-    model = Ensemble([calibrate(network, data)[0] for network in networks]).eval()
+    model = Ensemble([calibrate(n, data, device=device)[0] for n in networks]).eval()
     norm = Normalizer(data.mean, data.std)
-    _, test_acc = evaluate(model, data.test, norm, CPU)
-    _, val_acc = evaluate(model, data.val, norm, CPU)
+    _, test_acc = measure(model, data.test, norm, device)
+    _, val_acc = measure(model, data.val, norm, device)
     return model, test_acc, val_acc
 
 

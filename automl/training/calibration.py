@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from automl.data import ImageData
-from automl.training.loop import Normalizer, predict_logits
+from automl.training.loop import Normalizer, served_logits
 
 BOUNDS = (0.05, 20.0)  # a temperature outside these means a broken fit, not a calibration
 ECE_BINS = 15
@@ -121,19 +121,24 @@ def expected_calibration_error(
 
 
 def calibrate(
-    model: nn.Module, data: ImageData, temperature: float | None = None
+    model: nn.Module,
+    data: ImageData,
+    temperature: float | None = None,
+    *,
+    device: torch.device = CPU,
 ) -> tuple[nn.Module, dict[str, float]]:
     """``model`` with a temperature (fitted on the validation split unless given: a refit
     model has trained on that split, and keeps the temperature of the search's model), and
-    the figures that justify it: the temperature and the test split's ECE before and after."""
+    the figures that justify it: the temperature and the test split's ECE before and after.
+    The logits are computed on ``device`` as the model is served; the model ends on the CPU."""
     model = model.to(CPU).eval()
     norm = Normalizer(data.mean, data.std)
     if temperature is None:
         if len(data.val) == 0:
             return model, {}
-        val_logits = predict_logits(model, data.val.images, norm, CPU)
+        val_logits = served_logits(model, data.val.images, norm, device)
         temperature = fit_temperature(val_logits, data.val.labels)
-    logits = predict_logits(model, data.test.images, norm, CPU)
+    logits = served_logits(model, data.test.images, norm, device)
     labels = data.test.labels.numpy()
     before, _ = expected_calibration_error(labels, logits.softmax(1).numpy())
     after, _ = expected_calibration_error(labels, (logits / temperature).softmax(1).numpy())

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from automl.data import ImageData
-from automl.training.loop import Normalizer, evaluate
+from automl.training.loop import Normalizer, measure
 
 CPU = torch.device("cpu")
 
@@ -55,9 +55,12 @@ class Mirrored(nn.Module):
         return torch.logsumexp(views, dim=0) - math.log(2.0)
 
 
-def mirror_if_better(model: nn.Module, data: ImageData) -> tuple[nn.Module, float, float]:
+def mirror_if_better(
+    model: nn.Module, data: ImageData, device: torch.device = CPU
+) -> tuple[nn.Module, float, float]:
     """``model`` mirrored at test time if that answers more validation images right, else
-    ``model``; with the validation accuracy without and with mirroring.
+    ``model``; with the validation accuracy without and with mirroring, measured on
+    ``device`` as the model is served.
 
     Decided on the validation split, as the temperature is, and only on a strict gain:
     on 5,000 CIFAR-10 photos mirroring added 0.3 to 3.1 points of test accuracy to each of
@@ -65,7 +68,7 @@ def mirror_if_better(model: nn.Module, data: ImageData) -> tuple[nn.Module, floa
     if len(data.val) == 0:  # nothing to decide on
         return model, math.nan, math.nan
     norm = Normalizer(data.mean, data.std)
-    _, plain = evaluate(model.to(CPU).eval(), data.val, norm, CPU)
+    _, plain = measure(model.to(CPU).eval(), data.val, norm, device)
     mirrored = Mirrored(model).eval()
-    _, both = evaluate(mirrored, data.val, norm, CPU)
+    _, both = measure(mirrored, data.val, norm, device)
     return (mirrored if both > plain else model), plain, both

@@ -12,7 +12,14 @@ from automl.data import Split
 from automl.errors import OutOfMemory, TrainingDiverged
 from automl.training.augment import Augment
 from automl.training.config import ArchConfig, AugConfig, OptimConfig, StageConfig, TrainConfig
-from automl.training.loop import Normalizer, evaluate, fit, lr_factor, make_optimizer
+from automl.training.loop import (
+    Normalizer,
+    evaluate,
+    fit,
+    lr_factor,
+    make_optimizer,
+    measure,
+)
 from automl.training.networks import build_model
 
 CPU = torch.device("cpu")
@@ -169,3 +176,34 @@ def test_cuda_training_with_bf16_and_channels_last(digits):
         seed=0,
     )
     assert history[-1].val_acc > 0.9
+
+
+def test_measure_is_evaluate_in_float32_and_leaves_the_model_on_the_cpu(digits):
+    model, _ = train(digits, epochs=2)
+    norm = Normalizer(digits.mean, digits.std)
+    assert measure(model, digits.test, norm, CPU) == evaluate(model, digits.test, norm, CPU)
+    assert next(model.parameters()).device == CPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_figures_measured_on_cuda_match_the_cpu_and_the_model_comes_back(digits):
+    """What a registration records is measured on the training device: the same figures
+    as on the CPU (float32 both), with a normaliser built on the CPU, and the model back
+    on the CPU for export."""
+    from automl.training.calibration import calibrate
+
+    cuda = torch.device("cuda")
+    model, _ = train(digits, epochs=2)
+    norm = Normalizer(digits.mean, digits.std)
+    on_cpu = measure(model, digits.test, norm, CPU)
+    on_cuda = measure(model, digits.test, Normalizer(digits.mean, digits.std), cuda)
+    assert on_cuda[1] == pytest.approx(on_cpu[1], abs=1.5 / len(digits.test))
+    assert on_cuda[0] == pytest.approx(on_cpu[0], rel=1e-3)
+    assert next(model.parameters()).device == CPU
+    model.to(cuda)  # a CPU normaliser with a model and images on the GPU (robust_accuracy)
+    assert evaluate(model, digits.val, Normalizer(digits.mean, digits.std), cuda)[1] > 0.5
+    _, cpu_figures = calibrate(model, digits)
+    calibrated, cuda_figures = calibrate(model, digits, device=cuda)
+    assert cuda_figures["temperature"] == pytest.approx(cpu_figures["temperature"], rel=1e-2)
+    assert next(calibrated.parameters()).device == CPU

@@ -13,6 +13,7 @@ the budget went). Asserts nothing.
 
     python benchmarks/cifar_budget.py [--budget 900] [--seeds 0 1] [--per-class 500]
         [--test-per-class 0] [--space NAME] [--device auto] [--scratch DIR] [--trials]
+        [--max-trials N] [--jobs N --trials-per-gpu K]
 
 Without ``--space`` every search gets the space ``automl search`` would choose for the
 folder (``photos``).
@@ -112,6 +113,9 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS)[:3], choices=list(CONFIGS))
     parser.add_argument("--trials", action="store_true", help="print a line per trial too")
+    parser.add_argument("--max-trials", type=int, default=100_000, help="trials at most")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel trials (GPU: packed)")
+    parser.add_argument("--trials-per-gpu", type=int, default=1)
     args = parser.parse_args()
     folder = subset(unpack(args.scratch, args.archive), args.per_class, args.test_per_class)
     chosen = {"space": resolve_space(Path(args.space))} if args.space else {}
@@ -126,8 +130,10 @@ def main() -> None:
             settings = SearchSettings(
                 dataset=f"imagefolder:{folder}",
                 data_dir=args.scratch / "cache",
-                trials=100_000,
+                trials=args.max_trials,
                 timeout=args.budget,
+                jobs=args.jobs,
+                trials_per_gpu=args.trials_per_gpu,
                 **chosen,
                 study_name="cifar-budget",
                 storage=f"sqlite:///{work}/automl.db",

@@ -1,60 +1,85 @@
 #!/usr/bin/env bash
-# The GPU check: one script for a single H100/H200-class machine with no network, in under
-# 10 minutes. It runs the CUDA tests, the training-throughput benchmark, and a 20-trial
-# CIFAR-10-shaped search with --jobs 4 --trials-per-gpu 4 (against the same search one
-# trial at a time), and writes every figure to $OUT (default ./gpu-results).
+# The GPU check: ONE call of the device tool on a single H100/H200-class machine with no
+# network. A session is lent 15 minutes of device time in all, the machine's start
+# included, and one command may run 10 minutes, so the whole check keeps to BUDGET seconds
+# (560 by default) and spends what the fixed steps leave on the step that matters most:
+# a CIFAR-10 search on the full set (the design's target: >= 94 % test accuracy from 100
+# trials in under 10 minutes). Every figure lands in $OUT (default ./gpu-results).
 #
-# Optuna, MLflow and friends may be missing there: wheels in .whl/ are installed first
-# (see the device tool's notes); the package itself runs from this checkout.
+# Prepare it here first, at no device time: `python benchmarks/gpu_bundle.py` fetches the
+# wheels the device image lacks into .whl/ and links the CIFAR-10 archive into shared/
+# (`--emulate DIR` also builds a device-like interpreter to run SMOKE=1 with). Then:
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
+#
+# Steps, in order (each bounded): environment; dependencies (the wheels, only if the image
+# cannot import them); the CUDA tests; training throughput; the same CIFAR-10-shaped
+# search one trial at a time and packed (--jobs 4 --trials-per-gpu 4), which decides
+# whether the full search is packed; the full CIFAR-10 search with the time left.
+# SMOKE=1: tiny sizes on the CPU, to check this script itself on any machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu-results}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
-SMOKE="${SMOKE:-0}"   # SMOKE=1: tiny sizes on any machine, to check this script itself
-export MLFLOW_DISABLE_TELEMETRY=true PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
+SMOKE="${SMOKE:-0}"
+BUDGET="${BUDGET:-560}"
 START=$(date +%s)
-section() { echo; echo "== $1 ($(( $(date +%s) - START )) s)"; }
+export MLFLOW_DISABLE_TELEMETRY=true PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export AUTOML_CHECKPOINT_SECONDS="${AUTOML_CHECKPOINT_SECONDS:-120}"  # not every epoch
+elapsed() { echo $(( $(date +%s) - START )); }
+left() { echo $(( BUDGET - $(elapsed) )); }
+section() { echo; echo "== $1 ($(elapsed) s of $BUDGET)"; }
 
 {
     section "environment"
-    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
-        torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+    "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__,
+        'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    nproc
+    section "dependencies"
+    if "$PY" -c "import optuna, mlflow, pydantic, sqlalchemy" 2>/dev/null; then
+        echo "already importable"
+    elif ls .whl/*.whl >/dev/null 2>&1; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+        "$PY" -c "import optuna, mlflow, pydantic, sqlalchemy; print('installed from .whl')" || exit 3
+    else
+        echo "optuna/mlflow/pydantic missing and no .whl/: run benchmarks/gpu_bundle.py first"; exit 3
+    fi
 } 2>&1 | tee "$OUT/environment.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || exit 3
+[ -d /tmp/site ] && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 
 section "CUDA tests" | tee "$OUT/cuda_tests.txt"
-timeout 180 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee -a "$OUT/cuda_tests.txt"
+timeout 100 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/training 2>&1 | tee -a "$OUT/cuda_tests.txt"
 
 section "training throughput" | tee "$OUT/throughput.txt"
 if [ "$SMOKE" = 1 ]; then
-    timeout 300 "$PY" benchmarks/train_throughput.py --synthetic --images 1024 --epochs 2 2>&1 | tee -a "$OUT/throughput.txt"
+    timeout 120 "$PY" benchmarks/train_throughput.py --synthetic --images 1024 --epochs 2 2>&1 | tee -a "$OUT/throughput.txt"
 else
-    timeout 240 "$PY" benchmarks/train_throughput.py --device cuda --epochs 4 2>&1 | tee -a "$OUT/throughput.txt"
+    timeout 45 "$PY" benchmarks/train_throughput.py --device cuda --images 20000 --epochs 2 2>&1 | tee -a "$OUT/throughput.txt"
 fi
 
-section "CIFAR-10-shaped searches" | tee "$OUT/search.txt"
+section "CIFAR-10-shaped searches: one at a time, then packed" | tee "$OUT/search.txt"
 DATA=$(mktemp -d)
 WORK=$(mktemp -d)
 if [ "$SMOKE" = 1 ]; then
-    SIZES="--train 2000 --test 500"; TRIALS=4; EPOCHS=1; DEVICE=cpu; JOBS=2; PER_GPU=1
+    SIZES="--train 1000 --test 200"; TRIALS=4; EPOCHS=1; DEVICE=cpu; JOBS=2; PER_GPU=1; LIMIT=150
 else
-    SIZES=""; TRIALS=20; EPOCHS=6; DEVICE=cuda; JOBS=4; PER_GPU=4
+    SIZES="--train 10000 --test 2000"; TRIALS=8; EPOCHS=2; DEVICE=cuda; JOBS=4; PER_GPU=4; LIMIT=45
 fi
 "$PY" benchmarks/make_cifar_shaped.py "$DATA" $SIZES 2>&1 | tee -a "$OUT/search.txt"
+PACKED=1
 for mode in "one-at-a-time:1" "packed:$JOBS"; do
     name=${mode%%:*}; jobs=${mode##*:}
     trials=$TRIALS; [ "$name" = one-at-a-time ] && trials=$(( TRIALS / 2 ))
     begin=$(date +%s.%N)
-    ( cd "$WORK" && timeout 300 "$PY" -m automl search --dataset cifar10 --data-dir "$DATA" \
-        --space "$OLDPWD/search_spaces/cifar.yaml" --study-name "gpu-$name" --trials "$trials" \
+    ( cd "$WORK" && timeout "$LIMIT" "$PY" -m automl search --dataset cifar10 --data-dir "$DATA" \
+        --space cifar --study-name "gpu-$name" --trials "$trials" \
         --max-epochs "$EPOCHS" --device "$DEVICE" --jobs "$jobs" --trials-per-gpu "$PER_GPU" \
-        --no-evaluate ) > "$OUT/search-$name.log" 2>&1
+        --no-evaluate --ensemble 1 --no-tta ) > "$OUT/search-$name.log" 2>&1
     status=$?
+    [ "$name" = packed ] && [ "$status" != 0 ] && PACKED=0
     end=$(date +%s.%N)
     "$PY" - "$name" "$trials" "$begin" "$end" "$status" <<'PYEOF' | tee -a "$OUT/search.txt"
 import sys
@@ -65,19 +90,27 @@ PYEOF
     tail -n 4 "$OUT/search-$name.log" >> "$OUT/search.txt"
 done
 
-# The target the design aims at: a 100-trial search on the real CIFAR-10 (JPEG files, full
-# set) that registers >= 94 % test accuracy in under 10 minutes. Runs only when the
-# archive travelled with the checkout (shared/data or ../shared/data) and time is left.
+# The target: a search on the real CIFAR-10 (JPEG files, the full set) registering >= 94 %
+# test accuracy; 100 trials at most, in the time left less a margin for unpacking,
+# decoding and registering. Packed when the packed search above ran cleanly.
 ARCHIVE=""
 for candidate in shared/data/cifar10-jpg.tar.gz ../shared/data/cifar10-jpg.tar.gz; do
     [ -f "$candidate" ] && ARCHIVE="$candidate" && break
 done
-section "CIFAR-10 JPEG search, full set" | tee "$OUT/cifar.txt"
-if [ -n "$ARCHIVE" ] && [ "$SMOKE" != 1 ]; then
-    timeout 600 "$PY" benchmarks/cifar_budget.py --budget "${CIFAR_BUDGET:-480}" --seeds 0 \
-        --per-class 0 --test-per-class 0 --space cifar --device cuda \
+section "CIFAR-10 JPEG search" | tee "$OUT/cifar.txt"
+if [ -n "$ARCHIVE" ]; then
+    if [ "$SMOKE" = 1 ]; then
+        CIFAR="--per-class 30 --test-per-class 10 --device cpu --max-epochs 1"; MARGIN=90
+    else
+        CIFAR="--per-class 0 --test-per-class 0 --device cuda"; MARGIN=150
+    fi
+    [ "$PACKED" = 1 ] && CIFAR="$CIFAR --jobs $JOBS --trials-per-gpu $PER_GPU"
+    search_budget=$(( $(left) - MARGIN )); [ "$search_budget" -lt 60 ] && search_budget=60
+    echo "search budget ${search_budget} s, packed=$PACKED" | tee -a "$OUT/cifar.txt"
+    timeout $(( $(left) > 90 ? $(left) : 90 )) "$PY" benchmarks/cifar_budget.py --budget "$search_budget" \
+        --seeds 0 --space cifar --max-trials 100 $CIFAR --trials \
         --configs "default (tpe + hyperband)" --scratch "$(mktemp -d)" --archive "$ARCHIVE" 2>&1 | tee -a "$OUT/cifar.txt"
 else
-    echo "skipped: no cifar10-jpg.tar.gz beside the checkout (or SMOKE=1)" | tee -a "$OUT/cifar.txt"
+    echo "skipped: no cifar10-jpg.tar.gz in shared/data (run benchmarks/gpu_bundle.py)" | tee -a "$OUT/cifar.txt"
 fi
-section "done" | tee -a "$OUT/search.txt"
+section "done" | tee -a "$OUT/cifar.txt"

@@ -48,6 +48,8 @@ def _job_main(
     none is left; with a budget (``left``, shared with the search), queue the next one
     when the queue is empty, as the search itself does."""
     torch.set_num_threads(threads)
+    if settings.device.startswith("cuda:"):  # its caches and RNG calls then go to its GPU
+        torch.cuda.set_device(torch.device(settings.device))  # (else GPU 0 gets a context)
     try:
         session = join(settings, job=job)
         objective = session.objective()

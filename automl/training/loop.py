@@ -145,7 +145,8 @@ def evaluate(
 def measure(
     model: nn.Module, split: Split, norm: Normalizer, device: torch.device
 ) -> tuple[float, float]:
-    """Loss and accuracy of ``model`` as it is served (float32), computed on ``device``.
+    """Loss and accuracy of ``model`` as it is served (float32; cuDNN may still run its
+    convolutions in TF32 on a GPU), computed on ``device``.
 
     The figures a version records (its test accuracy, the ensemble's, the mirrored one's)
     come from here: on a GPU they take seconds where the CPU beside it takes minutes for

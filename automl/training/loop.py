@@ -131,15 +131,10 @@ def _batch(images: Tensor, norm: Normalizer, device: torch.device) -> Tensor:
 
 
 def evaluate(
-    model: nn.Module, split: Split, norm: Normalizer, device: torch.device, *, exact: bool = False
+    model: nn.Module, split: Split, norm: Normalizer, device: torch.device
 ) -> tuple[float, float]:
-    """Mean loss and accuracy over a split, in large batches (``exact``: see
-    ``predict_logits``)."""
-    logits = predict_logits(model, split.images, norm, device, exact=exact)
-    labels = split.labels.to(device)
-    loss = F.cross_entropy(logits, labels).item()
-    acc = (logits.argmax(1) == labels).float().mean().item()
-    return loss, acc
+    """Mean loss and accuracy over a split, in large batches."""
+    return _loss_and_accuracy(predict_logits(model, split.images, norm, device), split.labels)
 
 
 def measure(
@@ -152,10 +147,7 @@ def measure(
     come from here: on a GPU they take seconds where the CPU beside it takes minutes for
     an ensemble of CIFAR-10 networks. The model is left on the CPU, where it is exported.
     """
-    try:
-        return evaluate(model.to(device), split, norm, device, exact=True)
-    finally:
-        model.to(torch.device("cpu"))
+    return _loss_and_accuracy(served_logits(model, split.images, norm, device), split.labels)
 
 
 def served_logits(
@@ -166,6 +158,13 @@ def served_logits(
         return predict_logits(model.to(device), images, norm, device, exact=True).cpu()
     finally:
         model.to(torch.device("cpu"))
+
+
+def _loss_and_accuracy(logits: Tensor, labels: Tensor) -> tuple[float, float]:
+    labels = labels.to(logits.device)
+    loss = F.cross_entropy(logits, labels).item()
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    return loss, acc
 
 
 @torch.inference_mode()

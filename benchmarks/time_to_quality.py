@@ -12,7 +12,7 @@ search, the ensemble of its best ``--ensemble`` trials so far), the time each ta
 reach a test accuracy of 0.99, and when the default search first reaches the
 reference's final test accuracy. Asserts nothing.
 
-    python benchmarks/time_to_quality.py [--trials 100] [--seeds 0 1 2]
+    python benchmarks/time_to_quality.py [--trials 100] [--seeds 0 1 2] [--jobs N|auto]
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ TARGET = 0.99
 Curve = list[tuple[float, float, float]]  # (seconds, best val_acc so far, its test_acc)
 
 
-def default_search(seed: int, trials: int, folder: Path, space: str) -> dict[str, Any]:
+def default_search(
+    seed: int, trials: int, folder: Path, space: str, jobs: int = 1
+) -> dict[str, Any]:
     from automl.search.options import resolve_space
     from automl.search.runner import run_search
     from automl.search.settings import SearchSettings
@@ -54,6 +56,7 @@ def default_search(seed: int, trials: int, folder: Path, space: str) -> dict[str
         seed=seed,
         device="cpu",
         evaluate=False,
+        jobs=jobs,
         **chosen,
     )
     start = time.time()
@@ -203,7 +206,9 @@ class Reference:
         return val_acc
 
 
-def reference_search(seed: int, trials: int, folder: Path, space: str = "") -> dict[str, Any]:
+def reference_search(
+    seed: int, trials: int, folder: Path, space: str = "", jobs: int = 1
+) -> dict[str, Any]:
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
     mlflow.set_experiment("reference")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -229,16 +234,18 @@ def first_time(curve: Curve, target: float) -> float | None:
     return next((t for t, _, test in curve if test >= target - 1e-6), None)
 
 
-def child(which: str, seed: int, trials: int, space: str) -> None:
+def child(which: str, seed: int, trials: int, space: str, jobs: str) -> None:
+    from automl.search.options import parse_jobs
+
     with tempfile.TemporaryDirectory() as folder:
         run = default_search if which == "default" else reference_search
-        result = run(seed, trials, Path(folder), space)
+        result = run(seed, trials, Path(folder), space, parse_jobs(jobs))
     print("RESULT " + json.dumps(result))
 
 
-def spawn(which: str, seed: int, trials: int, space: str) -> dict[str, Any]:
+def spawn(which: str, seed: int, trials: int, space: str, jobs: str) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", which, "--seeds", str(seed)]
-    command += ["--trials", str(trials), "--space", space]
+    command += ["--trials", str(trials), "--space", space, "--jobs", jobs]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -260,14 +267,15 @@ def main() -> None:
     parser.add_argument(
         "--space", default="", help="the default search's space [sized by the data]"
     )
+    parser.add_argument("--jobs", default="1", help="the default search's --jobs, N or auto [1]")
     parser.add_argument("--child", choices=["default", "reference"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.seeds[0], args.trials, args.space)
+        child(args.child, args.seeds[0], args.trials, args.space, args.jobs)
         return
     for seed in args.seeds:
-        ref = spawn("reference", seed, args.trials, args.space)
-        ours = spawn("default", seed, args.trials, args.space)
+        ref = spawn("reference", seed, args.trials, args.space, "1")
+        ours = spawn("default", seed, args.trials, args.space, args.jobs)
         print(f"\nseed {seed}: best-so-far (seconds, val_acc, test_acc)")
         for name, result in (("reference", ref), ("default", ours)):
             points = "  ".join(f"{t:.0f}s {v:.4f}/{s:.4f}" for t, v, s in result["curve"])

@@ -119,7 +119,7 @@ def bundled_spaces() -> list[str]:
     return sorted(p.stem for p in BUNDLED_SPACES.glob("*.yaml"))
 
 
-def _jobs(text: str) -> int:
+def parse_jobs(text: str) -> int:
     """``--jobs``: a number, or ``auto``. Small networks leave a core idle when one trial
     runs two threads (on the 8x8 digits one thread trains as fast as two), so on a CPU
     machine ``auto`` runs one single-threaded trial per core; with GPUs, one per GPU."""

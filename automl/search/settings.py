@@ -27,12 +27,12 @@ from automl.errors import ConfigError, unknown_name
 from automl.search.options import (
     DEFAULT_SPACE,
     Option,
-    _jobs,
     _objective_list,
     at_least,
     bundled_spaces,
     one_of,
     option,
+    parse_jobs,
     positive,
     resolve_space,
     seconds,
@@ -182,7 +182,7 @@ class SearchSettings:
         "run",
         check=at_least(1, 256),
         typed=str,
-        parse=_jobs,
+        parse=parse_jobs,
         metavar="N|auto",
     )
     trials_per_gpu: int = option(

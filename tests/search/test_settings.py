@@ -151,12 +151,12 @@ def test_the_command_line_sizes_the_space_from_any_folder(tmp_path, monkeypatch)
 
 
 def test_jobs_takes_a_number_or_auto():
-    from automl.search.options import _jobs
+    from automl.search.options import parse_jobs
 
-    assert _jobs("3") == 3
-    assert 1 <= _jobs("auto") <= 8  # no GPU here: one per core
+    assert parse_jobs("3") == 3
+    assert 1 <= parse_jobs("auto") <= 8  # no GPU here: one per core
     with pytest.raises(ConfigError, match="--jobs: expected a number or auto, got 'many'"):
-        _jobs("many")
+        parse_jobs("many")
 
 
 def test_max_epochs_follows_the_spaces_longest_schedule_unless_given(tmp_path):

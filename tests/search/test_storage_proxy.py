@@ -215,9 +215,14 @@ def test_a_worker_rides_out_a_proxy_restart(tmp_path, monkeypatch):
         raise AssertionError(f"restarted: {again}") from None
     timer.join()
     assert isinstance(again[0], subprocess.Popen), again
-    stop(again[0])
+    try:  # read through the proxy while it runs: a read after it stops retries and fails
+        seen = [t.state for t in study.get_trials()]
+    finally:
+        stop(again[0])
     assert ran == 2
-    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    assert seen == [TrialState.COMPLETE] * 2
+    stored = optuna.load_study(study_name="restart", storage=url).get_trials()
+    assert [t.state for t in stored] == [TrialState.COMPLETE] * 2  # what reached the database
 
 
 def test_optunas_own_proxy_is_refused_in_one_line(tmp_path):

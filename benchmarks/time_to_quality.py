@@ -206,9 +206,7 @@ class Reference:
         return val_acc
 
 
-def reference_search(
-    seed: int, trials: int, folder: Path, space: str = "", jobs: int = 1
-) -> dict[str, Any]:
+def reference_search(seed: int, trials: int, folder: Path, space: str = "") -> dict[str, Any]:
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
     mlflow.set_experiment("reference")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -238,8 +236,10 @@ def child(which: str, seed: int, trials: int, space: str, jobs: str) -> None:
     from automl.search.options import parse_jobs
 
     with tempfile.TemporaryDirectory() as folder:
-        run = default_search if which == "default" else reference_search
-        result = run(seed, trials, Path(folder), space, parse_jobs(jobs))
+        if which == "default":
+            result = default_search(seed, trials, Path(folder), space, parse_jobs(jobs))
+        else:
+            result = reference_search(seed, trials, Path(folder), space)
     print("RESULT " + json.dumps(result))
 
 

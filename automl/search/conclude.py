@@ -119,9 +119,14 @@ def register_best(
     else:
         trials = [study.best_trial]
     members: list[optuna.trial.FrozenTrial] = []
+    short = ""
     if ensemble > 1 and not multi:
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         members = sorted(complete, key=lambda t: (-t.values[0], t.number))[:ensemble]
+        if len(members) < ensemble:  # say so: the version's tags alone would not
+            kept = "the best is registered alone" if len(members) < 2 else "it averages those"
+            done = f"{len(members)} trial{'' if len(members) == 1 else 's'} completed"
+            short = f"--ensemble {ensemble}: {done}, so {kept}"
     with tracker.timed():
         registry = Registry(tracker.tracking_uri)
     registrations = [
@@ -144,7 +149,9 @@ def register_best(
     ]
     with tracker.timed():
         registry.set_alias(model_name, "candidate", registrations[0].version)
-    candidate = replace(registrations[0], uri=f"models:/{model_name}@candidate")
+    first = registrations[0]
+    note = "; ".join(filter(None, [short, first.note]))
+    candidate = replace(first, uri=f"models:/{model_name}@candidate", note=note)
     return [candidate, *registrations[1:]]
 
 

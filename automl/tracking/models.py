@@ -205,6 +205,7 @@ def _inside(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
 
 
 REGISTERED = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+|latest))/?")
+SHORTHAND = re.compile(r"[^/@:]+(?:@[^/]+|/(?:\d+|latest))")  # a registered name, no scheme
 
 
 def load_image_model(uri: str, tracking_uri: str | None = None) -> ImageModel:
@@ -222,6 +223,9 @@ def load_image_model(uri: str, tracking_uri: str | None = None) -> ImageModel:
             source = verified_copy(client, name, alias, number, Path(download.name), what=uri)
         pyfunc = mlflow.pyfunc.load_model(source)
     except (MlflowException, OSError, ValueError, TypeError) as exc:
+        if SHORTHAND.fullmatch(uri) and not Path(uri).exists():  # `name@alias`, `name/3`
+            raise ConfigError(f"{uri}: no such model folder; a registered model is "
+                              f"models:/{uri}") from None  # fmt: skip
         raise ConfigError(f"{uri}: cannot load the model: {first_line(exc)}") from None
     metadata = pyfunc.metadata.metadata or {}
     if METADATA_KEY not in metadata:

@@ -155,6 +155,11 @@ def test_promotion_gate_force_and_rollback(cli, registry_dir, accuracies):
         (["serve", "models:/reg@nope"], "models:/reg@nope: cannot fetch the model"),
         (["serve", "models:/reg/1", "-p", "70000"], "--port: must be 1..65535"),
         (["evaluate", "models:/reg@nope"], "models:/reg@nope: cannot load the model"),
+        (
+            ["evaluate", "reg@champion"],
+            "reg@champion: no such model folder; a registered model is models:/reg@champion",
+        ),
+        (["predict", "reg/1", "x.png"], "is models:/reg/1"),
         (["export", "models:/reg@nope", "-o", "m.onnx"], "models:/reg@nope: cannot load"),
         (["retrain", "models:/reg@nope", "--dataset", "digits"], "alias 'nope'"),
         (["drift", "models:/reg@nope", "--dataset", "digits"], "alias 'nope'"),

@@ -121,6 +121,16 @@ def test_mirroring_is_decided_on_validation_and_a_mirrored_model_serves_and_expo
     assert exported.max_abs_diff <= 1e-4
 
 
+def test_an_ensemble_larger_than_the_complete_trials_says_so(searched):
+    _, outcome = searched
+    complete = [t for t in outcome.study.trials if t.state.name == "COMPLETE"]
+    reg, version = register(outcome, "fit-short", ensemble=len(complete) + 1)
+    done = f"{len(complete)} trial{'' if len(complete) == 1 else 's'} completed"
+    assert f"--ensemble {len(complete) + 1}: {done}, so" in reg.note
+    assert len(reg.members) == (len(complete) if len(complete) > 1 else 0)
+    assert version.tags.get("ensemble", "") == ",".join(map(str, reg.members))
+
+
 def test_ensemble_is_refused_with_refit_before_anything_runs(tmp_path):
     from automl.errors import ConfigError
 

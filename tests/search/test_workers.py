@@ -155,10 +155,10 @@ def test_three_workers_finish_exactly_twelve_trials_under_one_parent(databases, 
 
 
 def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_path):
-    # Reports reach other processes up to 2 s late: a trial long enough (12 epochs) to be
-    # still running when its first report is seen and the worker is killed.
-    slow = SLOW_SPACE.replace("epochs: 20", "epochs: 12")
-    create_study("killed", 3, databases, server, tmp_path, slow, epochs=12)
+    # Reports reach other processes up to 2 s late: a trial long enough (8 epochs of about
+    # a second) to be still running when its first report is seen and the worker is killed.
+    slow = SLOW_SPACE.replace("epochs: 20", "epochs: 8")
+    create_study("killed", 3, databases, server, tmp_path, slow, epochs=8)
     fast = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "4"}
     victim = start_worker("killed", databases, server, tmp_path, **fast)
     try:

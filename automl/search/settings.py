@@ -68,7 +68,8 @@ class SearchSettings:
     )
     timeout: float | None = option(
         None,
-        "Budget in seconds: running trials stop after their current epoch, which counts.",
+        "Budget in seconds for the trials: running ones stop after their current epoch, which "
+        "counts; loading the data before and registering after come on top.",
         "run",
         check=positive,
     )

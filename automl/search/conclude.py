@@ -1,30 +1,26 @@
 """Concluding a study: the best trial's network (its logged weights, or rebuilt from its
-params), tested once, registered as ``candidate``; then evaluated and plotted."""
+params), tested once, registered as ``candidate`` (``evaluation`` evaluates it after)."""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 import torch
 
 from automl.data import ImageData
 from automl.release.publish import preprocessing, publish
-from automl.search.pruning import epochs_run
-from automl.tracking import Registry, Tracker, figure, load_image_model, mirror_tags
+from automl.search.pruning import epochs_trained
+from automl.tracking import Registry, Tracker, figure, mirror_tags
 from automl.training.calibration import calibrate
 from automl.training.config import TrialConfig
 from automl.training.ensemble import Ensemble, Mirrored, mirror_if_better
 from automl.training.loop import Normalizer, measure
 from automl.training.recipe import build_network, fit_config, seeded_network, trial_seed
-
-if TYPE_CHECKING:
-    from automl.insight.evaluate import Evaluation
 
 CPU = torch.device("cpu")
 MAX_PARETO = 10  # the most accurate models of a Pareto front that are registered
@@ -52,7 +48,11 @@ def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
 
 
 def trained_model(
-    trial: optuna.trial.FrozenTrial, data: ImageData, tracker: Tracker, device: torch.device
+    trial: optuna.trial.FrozenTrial,
+    data: ImageData,
+    tracker: Tracker,
+    device: torch.device,
+    weights_dir: Path | None = None,
 ) -> tuple[torch.nn.Module, str]:
     """The trial's network with its logged weights; retrained from its params if none exist.
 
@@ -68,24 +68,30 @@ def trained_model(
         return model, ""
     except Exception as exc:  # missing or unreadable weights: the params still rebuild it
         reason = f"retrained trial {trial.number}: its weights could not be loaded ({exc})"
-    return retrained(trial, data, device), reason
+    return retrained(trial, data, device, weights_dir), reason
 
 
 def retrained(
-    trial: optuna.trial.FrozenTrial, data: ImageData, device: torch.device
+    trial: optuna.trial.FrozenTrial,
+    data: ImageData,
+    device: torch.device,
+    weights_dir: Path | None = None,
 ) -> torch.nn.Module:
-    """The trial's configuration trained again on ``data``: same seed, same epochs."""
+    """The trial's configuration trained again on ``data``: same seed, same epochs, the
+    same pretrained weights to start from (``--weights-dir``)."""
     config = trial_config(trial)
     seed = trial_seed(int(trial.user_attrs.get("seed", 0)), trial.number)
-    model = seeded_network(config, data, seed)
+    model = seeded_network(config, data, seed, weights_dir)
     fit_config(model, config, data, device=device, seed=seed, epochs=trial_epochs(trial))
     return model.to(CPU)
 
 
 def trial_epochs(trial: optuna.trial.FrozenTrial) -> int:
+    """The epochs of its schedule the trial's weights had trained, those before a resumed
+    checkpoint included (a refit or a rebuild trains them all from scratch)."""
     config = trial_config(trial)
     cap = int(trial.user_attrs.get("epochs_cap", config.train.epochs))
-    return epochs_run(trial) or min(config.train.epochs, cap)
+    return epochs_trained(trial) or min(config.train.epochs, cap)
 
 
 def register_best(
@@ -100,6 +106,7 @@ def register_best(
     refit: bool = False,
     ensemble: int = 1,
     mirror: bool = False,
+    weights_dir: Path | None = None,
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> list[Registration]:
     """Register the best trial, or the Pareto front's trials (most accurate first) when the
@@ -113,17 +120,16 @@ def register_best(
     right (``training.ensemble.mirror_if_better``; one objective only: it doubles latency).
     """
     multi = len(study.directions) > 1
-    if multi:
-        front = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
-        trials = front[:MAX_PARETO]
-    else:
-        trials = [study.best_trial]
     members: list[optuna.trial.FrozenTrial] = []
     short = ""
-    if ensemble > 1 and not multi:
+    if multi:
+        trials = sorted(study.best_trials, key=_rank)[:MAX_PARETO]
+    else:  # ties by number, as everywhere (a database returns tied rows in any order)
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        members = sorted(complete, key=lambda t: (-t.values[0], t.number))[:ensemble]
-        if len(members) < ensemble:  # say so: the version's tags alone would not
+        ranked = sorted(complete, key=_rank)
+        trials = ranked[:1]
+        members = ranked[:ensemble] if ensemble > 1 else []
+        if ensemble > 1 and len(members) < ensemble:  # say so: the version's tags alone would not
             kept = "the best is registered alone" if len(members) < 2 else "it averages those"
             done = f"{len(members)} trial{'' if len(members) == 1 else 's'} completed"
             short = f"--ensemble {ensemble}: {done}, so {kept}"
@@ -143,6 +149,7 @@ def register_best(
             refit=refit,
             members=members,
             mirror=mirror and not multi,
+            weights_dir=weights_dir,
             on_stage=on_stage,
         )
         for trial in trials
@@ -153,6 +160,48 @@ def register_best(
     note = "; ".join(filter(None, [short, first.note]))
     candidate = replace(first, uri=f"models:/{model_name}@candidate", note=note)
     return [candidate, *registrations[1:]]
+
+
+def _rank(trial: optuna.trial.FrozenTrial) -> tuple[float, int]:
+    """Most accurate first; of equal accuracy, the earlier trial."""
+    return -float(trial.values[0]), trial.number
+
+
+def _identity(
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    *,
+    refit: bool,
+    members: list[optuna.trial.FrozenTrial],
+    mirror: bool,
+) -> dict[str, str]:
+    """The tags that make two registrations the same model: the trial, and how it was
+    concluded (refit, the ensemble's members, test-time mirroring asked for). A search
+    resumed with nothing better reuses its version; one concluded otherwise registers anew."""
+    how = [
+        "refit" if refit else "",
+        "ensemble " + ",".join(str(t.number) for t in members) if len(members) > 1 else "",
+        "tta" if mirror else "",
+    ]
+    return {
+        "study": study.study_name,
+        "trial_number": str(trial.number),
+        "conclusion": " + ".join(filter(None, how)) or "single",
+    }
+
+
+def _reused(
+    registry: Registry, model_name: str, number: int, trial: optuna.trial.FrozenTrial, run: str
+) -> Registration:
+    """An existing version, with the figures recorded on it (not the trial's own)."""
+    tags = registry.version(model_name, number).tags
+    members = tuple(int(n) for n in tags.get("ensemble", "").split(",") if n)
+    single = tags.get("test_acc_single")
+    return Registration(
+        model_name, number, f"models:/{model_name}/{number}", trial.number,
+        float(tags.get("val_acc", trial.values[0])), float(tags.get("test_acc", "nan")), None,
+        True, "", run, members=members, test_acc_single=None if single is None else float(single),
+    )  # fmt: skip
 
 
 def _register_trial(
@@ -169,27 +218,21 @@ def _register_trial(
     refit: bool,
     members: list[optuna.trial.FrozenTrial],
     mirror: bool,
+    weights_dir: Path | None,
     on_stage: Callable[[str], None],
 ) -> Registration:
-    model, note = trained_model(trial, data, tracker, device)
-    model = model.to(CPU).eval()
-    _, test_acc = measure(model, data.test, Normalizer(data.mean, data.std), device)
-    val_acc = float(trial.values[0])
     trial_run = str(trial.user_attrs.get("mlflow_run_id") or "")
     if trial_run and tracker.experiment_of(trial_run) is None:  # its run was deleted
         trial_run = ""
-    identity = {"study": study.study_name, "trial_number": str(trial.number)}
-    if refit:
-        identity["refit"] = "true"
-    if len(members) > 1:
-        identity["ensemble"] = ",".join(str(t.number) for t in members)
+    identity = _identity(study, trial, refit=refit, members=members, mirror=mirror)
     with tracker.timed():
         existing = registry.find_version(model_name, identity)
-    if existing is not None:
-        uri = f"models:/{model_name}/{existing}"
-        return Registration(
-            model_name, existing, uri, trial.number, val_acc, test_acc, None, True, note, trial_run
-        )
+    if existing is not None:  # checked first: nothing to load or retrain
+        return _reused(registry, model_name, existing, trial, trial_run)
+    model, note = trained_model(trial, data, tracker, device, weights_dir)
+    model = model.to(CPU).eval()
+    _, test_acc = measure(model, data.test, Normalizer(data.mean, data.std), device)
+    val_acc = float(trial.values[0])
     preprocess = preprocessing(data)
     tags = {
         **identity,
@@ -210,7 +253,7 @@ def _register_trial(
     if refit:
         on_stage(f"refitting trial {trial.number} on train + validation")
         model, temperature, test_acc, change = _refit(
-            trial, model, data, device, test_acc, mirror=mirror
+            trial, model, data, device, test_acc, mirror=mirror, weights_dir=weights_dir
         )
         tags.update(change)
         tags["test_acc"] = figure(test_acc)
@@ -220,8 +263,11 @@ def _register_trial(
     if len(members) > 1:
         on_stage(f"averaging the {len(members)} best trials")
         single = test_acc
-        model, test_acc, val_acc = _ensemble(model, members[1:], data, tracker, device)
-        tags.update(ensemble=identity["ensemble"], test_acc_single=tags["test_acc"])
+        model, test_acc, val_acc = _ensemble(
+            model, members[1:], data, tracker, device, weights_dir=weights_dir
+        )
+        ensemble_tag = ",".join(str(t.number) for t in members)
+        tags.update(ensemble=ensemble_tag, test_acc_single=tags["test_acc"])
         tags.update(test_acc=figure(test_acc), val_acc=figure(val_acc))
         ensembled = {"members": tuple(t.number for t in members), "test_acc_single": single}
     if mirror and not refit:  # a refit model has trained on validation: _refit decided
@@ -254,6 +300,7 @@ def _refit(
     searched_test_acc: float,
     *,
     mirror: bool = False,
+    weights_dir: Path | None = None,
 ) -> tuple[torch.nn.Module, float, float, dict[str, str]]:
     """The winning configuration retrained on train + validation for the epochs it used.
 
@@ -268,7 +315,7 @@ def _refit(
         searched, plain, both = mirror_if_better(searched, data, device)
         chosen = mirror_tags(isinstance(searched, Mirrored), plain, both)
     _, figures = calibrate(searched, data, device=device)
-    model = retrained(trial, data.with_validation_in_training(), device).eval()
+    model = retrained(trial, data.with_validation_in_training(), device, weights_dir).eval()
     if isinstance(searched, Mirrored):
         model = Mirrored(model).eval()
     _, test_acc = measure(model, data.test, Normalizer(data.mean, data.std), device)
@@ -319,54 +366,15 @@ def _ensemble(
     data: ImageData,
     tracker: Tracker,
     device: torch.device,
+    *,
+    weights_dir: Path | None = None,
 ) -> tuple[torch.nn.Module, float, float]:
     """The best trial's network and the next ones' (their logged weights, or retrained),
     each calibrated on the validation split, averaged; with its test and validation
     accuracy. The ensemble is calibrated once more as a whole when it is published."""
-    networks = [best, *(trained_model(t, data, tracker, device)[0] for t in others)]
+    networks = [best, *(trained_model(t, data, tracker, device, weights_dir)[0] for t in others)]
     model = Ensemble([calibrate(n, data, device=device)[0] for n in networks]).eval()
     norm = Normalizer(data.mean, data.std)
     _, test_acc = measure(model, data.test, norm, device)
     _, val_acc = measure(model, data.val, norm, device)
     return model, test_acc, val_acc
-
-
-def evaluate_and_record(
-    registration: Registration,
-    data: ImageData,
-    *,
-    tracker: Tracker,
-    parent_run_id: str,
-    on_stage: Callable[[str], None] = lambda stage: None,
-) -> Evaluation:
-    """Evaluate the registered version as served; record figures and pictures on the parent
-    run and on the version's logged model."""
-    from automl.insight.evaluate import evaluate_model, write_evaluation
-
-    model = load_image_model(f"models:/{registration.name}/{registration.version}")
-    groups = None
-    if data.group_names and data.test.groups is not None:
-        groups = (data.test.groups.numpy(), list(data.group_names))
-    evaluation = evaluate_model(model, data.test, groups=groups, progress=on_stage)
-    with tempfile.TemporaryDirectory() as folder:
-        files = Path(folder, "evaluation")
-        write_evaluation(evaluation, files)
-        metrics = evaluation.metrics()
-        tracker.log_folder(parent_run_id, files, "evaluation")
-        tracker.log_metrics(parent_run_id, metrics)
-        with tracker.timed():
-            Registry(tracker.tracking_uri).log_to_version(
-                registration.name, registration.version, files, "evaluation", metrics
-            )
-    return evaluation
-
-
-def record_study_plots(study: optuna.Study, tracker: Tracker, parent_run_id: str) -> dict[str, str]:
-    """Study plots on the parent run; returns the plots skipped and why."""
-    from automl.insight.study_plots import study_plots  # matplotlib: only when drawing
-
-    with tempfile.TemporaryDirectory() as folder:
-        files, skipped = study_plots(study, Path(folder, "study_plots"))
-        if files:
-            tracker.log_folder(parent_run_id, Path(folder, "study_plots"), "study_plots")
-    return skipped

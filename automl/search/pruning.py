@@ -113,8 +113,14 @@ def should_prune(
     return value < float(np.percentile(others, percentile))
 
 
+def epochs_trained(trial: optuna.trial.FrozenTrial) -> int:
+    """Epochs of its schedule a trial's weights trained, those a retry resumed from a
+    checkpoint included: one report (or curve point) an epoch."""
+    return max(len(trial.intermediate_values), len(trial.user_attrs.get(CURVE, {})))
+
+
 def epochs_run(trial: optuna.trial.FrozenTrial) -> int:
     """Epochs a trial trained itself, whichever way its curve was recorded: a retry that
     resumed a checkpoint reports the epochs before it too, which it did not train."""
-    reported = max(len(trial.intermediate_values), len(trial.user_attrs.get(CURVE, {})))
-    return max(0, reported - int(trial.user_attrs.get("resumed_at_epoch", 1)) + 1)
+    resumed = int(trial.user_attrs.get("resumed_at_epoch", 1))
+    return max(0, epochs_trained(trial) - resumed + 1)

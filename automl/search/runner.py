@@ -23,12 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 from automl.data import ImageData
 from automl.errors import Terminated
 from automl.search import owners
-from automl.search.conclude import (
-    Registration,
-    evaluate_and_record,
-    record_study_plots,
-    register_best,
-)
+from automl.search.conclude import Registration, register_best
+from automl.search.evaluation import evaluate_and_record, record_study_plots
 from automl.search.hooks import Hooks
 from automl.search.jobs import job_devices, spawn_jobs, stop_jobs
 from automl.search.objective import Objective
@@ -299,6 +295,7 @@ def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
             refit=session.settings.refit,
             ensemble=session.settings.members,
             mirror=session.settings.tta,
+            weights_dir=session.settings.weights_dir,
             on_stage=hooks.on_stage,
         )
         outcome.registration, outcome.pareto = registrations[0], registrations

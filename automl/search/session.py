@@ -130,6 +130,7 @@ def prepare(
     store = open_storage(settings.storage)  # first: a bad URL fails before MLflow is touched
     tracker = Tracker(settings.tracking_uri, settings.experiment_name)
     study, clock = _open(settings, store, pruner, parallel=not settings.alone)
+    _same_data(study, data)  # before anything is written for this search
     abandoned = _close_abandoned(study, tracker, open_store(settings, tracker))
     if abandoned:
         hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")
@@ -150,6 +151,18 @@ def prepare(
     return Session(
         settings, space, data, device, tracker, study, parent, hooks, clock, started, warm
     )
+
+
+def _same_data(study: optuna.Study, data: ImageData) -> None:
+    """A study resumes on the data it was searched on: its trials were scored on that
+    validation split, and their weights fit that data's shape and preprocessing."""
+    searched_on = (study.user_attrs.get(RECIPE) or {}).get("data_digest")
+    if searched_on and searched_on != data.digest() and study.get_trials(deepcopy=False):
+        raise ConfigError(
+            f"--dataset: study '{study.study_name}' was searched on other data (digest "
+            f"{searched_on}, here {data.digest()}: other files, folder or --image-size); "
+            "resume it on the same data, or use another --study-name"
+        )
 
 
 def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> Session:

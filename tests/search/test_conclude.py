@@ -121,6 +121,24 @@ def test_mirroring_is_decided_on_validation_and_a_mirrored_model_serves_and_expo
     assert exported.max_abs_diff <= 1e-4
 
 
+def test_a_version_is_reused_only_for_the_same_conclusion_with_its_own_figures(searched):
+    """Concluding the same trial again reuses its version only when it is concluded the
+    same way (refit, ensemble, mirroring), and reports that version's figures."""
+    _, outcome = searched
+    refit, _ = register(outcome, "fit-again", refit=True)
+    plain, version = register(outcome, "fit-again")
+    assert not plain.reused and plain.version == refit.version + 1
+    assert version.tags["conclusion"] == "single" and "refit" not in version.tags
+    again, _ = register(outcome, "fit-again")
+    assert again.reused and again.version == plain.version
+    assert again.test_acc == float(version.tags["test_acc"])
+    assert again.val_acc == float(version.tags["val_acc"])
+    refit_again, refit_version = register(outcome, "fit-again", refit=True)
+    assert refit_again.reused and refit_again.version == refit.version
+    assert refit_version.tags["conclusion"] == "refit"
+    assert refit_again.test_acc == float(refit_version.tags["test_acc"])
+
+
 def test_an_ensemble_larger_than_the_complete_trials_says_so(searched):
     _, outcome = searched
     complete = [t for t in outcome.study.trials if t.state.name == "COMPLETE"]

@@ -389,7 +389,11 @@ def run_search(
     ``pruner`` replaces the one ``settings`` names (tests use one with a fixed answer).
     """
     session = prepare(settings, hooks or Hooks(), pruner)
-    return conclude(session, run_trials(session))
+    outcome = run_trials(session)
+    # Alive through its conclusion too (minutes with an evaluation): a search started on the
+    # study meanwhile must not take this one's open parent run for an abandoned one.
+    with owners.heartbeat(session.study, Owner(session.parent_run_id)):
+        return conclude(session, outcome)
 
 
 def _finish(session: Session, outcome: SearchOutcome, status: str) -> None:

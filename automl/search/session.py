@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from automl import provenance
 from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
+from automl.search import owners
 from automl.search.checkpoints import Store, forget_exhausted, open_store
 from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
@@ -203,7 +204,8 @@ def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> 
 
 def _close_abandoned(study: optuna.Study, tracker: Tracker, checkpoints: Store) -> str | None:
     """A killed search leaves its parent run RUNNING: close it as FAILED when nothing runs
-    under it any more (its dead trials are failed and queued again first)."""
+    under it any more (its dead trials are failed and queued again first) and its
+    heartbeat has stopped."""
     previous = study.user_attrs.get("mlflow_parent_run_id")
     if not previous:
         return None
@@ -222,6 +224,8 @@ def _close_abandoned(study: optuna.Study, tracker: Tracker, checkpoints: Store) 
     except Exception:  # deleted, or in another store: nothing to close
         return None
     if info["status"] != "RUNNING" or info["tags"].get("mode", "search") != "search":
+        return None
+    if owners.alive(study, {str(previous)}):  # still concluding: registering, evaluating
         return None
     tracker.close_run(previous, "FAILED", {"state": "ABANDONED"})
     return str(previous)

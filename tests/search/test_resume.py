@@ -54,3 +54,25 @@ def test_a_study_resumes_only_on_the_data_it_was_searched_on(tmp_path):
         data_dir=tmp_path / "data", max_epochs=1,
     )  # fmt: skip
     assert len(run_search(renamed).study.trials) == 1  # a new study on the new data runs
+
+
+def test_a_search_starting_while_another_concludes_leaves_its_parent_run_open(tmp_path):
+    """The parent run of a search that is registering or evaluating (no trial running) is
+    not abandoned: it is closed as such only once that search's heartbeat has stopped."""
+    from automl.search import owners
+    from automl.search.hooks import Hooks
+    from automl.search.session import prepare
+
+    settings = search_settings(tmp_path, trials=1, study_name="live", max_epochs=1)
+    run_search(settings)  # the study has a finished trial, none running
+    client = mlflow_client(settings.tracking_uri)
+    concluding = prepare(settings, Hooks())  # a search between its trials and its end
+    parent = concluding.parent_run_id
+    with owners.heartbeat(concluding.study, owners.Owner(parent)):
+        second = prepare(settings, Hooks())  # a second search starts meanwhile
+        assert client.get_run(parent).info.status == "RUNNING"
+    # The second one dies before it ever beats: the next search closes its parent run.
+    notes: list[str] = []
+    prepare(settings, Hooks(on_note=notes.append))
+    assert client.get_run(second.parent_run_id).info.status == "FAILED"
+    assert any(second.parent_run_id in note for note in notes), notes

@@ -66,7 +66,7 @@ def create(settings: SearchSettings) -> None:
     """Create the study and queue its trials without running any: start workers next."""
     from automl.cli.display import print_data_report
     from automl.search.hooks import Hooks
-    from automl.search.runner import queue_trials
+    from automl.search.queue import queue_trials
     from automl.search.session import prepare
     from automl.stores import mask_url
 
@@ -77,7 +77,7 @@ def create(settings: SearchSettings) -> None:
             on_data=lambda report: print_data_report(console, report),
         )
         session = prepare(settings, hooks, mode="workers")
-        for note in queue_trials(session):  # the shared queue, for `automl worker`
+        for note in queue_trials(session).notes:  # the shared queue, for `automl worker`
             console.print(f"[yellow]note[/]: {note}")
     queued = sum(1 for t in session.study.trials if t.state.name == "WAITING")
     console.print(

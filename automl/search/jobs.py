@@ -6,13 +6,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from typing import Any
 
 import torch
 
 from automl.errors import AutomlError
 from automl.search.owners import Owner
-from automl.search.queue import Refill, work
+from automl.search.queue import Refill, ToQueue, work
 from automl.search.session import join
 from automl.search.settings import SearchSettings
 from automl.training.device import resolve_device
@@ -42,10 +41,10 @@ def _job_main(
     job: int,
     deadline: float | None,
     owner: str,
-    left: Any = None,
+    plan: ToQueue | None = None,
 ) -> None:
     """A worker process of ``--jobs``: join the study and run the search's tickets until
-    none is left; with a budget (``left``, shared with the search), queue the next one
+    none is left; with a budget (``plan``, shared with the search), queue the next one
     when the queue is empty, as the search itself does."""
     torch.set_num_threads(threads)
     if settings.device.startswith("cuda:"):  # its caches and RNG calls then go to its GPU
@@ -55,7 +54,7 @@ def _job_main(
         objective = session.objective()
         objective.deadline = deadline  # the budget's end cuts a running trial too
         held = Owner(owner)
-        refill = Refill(session.study, held, set(), left) if left is not None else None
+        refill = Refill(session.study, held, set(), plan) if plan is not None else None
         work(
             session.study, objective, deadline=deadline,
             on_stale=session.close_stale, owner=held, refill=refill,
@@ -74,7 +73,7 @@ def spawn_jobs(
     deadline: float | None,
     owner: Owner,
     *,
-    left: Any = None,
+    plan: ToQueue | None = None,
 ) -> list[multiprocessing.process.BaseProcess]:
     """Start a process for every device but the first, which the caller's own process
     takes. Each receives the settings whole, with its own device."""
@@ -91,7 +90,7 @@ def spawn_jobs(
                 "job": job,
                 "deadline": deadline,
                 "owner": owner.id,
-                "left": left,
+                "plan": plan,
             },
             name=f"automl-job-{job}",
         )

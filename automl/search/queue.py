@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -28,7 +28,10 @@ from automl.errors import Terminated, stop_if_asked
 from automl.retry import retrying
 from automl.search import optuna_compat as compat
 from automl.search.clock import every
-from automl.search.owners import OWNER, SHARED, WORKERS, Owner
+from automl.search.owners import OWNER, SHARED, WORKERS, Owner, adopt
+
+if TYPE_CHECKING:
+    from automl.search.session import Session
 
 TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
 CHECKPOINT_EPOCH = "checkpoint_epoch"  # user attribute: a retry can resume after this epoch
@@ -66,32 +69,47 @@ def add_tickets(
     return count
 
 
+Fixed = tuple[dict[str, Any], str]  # a configuration to queue as is, and where it came from
+
+
+@dataclass(frozen=True)
+class ToQueue:
+    """The tickets a budgeted search has still to queue, shared by the search and its
+    ``--jobs`` processes: ``left`` of them (a ``multiprocessing.Value``, first ``start``),
+    the first ones taking the ``pending`` fixed configurations (warm starts) in order."""
+
+    left: Any
+    start: int
+    pending: tuple[Fixed, ...] = ()
+
+
+def tickets_to_queue(count: int, pending: tuple[Fixed, ...] = ()) -> ToQueue:
+    count = max(0, count)
+    return ToQueue(multiprocessing.get_context("spawn").Value("i", count), count, pending)
+
+
 class Refill:
     """Queues a budgeted search's next ticket when none is left to claim, until
-    ``--trials`` were queued: the deadline then leaves no ticket behind.
-
-    ``left`` counts the tickets still to queue; it is shared (a ``multiprocessing.Value``)
-    by the search and its ``--jobs`` processes, so together they queue exactly
-    ``--trials``, whichever process finds the queue empty.
+    ``--trials`` were queued: the deadline then leaves no ticket behind, warm starts
+    included. Together the search and its ``--jobs`` processes queue exactly ``--trials``,
+    whichever process finds the queue empty (``ToQueue``).
     """
 
-    def __init__(self, study: optuna.Study, owner: Owner, tickets: set[int], left: Any) -> None:
-        self.study, self.owner, self.tickets, self.left = study, owner, tickets, left
+    def __init__(self, study: optuna.Study, owner: Owner, tickets: set[int], plan: ToQueue) -> None:
+        self.study, self.owner, self.tickets, self.plan = study, owner, tickets, plan
 
     def __call__(self) -> bool:
-        with self.left.get_lock():
-            if self.left.value <= 0:
+        left = self.plan.left
+        with left.get_lock():
+            if left.value <= 0:
                 return False
-            self.left.value -= 1
-        add_tickets(self.study, 1, owner=self.owner)
+            index = self.plan.start - left.value  # this ticket's place: each taken once
+            left.value -= 1
+        fixed = list(self.plan.pending[index : index + 1])
+        add_tickets(self.study, 1, [p for p, _ in fixed], [o for _, o in fixed], owner=self.owner)
         queued = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         self.tickets.update(t.number for t in queued if self.owner.holds(t))
         return True
-
-
-def tickets_to_queue(count: int) -> Any:
-    """A count of tickets still to queue that the search's job processes share."""
-    return multiprocessing.get_context("spawn").Value("i", max(0, count))
 
 
 def owned_by(study: optuna.Study, owner: Owner) -> set[int]:
@@ -264,3 +282,48 @@ def work(
         ran += 1
         on_trial_end(study, frozen)
     return ran
+
+
+@dataclass
+class Queued:
+    """What ``queue_trials`` did: notes for the user, and the fixed configurations a
+    budgeted search is still to queue, in order, as it needs tickets."""
+
+    notes: list[str]
+    pending: tuple[Fixed, ...] = ()
+
+
+def queue_trials(session: Session, owner: Owner = WORKERS, *, lazy: bool = False) -> Queued:
+    """Queue this search's ``--trials`` tickets for ``owner``: first the tickets of
+    searches that are gone (adopted), then new ones. A new study starts with the
+    warm-start configurations, then the space's baseline.
+
+    ``lazy``: queue one ticket now (the first fixed configuration, if any); the search adds
+    the others one at a time as it runs (``queue.Refill``), so a budget that ends leaves
+    nothing queued behind it."""
+    study, settings, warm = session.study, session.settings, session.warm
+    notes = []
+    adopted = adopt(study, owner, settings.trials) if owner != WORKERS else 0
+    if adopted:
+        notes.append(f"resuming: {adopted} queued trials left by a search that stopped run first")
+    new = settings.trials - adopted
+    if new <= 0 or (lazy and adopted):
+        return Queued(notes)
+    if study.get_trials(deepcopy=False):
+        add_tickets(study, 1 if lazy else new, owner=owner)
+        ignored = ["--warm-start ignored: the study already has trials"] if warm else []
+        return Queued(notes + ignored)
+    fixed: list[Fixed] = []
+    if warm:
+        fixed = [(dict(p), o) for p, o in zip(warm.configurations, warm.origins, strict=True)]
+    baseline = session.space.baseline
+    if baseline and all(params != baseline for params, _ in fixed):
+        fixed.append((dict(baseline), "baseline"))
+    fixed = fixed[:new]
+    now = 1 if lazy else new
+    add_tickets(study, now, [p for p, _ in fixed], [o for _, o in fixed], owner=owner)
+    notes += list(warm.skipped) if warm else []
+    for number, (_, origin) in enumerate(fixed):
+        what = "the space's baseline" if origin == "baseline" else f"warm start from {origin}"
+        notes.append(f"trial {number} is {what}")
+    return Queued(notes, tuple(fixed[now:]) if lazy else ())

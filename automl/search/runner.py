@@ -28,13 +28,13 @@ from automl.search.evaluation import evaluate_and_record, record_study_plots
 from automl.search.hooks import Hooks
 from automl.search.jobs import job_devices, spawn_jobs, stop_jobs
 from automl.search.objective import Objective
-from automl.search.owners import WORKERS, Owner, adopt
+from automl.search.owners import WORKERS, Owner
 from automl.search.pruning import epochs_run
 from automl.search.queue import (
     Refill,
-    add_tickets,
     fail_stale,
     owned_by,
+    queue_trials,
     retries_of,
     running_trials,
     tickets_to_queue,
@@ -86,41 +86,6 @@ class SearchOutcome:
 # ---------------------------------------------------------------------------- running
 
 
-def queue_trials(session: Session, owner: Owner = WORKERS, *, lazy: bool = False) -> list[str]:
-    """Queue this search's ``--trials`` tickets for ``owner``: first the tickets of
-    searches that are gone (adopted), then new ones. A new study starts with the
-    warm-start configurations, then the space's baseline. Returns notes for the user.
-
-    ``lazy``: queue only the fixed configurations (or one ticket) now; the search adds the
-    others one at a time as it runs (``queue.Refill``), so a budget that ends leaves nothing
-    queued behind it."""
-    study, settings, warm = session.study, session.settings, session.warm
-    notes = []
-    adopted = adopt(study, owner, settings.trials) if owner != WORKERS else 0
-    if adopted:
-        notes.append(f"resuming: {adopted} queued trials left by a search that stopped run first")
-    new = settings.trials - adopted
-    if new <= 0 or (lazy and adopted):
-        return notes
-    if study.get_trials(deepcopy=False):
-        add_tickets(study, 1 if lazy else new, owner=owner)
-        return notes + (["--warm-start ignored: the study already has trials"] if warm else [])
-    fixed: list[tuple[dict[str, Any], str]] = []
-    if warm:
-        fixed = [(dict(p), o) for p, o in zip(warm.configurations, warm.origins, strict=True)]
-    baseline = session.space.baseline
-    if baseline and all(params != baseline for params, _ in fixed):
-        fixed.append((dict(baseline), "baseline"))
-    fixed = fixed[:new]
-    now = max(1, len(fixed)) if lazy else new
-    add_tickets(study, now, [p for p, _ in fixed], [o for _, o in fixed], owner=owner)
-    notes += list(warm.skipped) if warm else []
-    for number, (_, origin) in enumerate(fixed):
-        what = "the space's baseline" if origin == "baseline" else f"warm start from {origin}"
-        notes.append(f"trial {number} is {what}")
-    return notes
-
-
 class _Reporter:
     """Reports every finished ticket once to the hooks, whichever process ran it."""
 
@@ -154,18 +119,21 @@ def run_trials(session: Session) -> SearchOutcome:
 def _run_owned(session: Session, owner: Owner) -> SearchOutcome:
     study, settings = session.study, session.settings
     lazy = settings.timeout is not None  # a budget: queue as it goes
-    for note in queue_trials(session, owner, lazy=lazy):
+    queued_now = queue_trials(session, owner, lazy=lazy)
+    for note in queued_now.notes:
         session.hooks.on_note(note)
     queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     tickets = {t.number for t in queued if owner.holds(t)}
-    left = tickets_to_queue(settings.trials - len(tickets)) if lazy else None
-    refill = Refill(study, owner, tickets, left) if left is not None else None
+    plan = None
+    if lazy:
+        plan = tickets_to_queue(settings.trials - len(tickets), queued_now.pending)
+    refill = Refill(study, owner, tickets, plan) if plan is not None else None
     reporter = _Reporter(session, tickets, owner)
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
     threads = max(1, (os.cpu_count() or 1) // settings.jobs)
     previous_threads = torch.get_num_threads()
-    processes = spawn_jobs(settings, devices, threads, deadline, owner, left=left)
+    processes = spawn_jobs(settings, devices, threads, deadline, owner, plan=plan)
     # This process takes the first device; alone, the one the settings resolved to.
     objective = session.objective(torch.device(devices[0]) if processes else None)
     objective.deadline = deadline

@@ -51,3 +51,23 @@ def test_a_budget_with_jobs_leaves_no_ticket_and_reports_every_trial(tmp_path):
     assert not [t.number for t in trials if t.state == TrialState.WAITING]
     assert len(trials) >= 2 and len(trials) < 1000
     assert {t.number for t in outcome.trials_run} == {t.number for t in trials}
+
+
+def test_a_budget_cut_short_leaves_no_warm_start_queued(tmp_path):
+    """Warm starts are queued one at a time too: a budget that ends after the first of
+    them leaves the others unqueued, and the study holds only the trials that ran."""
+    earlier = search_settings(tmp_path, trials=4, study_name="earlier", pruner="none")
+    run_search(earlier)
+    long = TINY_SPACE.replace("epochs: 2", "epochs: 300")
+    settings = search_settings(
+        tmp_path, long, trials=50, study_name="warm-budget", max_epochs=300, timeout=3,
+        pruner="none", warm_start="earlier:4",
+    )  # fmt: skip
+    notes: list[str] = []
+    from automl.search.hooks import Hooks
+
+    outcome = run_search(settings, hooks=Hooks(on_note=notes.append))
+    trials = outcome.study.trials
+    assert any(n.startswith("trial 3 is warm start from") for n in notes), notes
+    assert [t.state for t in trials] == [TrialState.COMPLETE]  # cut at the deadline
+    assert trials[0].user_attrs.get("origin", "").startswith("earlier")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -244,8 +245,11 @@ def checked_model_folder(uri: str, tracking_uri: str) -> Path:
     try:
         client = client_for(tracking_uri, create=False)
         return Path(verified_copy(client, name, alias, number, folder, what=uri))
-    except MlflowException as exc:
-        raise ConfigError(f"{uri}: cannot fetch the model: {first_line(exc)}") from None
+    except BaseException as exc:  # refused or failed: nothing is left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, MlflowException):
+            raise ConfigError(f"{uri}: cannot fetch the model: {first_line(exc)}") from None
+        raise
 
 
 def verified_copy(

@@ -177,6 +177,15 @@ def test_bad_input_is_one_line_and_leaves_the_registry_alone(cli, registry_dir, 
     assert after == before
 
 
+def test_a_refused_serve_leaves_no_copy_behind(cli, registry_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the copy would go
+    code, _, err = cli("serve", "models:/reg@nope")
+    assert code == 2 and "cannot fetch the model" in err
+    assert not list(tmp_path.glob("automl-serve-*"))
+
+
 def test_versions_tested_on_different_splits_are_not_compared(cli, registry_dir):
     client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
     holder = champion(registry_dir)

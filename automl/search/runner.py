@@ -7,6 +7,7 @@ settings, the space, the data or a store fails in ``prepare``, before any trial.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -21,7 +22,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.data import ImageData
-from automl.errors import Terminated
+from automl.errors import StoreError, Terminated
 from automl.search import owners
 from automl.search.conclude import Registration, register_best
 from automl.search.evaluation import evaluate_and_record, record_study_plots
@@ -241,9 +242,31 @@ def _poll(reporter: _Reporter, stop: threading.Event) -> None:
 # ---------------------------------------------------------------------------- concluding
 
 
+CONCLUSION_ERRORS: tuple[type[BaseException], ...] = (StoreError, *TRACKING_ERRORS)
+
+
 def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
     """Register the best model (the Pareto front's with several objectives), evaluate it,
-    draw the study plots, close the parent run."""
+    draw the study plots, close the parent run.
+
+    A tracking store that fails here is one line, and the parent run is closed as FAILED:
+    the trials are safe in the study, and the next search on it registers its best."""
+    try:
+        _register_and_evaluate(session, outcome)
+    except CONCLUSION_ERRORS as exc:
+        with contextlib.suppress(Exception):  # the store may be the very thing that failed
+            _finish(session, outcome, "FAILED")
+        what = str(exc) if isinstance(exc, StoreError) else f"{session.tracker.what}: {exc}"
+        raise StoreError(
+            f"registering the best model failed ({what.splitlines()[0]}); the trials are "
+            f"kept in study '{session.study.study_name}': the next search on it (--trials 1) "
+            "registers its best"
+        ) from None
+    _finish(session, outcome, "FINISHED")
+    return outcome
+
+
+def _register_and_evaluate(session: Session, outcome: SearchOutcome) -> None:
     hooks, tracker, parent = session.hooks, session.tracker, session.parent_run_id
     trials = session.study.get_trials(deepcopy=False)
     if any(t.state == TrialState.COMPLETE for t in trials):
@@ -280,8 +303,6 @@ def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
         for plot, why in record_study_plots(session.study, tracker, parent).items():
             hooks.on_note(f"study plot '{plot}' skipped: {why}")
     outcome.insight_seconds = time.perf_counter() - start
-    _finish(session, outcome, "FINISHED")
-    return outcome
 
 
 @dataclass

@@ -174,3 +174,38 @@ def test_by_default_the_three_best_keep_their_weights_and_register_as_one(tmp_pa
     served = model.state_dict()
     assert set(served) == set(best)
     assert all(torch.equal(served[k], best[k]) for k in best)
+
+
+def test_a_store_failing_at_registration_is_one_line_and_the_next_search_registers(tmp_path):
+    """The artifact store breaks once the trials are done: the search ends in one line
+    that says the trials are kept, its parent run FAILED; the next search registers."""
+    import shutil
+    from dataclasses import replace
+
+    from automl.errors import StoreError
+    from automl.search.hooks import Hooks
+    from tests.conftest import mlflow_client
+
+    settings = search_settings(tmp_path, trials=2, study_name="broken", max_epochs=1)
+    artifacts, aside = tmp_path / "mlartifacts", tmp_path / "aside"
+
+    def break_store(study, trial) -> None:
+        if trial.number == 1:  # the last trial: a file where the artifact folder was
+            shutil.move(artifacts, aside)
+            artifacts.write_text("not a folder")
+
+    with pytest.raises(StoreError, match=r"^registering the best model failed \(") as caught:
+        run_search(settings, hooks=Hooks(on_trial_end=break_store))
+    message = str(caught.value)
+    assert "the trials are kept in study 'broken'" in message and "\n" not in message
+    client = mlflow_client(settings.tracking_uri)
+    parents = client.search_runs(
+        [client.get_experiment_by_name(settings.experiment_name).experiment_id],
+        filter_string="tags.kind = 'study'",
+    )
+    assert [p.info.status for p in parents] == ["FAILED"]
+
+    artifacts.unlink()
+    shutil.move(aside, artifacts)
+    outcome = run_search(replace(settings, trials=1))
+    assert outcome.registration is not None and not outcome.registration.reused

@@ -209,3 +209,24 @@ def test_a_store_failing_at_registration_is_one_line_and_the_next_search_registe
     shutil.move(aside, artifacts)
     outcome = run_search(replace(settings, trials=1))
     assert outcome.registration is not None and not outcome.registration.reused
+
+
+def test_a_rebuilt_trial_starts_from_the_weights_dir_as_it_did(tmp_path, digits):
+    """A refit or a rebuild trains the trial's configuration again from the pretrained
+    weights it started from: with its backbone frozen for the whole schedule, the
+    backbone's weights are the file's, untouched."""
+    import optuna
+    import torchvision
+
+    from automl.search.conclude import retrained
+
+    reference = torchvision.models.resnet18(weights=None)
+    filename = torchvision.models.get_model_weights("resnet18").DEFAULT.url.rsplit("/", 1)[-1]
+    torch.save(reference.state_dict(), tmp_path / filename)
+    params = {"arch.backbone": "resnet18", "train.epochs": 1, "train.freeze_epochs": 1,
+              "train.batch_size": 64, "optim.name": "adamw", "optim.lr": 0.003}  # fmt: skip
+    trial = optuna.trial.create_trial(value=0.5, user_attrs={"params": params})
+    model = retrained(trial, digits, CPU, tmp_path)
+    inner = dict(model.named_parameters())
+    [name] = [n for n in inner if n.endswith("layer1.0.conv1.weight")]
+    torch.testing.assert_close(inner[name], reference.layer1[0].conv1.weight)

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -31,7 +31,9 @@ from automl.search.clock import every
 from automl.search.owners import OWNER, SHARED, WORKERS, Owner, adopt
 
 if TYPE_CHECKING:
-    from automl.search.session import Session
+    from automl.search.settings import SearchSettings
+    from automl.search.space import SearchSpace
+    from automl.search.warmstart import WarmStart
 
 TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
 CHECKPOINT_EPOCH = "checkpoint_epoch"  # user attribute: a retry can resume after this epoch
@@ -293,7 +295,16 @@ class Queued:
     pending: tuple[Fixed, ...] = ()
 
 
-def queue_trials(session: Session, owner: Owner = WORKERS, *, lazy: bool = False) -> Queued:
+class Queuing(Protocol):
+    """What queueing a search's tickets reads of its session (``session.Session``)."""
+
+    study: optuna.Study
+    settings: SearchSettings
+    space: SearchSpace
+    warm: WarmStart | None
+
+
+def queue_trials(session: Queuing, owner: Owner = WORKERS, *, lazy: bool = False) -> Queued:
     """Queue this search's ``--trials`` tickets for ``owner``: first the tickets of
     searches that are gone (adopted), then new ones. A new study starts with the
     warm-start configurations, then the space's baseline.

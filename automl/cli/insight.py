@@ -45,8 +45,8 @@ def evaluate(
     from automl.tracking import Registry, load_image_model
 
     model = load_image_model(model_uri, tracking_uri)
-    registry = Registry(tracking_uri)
-    version = registry.resolve(model_uri)
+    registry = Registry(tracking_uri) if model_uri.startswith("models:/") else None
+    version = registry.resolve(model_uri) if registry is not None else None  # a folder: none
     with console.status("loading the test split…"):
         if dataset is None and version is not None and "dataset" in version.tags:
             data = load_recorded(version.tags, data_dir)
@@ -85,7 +85,7 @@ def evaluate(
         table.add_row("ECE before temperature scaling", f"{before:.4f} (T = {temperature})")
     console.print(table)
     console.print(f"wrote {len(files)} files to {folder}")
-    if log and version is not None:
+    if log and registry is not None and version is not None:
         registry.log_to_version(
             version.name, version.version, folder, "evaluation", evaluation.metrics()
         )

@@ -214,11 +214,11 @@ def load_image_model(uri: str, tracking_uri: str | None = None) -> ImageModel:
 
     A registered version is copied, checked against the SHA-256 of its files recorded at
     registration (see ``integrity``), and loaded from the checked copy."""
-    client = client_for(tracking_uri, create=False) if tracking_uri else MlflowClient()
     download: tempfile.TemporaryDirectory[str] | None = None
     source = uri
     try:
-        if match := REGISTERED.fullmatch(uri):
+        if match := REGISTERED.fullmatch(uri):  # a folder needs no tracking store
+            client = client_for(tracking_uri, create=False) if tracking_uri else MlflowClient()
             download = tempfile.TemporaryDirectory(prefix="automl-model-")
             name, alias, number = match.groups()
             source = verified_copy(client, name, alias, number, Path(download.name), what=uri)

@@ -86,11 +86,17 @@ class Registry:
             return None
 
     def resolve(self, uri: str) -> VersionInfo | None:
-        """The version a ``models:/NAME@ALIAS`` or ``models:/NAME/V`` URI names, else None."""
-        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+        """The version a ``models:/NAME@ALIAS``, ``models:/NAME/V`` or ``models:/NAME/latest``
+        URI names (latest: the highest number, as loading it takes), else None."""
+        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+|latest))/?", uri)
         if not match:
             return None
         name, alias, number = match.groups()
+        if number == "latest":
+            versions = self.versions(name)
+            if not versions:
+                raise ConfigError(f"model '{name}' has no version")
+            return versions[-1]
         if number:
             return self.version(name, int(number))
         found = self.by_alias(name, alias)

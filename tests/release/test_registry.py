@@ -220,6 +220,32 @@ def image_files(registry_dir, digits):
     return folder, paths
 
 
+def test_a_model_folder_needs_no_tracking_store_and_latest_is_the_newest(
+    cli, registry_dir, image_files, tmp_path, monkeypatch
+):
+    import tempfile
+
+    from automl.tracking import checked_model_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the copy goes here
+    folder = checked_model_folder("models:/reg/2", f"sqlite:///{registry_dir / 'mlflow.db'}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no tracking store here
+    code, out, err = cli("predict", str(folder), str(image_files[1][0]), "--json")
+    assert code == 0, err
+    code, out, err = cli("evaluate", str(folder), "-o", str(tmp_path / "folder-eval"))
+    assert code == 0, err
+    assert "attached" not in out and not (elsewhere / "mlflow.db").exists()
+
+    monkeypatch.chdir(registry_dir)
+    client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
+    newest = max(int(v.version) for v in client.search_model_versions("name='reg'"))
+    code, out, err = cli("evaluate", "models:/reg/latest", "-o", str(tmp_path / "latest-eval"))
+    assert code == 0, err
+    assert f"attached to version {newest} of 'reg'" in out
+
+
 def test_predict_png_and_jpeg_files_and_folders(cli, image_files):
     folder, paths = image_files
     code, out, err = cli("predict", "models:/reg/2", str(folder), "--top-k", "3", "--json")

@@ -8,6 +8,7 @@ preprocessing (input size, channels, normalisation, class names) needed to use i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import warnings
@@ -23,6 +24,7 @@ from automl.tracking import ImageModel
 
 FORMATS = ("onnx", "torchscript", "pt2")
 TOLERANCE = 1e-4
+ONNX_NEEDS = {"onnxscript": "the exporter needs", "onnxruntime": "checking the file needs"}
 
 
 class ExportMismatch(AutomlError):
@@ -45,12 +47,8 @@ def _samples(preprocess: dict[str, Any]) -> list[torch.Tensor]:
 
 def _run_exported(fmt: str, path: Path) -> Any:
     if fmt == "onnx":
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ConfigError(
-                "checking an ONNX export needs onnxruntime: pip install 'automl[onnx]'"
-            ) from None
+        import onnxruntime  # present: check_export made sure
+
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: torch.from_numpy(np.asarray(session.run(None, {name: x.numpy()})[0]))
@@ -62,46 +60,60 @@ def _run_exported(fmt: str, path: Path) -> Any:
 
 
 def check_export(fmt: str, output: Path) -> None:
-    """The options, checked before the model is fetched."""
+    """The options, checked before the model is fetched (and the ONNX tools, before any
+    file is written: an export that cannot be checked is not made)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{fmt}'")
+    if output.is_dir():
+        raise ConfigError(f"-o: {output} is a folder; name the file, e.g. {output / 'model'}.{fmt}")
     if not output.parent.is_dir():
         raise ConfigError(f"-o: the folder {output.parent} does not exist")
+    if fmt == "onnx":
+        for module, why in ONNX_NEEDS.items():
+            if importlib.util.find_spec(module) is None:
+                raise ConfigError(f"--format onnx: {why} {module}: pip install 'automl[onnx]'")
 
 
 def export_model(model: ImageModel, fmt: str, output: Path) -> Exported:
+    """Write the export to a draft beside ``output``, check it, then move it into place:
+    ``output`` only ever holds a checked export."""
     check_export(fmt, output)
+    draft = output.with_name(f".{output.name}.draft")
+    try:
+        diff, count = _export_and_check(model, fmt, draft)
+        draft.replace(output)
+        preprocess_path = output.with_name(output.name + ".json")
+        preprocess_path.write_text(json.dumps({"format": fmt, **model.preprocess}, indent=2))
+    except OSError as exc:
+        raise ConfigError(f"-o {output}: cannot write it: {exc.strerror or exc}") from None
+    finally:
+        draft.unlink(missing_ok=True)
+    return Exported(output, preprocess_path, diff, count)
+
+
+def _export_and_check(model: ImageModel, fmt: str, path: Path) -> tuple[float, int]:
     program = torch.export.load(str(model.network_file()))
     reference = program.module()
     samples = _samples(model.preprocess)
     if fmt == "pt2":
-        shutil.copyfile(model.network_file(), output)
+        shutil.copyfile(model.network_file(), path)
     elif fmt == "torchscript":
         with warnings.catch_warnings():  # deprecated upstream, still what many runtimes load
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(reference, samples[1])  # type: ignore[no-untyped-call]
-            traced.save(str(output))
+            traced.save(str(path))
     else:
-        try:
-            import onnxscript  # noqa: F401  (the exporter needs it)
-        except ImportError:
-            raise ConfigError(
-                "ONNX export needs onnx and onnxscript: pip install 'automl[onnx]'"
-            ) from None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(program, (samples[1],), str(output), dynamo=True, verbose=False)
-    exported = _run_exported(fmt, output)
+            torch.onnx.export(program, (samples[1],), str(path), dynamo=True, verbose=False)
+    exported = _run_exported(fmt, path)
     diff = 0.0
     with torch.no_grad():
         for x in samples:
             diff = max(diff, float((exported(x) - reference(x)).abs().max()))
     if not diff <= TOLERANCE:
-        output.unlink(missing_ok=True)
         raise ExportMismatch(
             f"the {fmt} export differs from the registered network by {diff:.3g} "
             f"(limit {TOLERANCE}); nothing was written"
         )
-    preprocess_path = output.with_name(output.name + ".json")
-    preprocess_path.write_text(json.dumps({"format": fmt, **model.preprocess}, indent=2))
-    return Exported(output, preprocess_path, diff, len(samples))
+    return diff, len(samples)

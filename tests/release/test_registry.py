@@ -164,6 +164,11 @@ def test_promotion_gate_force_and_rollback(cli, registry_dir, accuracies):
         (["retrain", "models:/reg@nope", "--dataset", "digits"], "alias 'nope'"),
         (["drift", "models:/reg@nope", "--dataset", "digits"], "alias 'nope'"),
         (["export", "models:/reg/1", "--format", "tflite", "-o", "m.tfl"], "--format: expected"),
+        (["export", "models:/reg/1", "-o", "."], "-o: . is a folder; name the file"),
+        (
+            ["export", "models:/reg/1", "--format", "pt2", "-o", "/proc/m.pt2"],
+            "-o /proc/m.pt2: cannot write it",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_the_registry_alone(cli, registry_dir, args, message):
@@ -348,7 +353,7 @@ def test_export_matches_the_registered_network(cli, registry_dir, fmt):
     output = registry_dir / f"model.{fmt}"
     code, out, err = cli("export", "models:/reg/2", "--format", fmt, "-o", str(output))
     assert code == 0, err
-    assert output.exists()
+    assert output.exists() and not list(registry_dir.glob(".*.draft"))  # checked, moved
     sidecar = json.loads(Path(f"{output}.json").read_text())
     assert sidecar["format"] == fmt and sidecar["classes"] == [str(i) for i in range(10)]
     assert "max abs difference from the registered network" in out

@@ -160,7 +160,12 @@ class _Plan:
             "dataset": self.data.spec or self.data.name,
             "retrain.start": "weights" if self.from_weights else "scratch",
             "retrain.new_head": str(self.new_head).lower(),
+            **({"parent_ensemble": self.source.tags["ensemble"]} if self.from_ensemble else {}),
         }
+
+    @property
+    def from_ensemble(self) -> bool:
+        return bool(self.source.tags.get("ensemble"))
 
 
 def plan(model_uri: str, tracking_uri: str, options: RetrainOptions) -> _Plan:
@@ -173,6 +178,12 @@ def plan(model_uri: str, tracking_uri: str, options: RetrainOptions) -> _Plan:
     params = recorded_params(source, parent)
     config = TrialConfig.from_params(params)
     data, notes = _new_data(parent, options)
+    if members := source.tags.get("ensemble"):  # one network trains on: say which
+        best = members.split(",")[0]
+        notes.append(
+            f"version {source.version} averages trials {members}: the candidate is its best "
+            f"member, trial {best}, retrained alone (compared with the whole ensemble)"
+        )
     from_weights = not options.from_scratch
     if from_weights:  # the weights expect the normalisation they were trained with
         mean, std = parent.preprocess["mean"], parent.preprocess["std"]

@@ -174,6 +174,11 @@ def test_by_default_the_three_best_keep_their_weights_and_register_as_one(tmp_pa
     served = model.state_dict()
     assert set(served) == set(best)
     assert all(torch.equal(served[k], best[k]) for k in best)
+    from automl.release.retrain import RetrainOptions, plan
+
+    job = plan(reg.uri, settings.tracking_uri, RetrainOptions(dataset="digits", device="cpu"))
+    assert job.lineage["parent_ensemble"] == version.tags["ensemble"]
+    assert any(f"member, trial {order[0].number}, retrained alone" in n for n in job.notes)
 
 
 def test_a_store_failing_at_registration_is_one_line_and_the_next_search_registers(tmp_path):

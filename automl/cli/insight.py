@@ -79,10 +79,6 @@ def evaluate(
     table.add_column("value", justify="right")
     for name, value in summary_rows(evaluation):
         table.add_row(name, value)
-    before = version.float_tag("ece_uncalibrated") if version is not None else None
-    if version is not None and before is not None:  # the model carries a fitted temperature
-        temperature = version.tags.get("temperature", "?")
-        table.add_row("ECE before temperature scaling", f"{before:.4f} (T = {temperature})")
     console.print(table)
     console.print(f"wrote {len(files)} files to {folder}")
     if log and registry is not None and version is not None:

@@ -21,6 +21,7 @@ from automl.insight.metrics import ClassReport, classification_report
 from automl.insight.saliency import SaliencyExample, integrated_gradients
 from automl.serving.automl_serving import to_tensor
 from automl.tracking import ImageModel
+from automl.training.calibration import expected_calibration_error
 
 MAX_ROBUSTNESS_IMAGES = 2000
 SALIENCY_CLASSES = 10
@@ -34,6 +35,8 @@ class Evaluation:
     robustness_images: int
     saliency: list[SaliencyExample] = field(default_factory=list)
     groups: dict[str, ClassReport] = field(default_factory=dict)
+    temperature: float | None = None  # the model's last temperature, if it carries one
+    ece_uncalibrated: float | None = None  # the same split, that temperature undone
 
     @property
     def mean_corruption_accuracy(self) -> float:
@@ -46,6 +49,8 @@ class Evaluation:
         run's charts, and lives in ``robustness.csv`` / ``evaluation.json`` instead."""
         out = {f"test_{k}" if k == "accuracy" else k: v for k, v in self.report.summary().items()}
         out["mean_corruption_acc"] = self.mean_corruption_accuracy
+        if self.ece_uncalibrated is not None:
+            out["ece_uncalibrated"] = self.ece_uncalibrated
         for name, report in self.groups.items():
             out[f"group.{name}.accuracy"] = report.accuracy
             out[f"group.{name}.worst_class_recall"] = report.worst_recall
@@ -145,11 +150,25 @@ def evaluate_model(
                 per_group[name] = classification_report(
                     labels[members], probs[members], model.classes
                 )
+    temperature = model.temperature
+    before = None
+    if temperature is not None:
+        before = expected_calibration_error(labels, uncalibrated(probs, temperature))[0]
     progress("measuring robustness to corruptions")
     table, used = robustness(model, split, labels, seed)
     progress("computing saliency maps")
     examples = saliency_examples(model, split, probs, report)
-    return Evaluation(report, table, used, examples, per_group)
+    return Evaluation(report, table, used, examples, per_group, temperature, before)
+
+
+def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities before the logits were divided by ``temperature``: softmax(z / T)
+    gives log p = z / T - c per image, so softmax(T log p) = softmax(z)."""
+    logits = temperature * np.log(np.clip(probs.astype(np.float64), 1e-300, None))
+    logits -= logits.max(axis=1, keepdims=True)
+    exp: np.ndarray = np.exp(logits)
+    out: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return out
 
 
 def write_evaluation(evaluation: Evaluation, folder: Path) -> list[Path]:
@@ -200,6 +219,11 @@ def summary_rows(evaluation: Evaluation) -> list[tuple[str, str]]:
         ("worst class recall", f"{r.worst_recall:.4f} ({r.worst_class})"),
         ("best - worst class recall", f"{r.recall_gap:.4f}"),
         ("expected calibration error", f"{r.ece:.4f}"),
+        *(
+            [("ECE before temperature scaling", f"{before:.4f} (T = {evaluation.temperature:.3g})")]
+            if (before := evaluation.ece_uncalibrated) is not None
+            else []
+        ),
         (
             "mean corruption accuracy",
             f"{evaluation.mean_corruption_accuracy:.4f} ({evaluation.robustness_images} images)",

@@ -182,6 +182,14 @@ class ImageModel:
                 state = _inside(state, "network.")
         return state
 
+    @property
+    def temperature(self) -> float | None:
+        """The temperature the served logits are divided by last (of an ensemble: the one
+        fitted to the averaged members), None for a network without one."""
+        program = torch.export.load(str(self.network_file()))
+        value = {**program.state_dict, **program.constants}.get("temperature")
+        return None if value is None else float(value)
+
     def network_file(self) -> Path:
         """The model's ``network.pt2``: the file the loaded model itself reads (the
         checked copy of a registered version), else one download kept for this object's

@@ -157,3 +157,18 @@ def test_group_fairness_search_and_evaluate_command(tmp_path, capsys, monkeypatc
     assert "group indoor" in out and "worst class recall" in out
     written = {p.name for p in (tmp_path / "ev").iterdir()}
     assert {"groups.png", "saliency.png", "evaluation.json", "confusion_matrix.csv"} <= written
+
+
+def test_undoing_a_temperature_gives_back_the_softmax_of_the_logits():
+    from automl.insight.evaluate import uncalibrated
+
+    logits = np.random.default_rng(0).normal(0, 4, (50, 10))
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    for temperature in (0.5, 1.0, 2.7):
+        calibrated = softmax(logits / temperature).astype(np.float32)  # as served
+        undone = uncalibrated(calibrated, temperature)
+        np.testing.assert_allclose(undone, softmax(logits), atol=1e-4)

@@ -242,9 +242,16 @@ def test_a_model_folder_needs_no_tracking_store_and_latest_is_the_newest(
     code, out, err = cli("evaluate", str(folder), "-o", str(tmp_path / "folder-eval"))
     assert code == 0, err
     assert "attached" not in out and not (elsewhere / "mlflow.db").exists()
+    # Both ECEs, measured on the split evaluated: here the recorded test split, as at
+    # registration, so the figure before scaling is the version's own tag.
+    assert "ECE before temperature scaling" in out
+    metrics = json.loads((tmp_path / "folder-eval" / "evaluation.json").read_text())["metrics"]
+    client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
+    tags = client.get_model_version("reg", "2").tags
+    assert metrics["ece_uncalibrated"] == pytest.approx(float(tags["ece_uncalibrated"]), abs=0.01)
+    assert metrics["ece"] == pytest.approx(float(tags["ece"]), abs=0.01)
 
     monkeypatch.chdir(registry_dir)
-    client = mlflow_client(f"sqlite:///{registry_dir / 'mlflow.db'}")
     newest = max(int(v.version) for v in client.search_model_versions("name='reg'"))
     code, out, err = cli("evaluate", "models:/reg/latest", "-o", str(tmp_path / "latest-eval"))
     assert code == 0, err

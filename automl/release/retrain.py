@@ -10,6 +10,7 @@ forgetting is visible before anyone promotes it.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -280,6 +281,11 @@ def _register(
     data = job.data
     model, plain, both = mirror_if_better(job.model.cpu().eval(), data, job.device)
     _, test_acc = measure(model, data.test, job.norm, job.device)
+    # The validation accuracy of the model registered, as served (float32, mirrored or
+    # not), as a search records it; the last epoch's without a validation split.
+    val_acc = both if isinstance(model, Mirrored) else plain
+    if math.isnan(val_acc):
+        val_acc = history[-1].val_acc
     folder = (data.spec or "").startswith(FOLDER_PREFIX)
     tags = {
         **job.lineage,
@@ -294,7 +300,7 @@ def _register(
                 "classes": list(data.classes),
             }
         ),
-        "val_acc": figure(history[-1].val_acc),
+        "val_acc": figure(val_acc),
         "test_acc": figure(test_acc),
         "retrain_run_id": run_id,
         **mirror_tags(isinstance(model, Mirrored), plain, both),

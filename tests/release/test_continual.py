@@ -196,6 +196,7 @@ def test_retrain_on_new_data_records_lineage_and_compares_both_splits(cli, lab):
     assert tags["retrain.start"] == "weights"
     plain, both = (float(tags[f"val_acc_{kind}"]) for kind in ("unmirrored", "mirrored"))
     assert tags["tta"] == ("mirror" if both > plain else "none")  # decided on the new split
+    assert float(tags["val_acc"]) == pytest.approx(both if tags["tta"] == "mirror" else plain)
     assert "params" not in tags  # the same configuration travels in the model instead
     params = load_image_model(champion.uri, lab["uri"]).preprocess["params"]
     assert load_image_model(f"models:/{NAME}/{new}", lab["uri"]).preprocess["params"] == params

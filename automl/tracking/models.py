@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -249,7 +250,8 @@ def checked_model_folder(uri: str, tracking_uri: str) -> Path:
     if match is None:
         raise ConfigError(f"{uri}: not a registered model (models:/NAME@ALIAS or models:/NAME/V)")
     name, alias, number = match.groups()
-    folder = Path(tempfile.mkdtemp(prefix="automl-serve-"))
+    _remove_dead_copies()
+    folder = Path(tempfile.mkdtemp(prefix=f"{SERVE_PREFIX}{os.getpid()}-"))  # execv keeps it
     try:
         client = client_for(tracking_uri, create=False)
         return Path(verified_copy(client, name, alias, number, folder, what=uri))
@@ -258,6 +260,28 @@ def checked_model_folder(uri: str, tracking_uri: str) -> Path:
         if isinstance(exc, MlflowException):
             raise ConfigError(f"{uri}: cannot fetch the model: {first_line(exc)}") from None
         raise
+
+
+SERVE_PREFIX = "automl-serve-"  # then the pid of the server that reads the copy
+
+
+def _remove_dead_copies() -> None:
+    """The copies of servers that have stopped: a server replaces this process (execv),
+    so nothing is left to remove its copy but the next start."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SERVE_PREFIX}*-*"):
+        pid = folder.name.removeprefix(SERVE_PREFIX).split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def verified_copy(

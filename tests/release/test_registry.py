@@ -186,9 +186,14 @@ def test_a_refused_serve_leaves_no_copy_behind(cli, registry_dir, tmp_path, monk
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the copy would go
+    stopped = tmp_path / "automl-serve-999999999-x1"  # a server that has stopped
+    running = tmp_path / f"automl-serve-{os.getpid()}-x2"  # one that still runs
+    for copy in (stopped, running):
+        copy.mkdir()
+        (copy / "MLmodel").write_text("copied")
     code, _, err = cli("serve", "models:/reg@nope")
     assert code == 2 and "cannot fetch the model" in err
-    assert not list(tmp_path.glob("automl-serve-*"))
+    assert sorted(tmp_path.glob("automl-serve-*")) == [running]  # the stopped one's is gone
 
 
 def test_versions_tested_on_different_splits_are_not_compared(cli, registry_dir):

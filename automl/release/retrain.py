@@ -154,6 +154,7 @@ class _Plan:
 
     @property
     def lineage(self) -> dict[str, str]:
+        members = self.source.tags.get("ensemble")
         return {
             "parent_model": self.source.name,
             "parent_version": str(self.source.version),
@@ -161,12 +162,8 @@ class _Plan:
             "dataset": self.data.spec or self.data.name,
             "retrain.start": "weights" if self.from_weights else "scratch",
             "retrain.new_head": str(self.new_head).lower(),
-            **({"parent_ensemble": self.source.tags["ensemble"]} if self.from_ensemble else {}),
+            **({"parent_ensemble": members} if members else {}),
         }
-
-    @property
-    def from_ensemble(self) -> bool:
-        return bool(self.source.tags.get("ensemble"))
 
 
 def plan(model_uri: str, tracking_uri: str, options: RetrainOptions) -> _Plan:

@@ -266,10 +266,10 @@ def _register_trial(
         model, test_acc, val_acc = _ensemble(
             model, members[1:], data, tracker, device, weights_dir=weights_dir
         )
-        ensemble_tag = ",".join(str(t.number) for t in members)
-        tags.update(ensemble=ensemble_tag, test_acc_single=tags["test_acc"])
+        numbers = tuple(t.number for t in members)
+        tags.update(ensemble=",".join(map(str, numbers)), test_acc_single=tags["test_acc"])
         tags.update(test_acc=figure(test_acc), val_acc=figure(val_acc))
-        ensembled = {"members": tuple(t.number for t in members), "test_acc_single": single}
+        ensembled = {"members": numbers, "test_acc_single": single}
     if mirror and not refit:  # a refit model has trained on validation: _refit decided
         on_stage("trying each validation image with its mirror image")
         model, test_acc, val_acc, note = _mirror(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -31,6 +32,9 @@ from automl.stores import (
     store_lock,
     tune_sqlite,
 )
+
+# A registered version: models:/NAME@ALIAS, models:/NAME/V or models:/NAME/latest.
+REGISTERED = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+|latest))/?")
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 # It logs a store it cannot open with a traceback, then raises: the one line is ours.

@@ -24,7 +24,7 @@ from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
 
 from automl.errors import ConfigError
 from automl.serving.automl_serving import predict_frame
-from automl.tracking.common import client_for, first_line
+from automl.tracking.common import REGISTERED, client_for, first_line
 from automl.tracking.integrity import verify
 
 SERVING = Path(__file__).resolve().parent.parent / "serving"
@@ -214,7 +214,6 @@ def _inside(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
-REGISTERED = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+|latest))/?")
 SHORTHAND = re.compile(r"[^/@:]+(?:@[^/]+|/(?:\d+|latest))")  # a registered name, no scheme
 
 

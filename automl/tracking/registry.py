@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import math
-import re
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from automl.errors import ConfigError
-from automl.tracking.common import client_for, first_line, store_errors
+from automl.tracking.common import REGISTERED, client_for, first_line, store_errors
 from automl.tracking.integrity import digest_tags
 from automl.tracking.listing import VersionInfo, missing_model
 
@@ -88,7 +87,7 @@ class Registry:
     def resolve(self, uri: str) -> VersionInfo | None:
         """The version a ``models:/NAME@ALIAS``, ``models:/NAME/V`` or ``models:/NAME/latest``
         URI names (latest: the highest number, as loading it takes), else None."""
-        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+|latest))/?", uri)
+        match = REGISTERED.fullmatch(uri)
         if not match:
             return None
         name, alias, number = match.groups()

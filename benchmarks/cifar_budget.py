@@ -9,11 +9,15 @@ instead of Hyperband's three on a 30-step grid, or TPE with median pruning acros
 whole study). Prints test accuracy of the registered model, epochs, complete/pruned
 counts, wall time and the baseline trial's seconds (a gauge of the machine's speed during
 that search) for each, per seed and on average; ``--trials`` adds a line per trial (where
-the budget went). Asserts nothing.
+the budget went). ``--ensemble K`` sets the searches' ensemble size, and ``--also K ...``
+registers each finished search once more per size (its K best averaged; run with
+``--ensemble`` at least as large, so every member's weights were kept and none is trained
+again): ensemble sizes compared on the very same trials, without the noise of one search
+against another. Asserts nothing.
 
     python benchmarks/cifar_budget.py [--budget 900] [--seeds 0 1] [--per-class 500]
         [--test-per-class 0] [--space NAME] [--device auto] [--scratch DIR] [--trials]
-        [--max-trials N] [--jobs N --trials-per-gpu K]
+        [--max-trials N] [--jobs N --trials-per-gpu K] [--ensemble K] [--also K ...]
 
 Without ``--space`` every search gets the space ``automl search`` would choose for the
 folder (``photos``).
@@ -31,10 +35,12 @@ from pathlib import Path
 import numpy as np
 from optuna.trial import FrozenTrial
 
+from automl.search.conclude import register_best
 from automl.search.options import resolve_space
 from automl.search.pruning import epochs_run
 from automl.search.runner import run_search
 from automl.search.settings import SearchSettings
+from automl.training.device import resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
@@ -116,6 +122,8 @@ def main() -> None:
     parser.add_argument("--max-trials", type=int, default=100_000, help="trials at most")
     parser.add_argument("--jobs", type=int, default=1, help="parallel trials (GPU: packed)")
     parser.add_argument("--trials-per-gpu", type=int, default=1)
+    parser.add_argument("--ensemble", type=int, default=None, help="[automl's default]")
+    parser.add_argument("--also", type=int, nargs="*", default=[], help="other ensemble sizes")
     args = parser.parse_args()
     folder = subset(unpack(args.scratch, args.archive), args.per_class, args.test_per_class)
     chosen = {"space": resolve_space(Path(args.space))} if args.space else {}
@@ -142,6 +150,7 @@ def main() -> None:
                 seed=seed,
                 device=args.device,
                 evaluate=False,
+                ensemble=args.ensemble,
                 **CONFIGS[name],
             )
             start = time.perf_counter()
@@ -165,6 +174,15 @@ def main() -> None:
             )
             if args.trials:
                 print("\n".join(trial_lines(outcome.trials_run)), flush=True)
+            for size in args.also:
+                [other] = register_best(
+                    outcome.study, outcome.data, tracker=outcome.tracker,
+                    parent_run_id=outcome.parent_run_id, model_name=f"also-{size}",
+                    device=resolve_device(settings.device), ensemble=size, mirror=settings.tta,
+                )  # fmt: skip
+                members = ",".join(map(str, other.members or (other.trial_number,)))
+                print(f"    --ensemble {size}: test {other.test_acc:.4f}  val "
+                      f"{other.val_acc:.4f}  trials {members}", flush=True)  # fmt: skip
     print("\nmeans over seeds")
     for name, found in rows.items():
         test, val, epochs, done, pruned, wall = (

@@ -61,6 +61,11 @@ def automl(*args: str, **env: str) -> list[str]:
     return [sys.executable, "-m", "automl", *args]
 
 
+# Workers started together share this machine's cores: each takes them all by default, and
+# two oversubscribed workers trained a trial here in 74 s that took 8 s on one thread each.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
 def start_worker(study: str, databases, server, cwd: Path, **env: str) -> subprocess.Popen:
     command = automl("worker", "--study", study, "--storage", databases["optuna"],
                      "--tracking-uri", server, "--device", "cpu")  # fmt: skip
@@ -116,7 +121,7 @@ STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 def test_three_workers_finish_exactly_twelve_trials_under_one_parent(databases, server, tmp_path):
     create_study("three", 12, databases, server, tmp_path, TINY_SPACE)
-    workers = [start_worker("three", databases, server, tmp_path) for _ in range(3)]
+    workers = [start_worker("three", databases, server, tmp_path, **ONE_THREAD) for _ in range(3)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
     study = load("three", databases)
@@ -170,7 +175,9 @@ def test_a_killed_workers_trial_is_failed_and_run_again(databases, server, tmp_p
     victim.wait()
     killed_at = time.monotonic()
     dead = running.number
-    helpers = [start_worker("killed", databases, server, tmp_path, **fast) for _ in range(2)]
+    helpers = [
+        start_worker("killed", databases, server, tmp_path, **fast, **ONE_THREAD) for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=600)[0] for w in helpers]
     (tmp_path / "helpers.log").write_text("\n\n".join(outputs))
     assert all(w.returncode == 0 for w in helpers), tmp_path / "helpers.log"

@@ -62,7 +62,8 @@ def automl(*args: str, **env: str) -> list[str]:
 
 
 # Workers started together share this machine's cores: each takes them all by default, and
-# two oversubscribed workers trained a trial here in 74 s that took 8 s on one thread each.
+# two oversubscribed workers train a trial several times slower than at one thread each
+# (the killed-worker test took 124 s so, 35 s single-threaded).
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 

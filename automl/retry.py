@@ -13,7 +13,6 @@ is back, after how long, and what was held meanwhile (``hold`` counts it) and no
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
+from automl.environment import STORE_RETRY_SECONDS, TRACKING_RETRY_SECONDS
 from automl.stores import mask_url
 
 T = TypeVar("T")
@@ -37,8 +37,8 @@ MAX_DELAY = 30.0
 
 
 def budget(kind: str) -> float:
-    defaults = {"store": 600.0, "tracking": 300.0}
-    return float(os.environ.get(f"AUTOML_{kind.upper()}_RETRY_SECONDS", defaults[kind]))
+    budgets = {"store": STORE_RETRY_SECONDS, "tracking": TRACKING_RETRY_SECONDS}
+    return budgets[kind].get()
 
 
 def _notify(message: str) -> None:

@@ -24,15 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from automl import environment
 from automl.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     import optuna
 
-DEFAULT_STORAGE = "sqlite:///automl.db"
-DEFAULT_TRACKING = "sqlite:///mlflow.db"
-HEARTBEAT_SECONDS = int(os.environ.get("AUTOML_HEARTBEAT_SECONDS", "30"))
-GRACE_SECONDS = int(os.environ.get("AUTOML_GRACE_SECONDS", "90"))  # silence before a trial is dead
+DEFAULT_STORAGE = environment.STORAGE.default
+DEFAULT_TRACKING = environment.TRACKING_URI.default
 _tuned = False
 
 
@@ -76,7 +75,6 @@ def check_storage_url(url: str, option: str) -> None:
 
 
 PROXY_PORT = 13000  # automl storage-proxy's default port
-PROXY_WAIT_SECONDS = float(os.environ.get("AUTOML_PROXY_WAIT_SECONDS", "2"))
 PROXY_URL = re.compile(r"(?i)grpc://(\[[0-9a-f:.]+\]|[^\s/:@?#\[\]]+)(?::(\d{1,5}))?/?")
 
 
@@ -102,17 +100,18 @@ def check_proxy(url: str, option: str) -> tuple[str, int]:
     address = proxy_address(url, option)
     assert address is not None
     host, port = address
+    wait = environment.PROXY_WAIT_SECONDS.get()
     try:
         import grpc
     except ImportError:
         raise ConfigError(f"{option}: grpc:// needs grpcio (pip install grpcio)") from None
     with grpc.insecure_channel(f"{host}:{port}") as channel:
         try:
-            grpc.channel_ready_future(channel).result(timeout=PROXY_WAIT_SECONDS)
+            grpc.channel_ready_future(channel).result(timeout=wait)
         except grpc.FutureTimeoutError:
             raise StoreError(
                 f"{option} {url}: no storage proxy answers there within "
-                f"{PROXY_WAIT_SECONDS:g} s (start one with automl storage-proxy --storage "
+                f"{wait:g} s (start one with automl storage-proxy --storage "
                 f"DATABASE_URL --host HOST --port {port})"
             ) from None
     return host, port
@@ -334,8 +333,8 @@ def open_database(
             return optuna.storages.RDBStorage(
                 at,
                 engine_kwargs=kwargs,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
+                heartbeat_interval=environment.HEARTBEAT_SECONDS.get(),
+                grace_period=environment.GRACE_SECONDS.get(),
             )
 
     for attempt in range(CREATE_TRIES):

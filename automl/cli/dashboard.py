@@ -19,6 +19,7 @@ from urllib.parse import quote
 import typer
 
 from automl.cli import StorageOption, app, console, errors, sigterm_as_interrupt
+from automl.environment import DASHBOARD_PUBLISHED_ON
 from automl.errors import ConfigError, StoreError
 from automl.stores import (
     DEFAULT_STORAGE,
@@ -63,7 +64,7 @@ def dashboard(
     published_on: Annotated[
         str | None,
         typer.Option(
-            envvar="AUTOML_DASHBOARD_PUBLISHED_ON",
+            envvar=DASHBOARD_PUBLISHED_ON.name,
             hidden=True,
             help="In a container: the address its port is published on, which decides "
             "instead of --host whether to warn, or to answer loopback names only "

@@ -21,6 +21,7 @@ from automl.cli import (
     sigterm_as_interrupt,
 )
 from automl.cli.search import create_command
+from automl.environment import STUDY
 from automl.errors import Terminated
 from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
 
@@ -31,7 +32,7 @@ app.add_typer(study_app, name="study")
 study_app.command("create")(create_command)
 
 StudyOption = Annotated[
-    str, typer.Option("--study", help="The study to work on.", envvar="AUTOML_STUDY")
+    str, typer.Option("--study", help="The study to work on.", envvar=STUDY.name)
 ]
 
 

@@ -18,11 +18,10 @@ import typer
 
 from automl.cli import StorageOption, app, console, errors, sigterm_as_interrupt
 from automl.cli.dashboard import is_loopback
+from automl.environment import GRACE_SECONDS, HEARTBEAT_SECONDS
 from automl.errors import ConfigError
 from automl.stores import (
     DEFAULT_STORAGE,
-    GRACE_SECONDS,
-    HEARTBEAT_SECONDS,
     PROXY_PORT,
     check_storage_url,
     check_study_tables,
@@ -97,7 +96,8 @@ def storage_proxy(
                 )
             console.print(
                 f"workers: --storage grpc://{address(here, port)} (or AUTOML_STORAGE); "
-                f"heartbeats every {HEARTBEAT_SECONDS} s, a trial silent for {GRACE_SECONDS} s "
+                f"heartbeats every {HEARTBEAT_SECONDS.get()} s, a trial silent for "
+                f"{GRACE_SECONDS.get()} s "
                 "is failed and queued again by the next worker; Ctrl-C stops it",
                 highlight=False,
             )

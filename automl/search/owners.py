@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.environment import GRACE_SECONDS, HEARTBEAT_SECONDS
 from automl.search import optuna_compat as compat
 from automl.search.clock import every
-from automl.stores import GRACE_SECONDS, HEARTBEAT_SECONDS
 
 OWNER = "owner"  # user attribute of a ticket: the search that queued it ("" shared)
 SHARED = ""
@@ -51,9 +51,9 @@ def owner_of(trial: FrozenTrial) -> str:
 def alive(study: optuna.Study, owners: set[str]) -> set[str]:
     """Which of the searches ``owners`` still run (their heartbeat is recent)."""
     records = compat.storage_of(study).get_study_system_attrs(compat.study_id(study))
-    now = time.time()
+    now, grace = time.time(), GRACE_SECONDS.get()
     beats = {o: records.get(RECORD.format(o)) for o in owners}
-    return {o for o, r in beats.items() if isinstance(r, dict) and now - r["beat"] <= GRACE_SECONDS}
+    return {o for o, r in beats.items() if isinstance(r, dict) and now - r["beat"] <= grace}
 
 
 @contextmanager
@@ -71,7 +71,7 @@ def heartbeat(study: optuna.Study, owner: Owner) -> Iterator[None]:
 
     beat()  # before this search adopts anything; the timer beats again at once
     try:
-        with every(HEARTBEAT_SECONDS, beat, f"owner-{owner.id}"):
+        with every(HEARTBEAT_SECONDS.get(), beat, f"owner-{owner.id}"):
             yield
     finally:
         with contextlib.suppress(Exception):  # gone: its tickets are adopted at once

@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from automl import environment
 from automl.errors import ConfigError, unknown_name
 from automl.search.options import (
     DEFAULT_SPACE,
@@ -95,11 +96,15 @@ class SearchSettings:
         "Optuna storage URL (shared by all workers), or grpc://HOST:PORT of an automl "
         "storage-proxy.",
         "local",
-        envvar="AUTOML_STORAGE",
+        envvar=environment.STORAGE.name,
         secret=True,
     )
     tracking_uri: str = option(
-        DEFAULT_TRACKING, "MLflow tracking URI.", "local", envvar="AUTOML_TRACKING_URI", secret=True
+        DEFAULT_TRACKING,
+        "MLflow tracking URI.",
+        "local",
+        envvar=environment.TRACKING_URI.name,
+        secret=True,
     )
     experiment: str | None = option(None, "MLflow experiment. [default: the study name]", "study")
     model_name: str | None = option(
@@ -194,14 +199,14 @@ class SearchSettings:
         "Shared folder for the running trials' checkpoints, reachable by every worker. "
         "[default: each trial's MLflow run]",
         "local",
-        envvar="AUTOML_CHECKPOINT_DIR",
+        envvar=environment.CHECKPOINT_DIR.name,
         check=writable_folder,
     )
     checkpoint_seconds: float = option(
         0.0,
         "A running trial saves a checkpoint after each epoch, or at most this often.",
         "local",
-        envvar="AUTOML_CHECKPOINT_SECONDS",
+        envvar=environment.CHECKPOINT_SECONDS.name,
         check=seconds,
     )
     compile: bool = option(

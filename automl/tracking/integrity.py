@@ -13,9 +13,9 @@ file is run between the check and the load.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+from automl.environment import ALLOW_UNVERIFIED_MODELS
 from automl.errors import ConfigError
 
 TAG_PREFIX = "automl.sha256/"
@@ -24,7 +24,6 @@ LOCAL_FILES = frozenset({"registered_model_meta"})
 # Reports automl attaches to a version after registration (``automl evaluate``): data
 # that loading never reads nor puts on the import path, so not part of the record.
 ATTACHED = ("evaluation/",)
-ALLOW_UNVERIFIED = "AUTOML_ALLOW_UNVERIFIED_MODELS"  # "1": load versions registered without
 
 
 def file_digests(folder: Path) -> dict[str, str]:
@@ -52,11 +51,12 @@ def verify(folder: Path, tags: dict[str, str], what: str) -> None:
     """Refuse, in one line, a model whose files differ from those its version recorded."""
     recorded = {k[len(TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
     if not recorded:
-        if os.environ.get(ALLOW_UNVERIFIED) == "1":
+        if ALLOW_UNVERIFIED_MODELS.get():
             return
         raise ConfigError(
             f"{what}: no SHA-256 of its files was recorded when it was registered, so its "
-            f"code cannot be checked; refusing to load it ({ALLOW_UNVERIFIED}=1 loads it anyway)"
+            f"code cannot be checked; refusing to load it "
+            f"({ALLOW_UNVERIFIED_MODELS.name}=1 loads it anyway)"
         )
     actual = file_digests(folder)
     changed = sorted(name for name, digest in recorded.items() if actual.get(name) != digest)

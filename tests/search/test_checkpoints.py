@@ -126,8 +126,8 @@ def test_sigterm_then_kill_9_of_workers_loses_no_finished_epoch(tmp_path, monkey
     second.kill()  # SIGKILL: nothing runs, the trial stays RUNNING
     second.wait()
     # The third worker runs here, with the same short grace period as the other two.
-    monkeypatch.setattr("automl.stores.HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr("automl.stores.GRACE_SECONDS", 3)
+    monkeypatch.setenv("AUTOML_HEARTBEAT_SECONDS", "1")
+    monkeypatch.setenv("AUTOML_GRACE_SECONDS", "3")
     time.sleep(5)  # past the 3 s grace even on a whole-second clock and a loaded machine
     assert main(worker) == 0
 

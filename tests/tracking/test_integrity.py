@@ -6,8 +6,9 @@ import hashlib
 
 import pytest
 
+from automl.environment import ALLOW_UNVERIFIED_MODELS
 from automl.errors import ConfigError
-from automl.tracking.integrity import ALLOW_UNVERIFIED, digest_tags, file_digests, verify
+from automl.tracking.integrity import digest_tags, file_digests, verify
 
 
 @pytest.fixture
@@ -65,5 +66,5 @@ def test_a_modified_model_is_refused_in_one_line(model, change, said):
 def test_a_version_without_a_record_is_refused_unless_allowed(model, monkeypatch):
     with pytest.raises(ConfigError, match="no SHA-256 of its files was recorded"):
         verify(model, {"test_acc": "0.9"}, "models:/m/1")
-    monkeypatch.setenv(ALLOW_UNVERIFIED, "1")
+    monkeypatch.setenv(ALLOW_UNVERIFIED_MODELS.name, "1")
     verify(model, {"test_acc": "0.9"}, "models:/m/1")

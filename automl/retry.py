@@ -1,9 +1,10 @@
 """Riding out a database or tracking server that goes away for a while.
 
 A call that fails with a connection-level error is tried again with exponential backoff
-(1, 2, 4 ... 30 s between tries) until its budget runs out; then the last error is raised.
-Budgets: ``AUTOML_STORE_RETRY_SECONDS`` (Optuna storage, default 600) and
-``AUTOML_TRACKING_RETRY_SECONDS`` (MLflow, default 300).
+(1, 2, 4 ... 30 s between tries) until its service's budget runs out; then the last error
+is raised. Each ``Service`` names its budget (``AUTOML_STORE_RETRY_SECONDS`` for the Optuna
+storage, ``AUTOML_TRACKING_RETRY_SECONDS`` for MLflow) and is the key of its outage, so
+the lines that say an outage began and ended always pair up, however it is worded.
 
 An outage is never silent: the first failed call says when the service stopped answering,
 each retry says how long it has been away, and the first call that gets through says it
@@ -22,7 +23,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
-from automl.environment import STORE_RETRY_SECONDS, TRACKING_RETRY_SECONDS
+from automl.environment import STORE_RETRY_SECONDS, TRACKING_RETRY_SECONDS, Variable
 from automl.stores import mask_url
 
 T = TypeVar("T")
@@ -36,9 +37,26 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
 MAX_DELAY = 30.0
 
 
-def budget(kind: str) -> float:
-    budgets = {"store": STORE_RETRY_SECONDS, "tracking": TRACKING_RETRY_SECONDS}
-    return budgets[kind].get()
+@dataclass(frozen=True)
+class Service:
+    """A service whose outages are ridden out: ``key`` identifies it (its outages are
+    kept by key), ``name`` is how the lines on screen call it, ``budget`` how long a call
+    to it is retried."""
+
+    key: str
+    name: str = field(compare=False)
+    budget: Variable[float] = field(compare=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+STORE = Service("optuna-storage", "the Optuna storage", STORE_RETRY_SECONDS)
+
+
+def tracking_service(uri: str, name: str) -> Service:
+    """The MLflow store at ``uri``, called ``name`` on screen."""
+    return Service(f"mlflow:{uri}", name, TRACKING_RETRY_SECONDS)
 
 
 def _notify(message: str) -> None:
@@ -76,7 +94,7 @@ class _Outage:
     held: Counter[str] = field(default_factory=Counter)
 
 
-_OUTAGES: dict[str, _Outage] = {}  # services away now, by name
+_OUTAGES: dict[Service, _Outage] = {}  # services away now
 _LOCK = threading.Lock()
 
 
@@ -84,7 +102,7 @@ def _first_line(exc: BaseException) -> str:
     return mask_url((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
 
 
-def went_away(what: str, exc: BaseException) -> bool:
+def went_away(what: Service, exc: BaseException) -> bool:
     """Record that ``what`` stopped answering; said once per outage. True when it is new."""
     with _LOCK:
         if what in _OUTAGES:
@@ -98,11 +116,11 @@ def went_away(what: str, exc: BaseException) -> bool:
     return True
 
 
-def is_away(what: str) -> bool:
+def is_away(what: Service) -> bool:
     return what in _OUTAGES
 
 
-def hold(what: str, thing: str, count: int = 1) -> None:
+def hold(what: Service, thing: str, count: int = 1) -> None:
     """Count ``count`` ``thing``s kept back while ``what`` is away (said when it is back)."""
     with _LOCK:
         outage = _OUTAGES.get(what)
@@ -110,7 +128,7 @@ def hold(what: str, thing: str, count: int = 1) -> None:
             outage.held[thing] += count
 
 
-def came_back(what: str) -> None:
+def came_back(what: Service) -> None:
     """``what`` answered: if it was away, say so, for how long, and what was held."""
     with _LOCK:
         outage = _OUTAGES.pop(what, None)
@@ -125,16 +143,15 @@ def came_back(what: str) -> None:
 def retrying(
     call: Callable[[], T],
     *,
-    what: str,
-    kind: str = "store",
+    what: Service,
     transient: Callable[[BaseException], bool] = is_transient_store_error,
     holding: str = "",
 ) -> T:
-    """``call()``, tried again on transient errors until the ``kind`` budget is spent.
+    """``call()``, tried again on transient errors until ``what``'s budget is spent.
 
     ``holding`` names what the call carries (a trial's result, a run update): counted as
     held when it had to wait for the service."""
-    deadline = time.monotonic() + budget(kind)
+    deadline = time.monotonic() + what.budget.get()
     delay = 1.0
     while True:
         try:

@@ -25,7 +25,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import Terminated, stop_if_asked
-from automl.retry import retrying
+from automl.retry import STORE, retrying
 from automl.search import optuna_compat as compat
 from automl.search.clock import every
 from automl.search.owners import OWNER, SHARED, WORKERS, Owner, adopt
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
 CHECKPOINT_EPOCH = "checkpoint_epoch"  # user attribute: a retry can resume after this epoch
 MAX_RETRY = 2
-STORE = "the Optuna storage"
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,6 @@ def _resilient(method: Callable[P, R]) -> Callable[P, R]:
         return retrying(
             lambda: method(*args, **kwargs),
             what=args[0].what,  # type: ignore[attr-defined]
-            kind="tracking",
             transient=is_transient,
             holding="run updates",
         )

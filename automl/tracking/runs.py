@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from requests.exceptions import RequestException
 
 from automl.errors import AutomlError, StoreError
-from automl.retry import came_back, hold, is_away, went_away
+from automl.retry import came_back, hold, is_away, tracking_service, went_away
 from automl.stores import mask_url
 from automl.tracking.calls import TRACKING_ERRORS, _resilient, _timed, is_transient
 from automl.tracking.common import client_for, first_line
@@ -142,11 +142,12 @@ class Tracker:
         self.tracking_uri = tracking_uri
         served = tracking_uri.startswith(("http://", "https://"))
         # How outages are named on screen: the server, or the local store.
-        self.what = (
+        name = (
             f"the MLflow tracking server {mask_url(tracking_uri)}"
             if served
             else "the MLflow tracking store"
         )
+        self.what = tracking_service(tracking_uri, name)
         start = time.perf_counter()
         self.client = client_for(tracking_uri, create=experiment is not None)
         if tracking_uri.startswith(("http://", "https://")):

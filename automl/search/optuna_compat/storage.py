@@ -19,11 +19,10 @@ from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.retry import retrying
+from automl.retry import STORE, retrying
 from automl.search.clock import OptunaClock
 from automl.search.optuna_compat.sql import Batch, Queries, SqlQueries
 
-STORE = "the Optuna storage"
 LOOK_SECONDS = 0.5  # how stale other workers' changes may be in a read
 FLUSH_SECONDS = 2.0  # how long a write of an own running trial may wait to be sent
 

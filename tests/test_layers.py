@@ -61,11 +61,11 @@ def _layer(module: str) -> str:
     return "base" if parts[1] in LOOSE else parts[1]
 
 
-def test_the_package_is_folders_with_at_most_two_loose_modules():
+def test_the_package_is_folders_beside_the_base_modules():
     loose = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
     assert loose - LOOSE == set(), f"modules beside {', '.join(sorted(LOOSE))}"
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    assert folders == set(ALLOWED) - {"base"}
+    assert folders - LOOSE == set(ALLOWED) - {"base"}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -134,6 +134,6 @@ def test_only_the_space_suggests_and_only_the_adapter_touches_optuna_internals()
         text = path.read_text()
         if path.name != "space.py":
             assert "suggest_" not in text.replace("suggest_*", ""), path
-        if "optuna_compat" not in path.parts:
+        if not path.is_relative_to(PACKAGE / "stores"):
             assert not re.search(r"optuna\.\w+\._|from optuna\.\w+\._|\bstudy\._\w", text), path
             assert not re.search(r"\._(trial_id|storage|study_id|thread_local)\b", text), path

@@ -4,7 +4,7 @@ every worker, on any number of machines (``--storage grpc://HOST:PORT`` on their
 Each worker directly on PostgreSQL holds connections of its own; hundreds of them exhaust
 the server's. Through the proxy they hold none, and the proxy at most one a thread. It is
 Optuna's gRPC storage proxy with automl's queue beside it (claims, batched writes,
-heartbeats: ``search/optuna_compat/proxy.py``). It has no authentication and no TLS, so it
+heartbeats: ``stores/proxy/client.py``). It has no authentication and no TLS, so it
 listens on the loopback address unless told otherwise, and warns when it does not.
 """
 
@@ -31,7 +31,7 @@ from automl.stores import (
 )
 
 if TYPE_CHECKING:
-    from automl.search.optuna_compat.proxy_server import Traffic
+    from automl.stores.proxy.server import Traffic
 
 
 @app.command("storage-proxy")
@@ -50,7 +50,7 @@ def storage_proxy(
     ] = 60.0,
 ) -> None:
     """Serve the study storage to workers anywhere: they use --storage grpc://HOST:PORT."""
-    from automl.search.optuna_compat.proxy_server import ProxyServer, address
+    from automl.stores.proxy.server import ProxyServer, address
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port: must be 1..65535, got {port}")

@@ -1,3 +1,3 @@
 """The search: settings, the space, samplers and pruners, the objective, the trial queue,
 job processes, sessions, the runner and the conclusion. Optuna's internals are touched in
-``optuna_compat`` only; ``space`` is the only caller of ``trial.suggest_*``."""
+``automl.stores`` only; ``space`` is the only caller of ``trial.suggest_*``."""

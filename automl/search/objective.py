@@ -7,7 +7,7 @@ artifacts), failed by any other exception; the study goes on. Only an interrupt 
 fatal ``AutomlError`` escapes, after the trial's record is closed: an interrupt hands the
 trial back with a checkpoint of its last epoch (``search/checkpoints.py``), which its retry
 resumes from. Storage calls are timed and retried by the study's storage
-(``optuna_compat.StudyStorage``); the trial's MLflow run is owned by a ``TrialRecorder``.
+(``stores.cached.StudyStorage``); the trial's MLflow run is owned by a ``TrialRecorder``.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ from automl.search.checkpoints import (
     open_store,
     predecessor,
 )
-from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
 from automl.search.measures import OBJECTIVES, Measurements, dominates, unrecorded
-from automl.search.optuna_compat import flush
 from automl.search.queue import CHECKPOINT_EPOCH, TrialResult
 from automl.search.settings import SearchSettings
 from automl.search.space import SearchSpace
+from automl.stores.clock import OptunaClock
+from automl.stores.compat import flush
 from automl.tracking import Tracker, TrialRecorder
 from automl.training.config import TrialConfig
 from automl.training.loop import EpochResult

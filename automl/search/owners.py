@@ -23,8 +23,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.environment import GRACE_SECONDS, HEARTBEAT_SECONDS
-from automl.search import optuna_compat as compat
 from automl.search.clock import every
+from automl.stores import compat
 
 OWNER = "owner"  # user attribute of a ticket: the search that queued it ("" shared)
 SHARED = ""

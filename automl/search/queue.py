@@ -26,9 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import Terminated, stop_if_asked
 from automl.retry import STORE, retrying
-from automl.search import optuna_compat as compat
 from automl.search.clock import every
 from automl.search.owners import OWNER, SHARED, WORKERS, Owner, adopt
+from automl.stores import compat
 
 if TYPE_CHECKING:
     from automl.search.settings import SearchSettings

@@ -21,16 +21,16 @@ from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
 from automl.search import owners
 from automl.search.checkpoints import Store, forget_exhausted, open_store
-from automl.search.clock import OptunaClock
 from automl.search.hooks import Hooks
 from automl.search.objective import Objective
-from automl.search.optuna_compat import StudyStorage
 from automl.search.queue import fail_stale
 from automl.search.samplers import open_study
 from automl.search.settings import SearchSettings
 from automl.search.space import SearchSpace, load_space, parse_space
 from automl.search.warmstart import WarmStart, warm_start
 from automl.stores import open_storage
+from automl.stores.clock import OptunaClock
+from automl.stores.compat import StudyStorage
 from automl.tracking import Tracker, ended_tags
 from automl.training.device import make_deterministic, resolve_device
 

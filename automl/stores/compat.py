@@ -1,29 +1,10 @@
-"""The one place that touches Optuna's internals, and the one door to its storage.
+"""The one place that touches Optuna's internals for a study: an atomic "take a queued
+trial or nothing", the list of dead workers' trials, conditional state and attribute
+changes, heartbeats, and the study's ``StudyStorage`` (``cached``).
 
-Optuna's public API has no atomic "take a queued trial or nothing", no list of dead
-workers' trials, and a storage that reads every unfinished trial again (the queued tickets
-included) at each sampling and pruning call and writes each parameter in a transaction of
-its own. automl needs the first two and cannot afford the rest, so they live here, pinned
-to Optuna 5 by ``pyproject.toml`` and by ``tests/search/test_optuna_compat.py``, which
-checks each behaviour relied on: an Optuna release that changes one fails there.
-
-``StudyStorage`` is the storage every study of a search is opened on. Around Optuna's own
-cached RDB storage it
-
-- times every call (``OptunaClock``; a call made inside a timed call counts once), so a
-  search can say what share of its time Optuna takes;
-- retries reads and idempotent writes while the database is away (``automl.retry``);
-  creating a trial and changing a trial's state are not retried here, since a retry after
-  a lost reply could do them twice (the queue retries those with their own guards);
-- reads cheaply: one light query of ids and states tells which trials changed since the
-  last look, and only those are read again (a finished trial never changes, a queued one
-  only by being claimed, and another worker's running one matters only to a caller that
-  asks for running trials);
-- keeps the trials this process runs itself: only this process changes them, so their
-  writes (parameters, attributes, reports) are applied to a copy here, reading them back
-  costs nothing, and they are sent in one transaction after sampling (``flush``), before
-  the result is told (``release``), and otherwise at most ``FLUSH_SECONDS`` late, which is
-  how long another worker may wait to see a running trial's latest report.
+Optuna's public API has none of these, so they live here, pinned to Optuna 5 by
+``pyproject.toml`` and by ``tests/stores/test_compat.py``, which checks each behaviour
+relied on: an Optuna release that changes one fails there.
 """
 
 from __future__ import annotations
@@ -34,7 +15,7 @@ from contextlib import AbstractContextManager
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.search.optuna_compat.storage import FLUSH_SECONDS, LOOK_SECONDS, StudyStorage
+from automl.stores.cached import FLUSH_SECONDS, LOOK_SECONDS, StudyStorage
 
 __all__ = [
     "FLUSH_SECONDS",

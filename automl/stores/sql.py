@@ -2,7 +2,7 @@
 claim, the batched writes of own trials, the light look for changes.
 
 ``SqlQueries`` runs them on an ``RDBStorage``; the storage proxy's client
-(``proxy.ProxyClient``) has the same methods and has ``automl storage-proxy`` run these very
+(``proxy.client.ProxyClient``) has the same methods and has ``automl storage-proxy`` run these very
 statements on its own connections, so a worker behaves the same either way. A batch
 travels to the proxy as JSON (``Batch.to_json``/``from_json``).
 """

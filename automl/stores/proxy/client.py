@@ -33,7 +33,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import StoreError
-from automl.search.optuna_compat.sql import Batch
+from automl.stores.sql import Batch
 
 SERVICE = "automl.StorageProxy"  # beside Optuna's optuna.StorageService
 PROTOCOL = 1

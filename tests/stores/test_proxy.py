@@ -23,10 +23,9 @@ from optuna.trial import TrialState
 
 from automl.cli import main
 from automl.errors import StoreError
-from automl.search import optuna_compat as compat
 from automl.search.objective import TrialResult
 from automl.search.queue import add_tickets, claim, work
-from automl.stores import open_storage
+from automl.stores import compat, open_storage
 from tests.conftest import PG, bin_env, free_port, scratch_database, start_interruptible
 
 BEATS = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "3"}  # the proxy's
@@ -134,7 +133,7 @@ def test_two_workers_never_claim_the_same_ticket(proxy):
 DIE_MID_TRIAL = """
 import os, signal, sys
 import optuna
-from automl.search import optuna_compat as compat
+from automl.stores import compat
 from automl.search.queue import claim
 from automl.stores import open_storage
 

@@ -1,4 +1,4 @@
-"""Pins every behaviour of Optuna's internals that automl relies on (optuna_compat).
+"""Pins every behaviour of Optuna's internals that automl relies on (``automl.stores``).
 
 An Optuna release that changes one of them fails here, with the behaviour named, instead
 of losing or doubling trials in a search.
@@ -14,8 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automl.search import optuna_compat as compat
-from automl.stores import open_storage
+from automl.stores import compat, open_storage
 
 
 def _study(tmp_path: Path, name: str = "pin", heartbeat: bool = False) -> optuna.Study:

@@ -1,5 +1,25 @@
-"""``StudyStorage``: Optuna's cached RDB storage, timed, retried, light to read, and
-batching the writes of the trials this process runs (see the package's docstring)."""
+"""``StudyStorage``: the storage every study of a search is opened on.
+
+Optuna's own storage reads every unfinished trial again (the queued tickets included) at
+each sampling and pruning call and writes each parameter in a transaction of its own,
+which a search of many short trials cannot afford. Around Optuna's cached RDB storage,
+``StudyStorage``
+
+- times every call (``OptunaClock``; a call made inside a timed call counts once), so a
+  search can say what share of its time Optuna takes;
+- retries reads and idempotent writes while the database is away (``automl.retry``);
+  creating a trial and changing a trial's state are not retried here, since a retry after
+  a lost reply could do them twice (the queue retries those with their own guards);
+- reads cheaply: one light query of ids and states tells which trials changed since the
+  last look, and only those are read again (a finished trial never changes, a queued one
+  only by being claimed, and another worker's running one matters only to a caller that
+  asks for running trials);
+- keeps the trials this process runs itself: only this process changes them, so their
+  writes (parameters, attributes, reports) are applied to a copy here, reading them back
+  costs nothing, and they are sent in one transaction after sampling (``flush``), before
+  the result is told (``release``), and otherwise at most ``FLUSH_SECONDS`` late, which is
+  how long another worker may wait to see a running trial's latest report.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +40,8 @@ from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.retry import STORE, retrying
-from automl.search.clock import OptunaClock
-from automl.search.optuna_compat.sql import Batch, Queries, SqlQueries
+from automl.stores.clock import OptunaClock
+from automl.stores.sql import Batch, Queries, SqlQueries
 
 LOOK_SECONDS = 0.5  # how stale other workers' changes may be in a read
 FLUSH_SECONDS = 2.0  # how long a write of an own running trial may wait to be sent
@@ -52,7 +72,7 @@ class StudyStorage(_CachedStorage):
     ) -> None:
         queries: Queries
         if isinstance(backend, GrpcStorageProxy):
-            from automl.search.optuna_compat.proxy import ProxyClient  # needs grpcio
+            from automl.stores.proxy.client import ProxyClient  # needs grpcio
 
             backend = queries = ProxyClient.of(backend)
         else:

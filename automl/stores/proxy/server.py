@@ -1,5 +1,5 @@
 """``automl storage-proxy``'s server: Optuna's gRPC storage proxy over the study storage,
-and automl's service beside it on the same port (see ``proxy``), for every worker.
+and automl's service beside it on the same port (see ``client``), for every worker.
 
 The workers then hold no database connection; the proxy holds about one for each thread
 of its pool (``THREADS``), however many workers there are. A call that fails because the
@@ -26,7 +26,8 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from automl.retry import is_transient_store_error
-from automl.search.optuna_compat.proxy import (
+from automl.stores import mask_url
+from automl.stores.proxy.client import (
     METHODS,
     PROTOCOL,
     RAW_REPLIES,
@@ -34,8 +35,7 @@ from automl.search.optuna_compat.proxy import (
     decode,
     encode,
 )
-from automl.search.optuna_compat.sql import Batch, SqlQueries
-from automl.stores import mask_url
+from automl.stores.sql import Batch, SqlQueries
 
 THREADS = 10  # calls served at once, and so the most database connections held
 
@@ -111,7 +111,7 @@ class _Guard(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 def _handlers(storage: RDBStorage) -> dict[str, Callable[..., Any]]:
-    """automl's methods, each the statement a worker runs directly (see ``proxy``)."""
+    """automl's methods, each the statement a worker runs directly (see ``client``)."""
     queries = SqlQueries(storage)
 
     def hello(protocol: int) -> dict[str, Any]:

@@ -26,24 +26,18 @@ folder (``photos``).
 from __future__ import annotations
 
 import argparse
-import os
-import random
-import tarfile
 import time
 from pathlib import Path
 
-import numpy as np
+from _harness import column_means, registered_accuracy, scratch_settings, timed_search
+from _photos import ARCHIVE, subset, unpack
 from optuna.trial import FrozenTrial
 
 from automl.search.conclude import register_best
 from automl.search.options import resolve_space
 from automl.search.pruning import epochs_run
-from automl.search.runner import run_search
-from automl.search.settings import SearchSettings
 from automl.training.device import resolve_device
 
-REPO = Path(__file__).resolve().parent.parent
-ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 CONFIGS = {
     "default (tpe + hyperband)": {"sampler": "tpe", "pruner": "hyperband"},
     "tpe, no pruning": {"sampler": "tpe", "pruner": "none"},
@@ -51,34 +45,6 @@ CONFIGS = {
     "tpe + asha": {"sampler": "tpe", "pruner": "asha"},
     "tpe + median": {"sampler": "tpe", "pruner": "median"},
 }
-
-
-def unpack(scratch: Path, source: Path = ARCHIVE) -> Path:
-    root = scratch / "cifar10-jpg"
-    if not (root / "test").is_dir():
-        scratch.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(source) as archive:
-            archive.extractall(scratch, filter="data")
-    return root
-
-
-def subset(root: Path, per_class: int, test_per_class: int, seed: int = 0) -> Path:
-    """A stratified subset as a folder of hard links (the same files, no copies)."""
-    if per_class == 0 and test_per_class == 0:
-        return root
-    folder = root.parent / f"cifar10-{per_class or 'all'}-{test_per_class or 'all'}"
-    if folder.is_dir():
-        return folder
-    rng = random.Random(seed)
-    for split, keep in (("train", per_class), ("test", test_per_class)):
-        for class_dir in sorted((root / split).iterdir()):
-            files = sorted(class_dir.iterdir())
-            rng.shuffle(files)
-            target = folder / split / class_dir.name
-            target.mkdir(parents=True)
-            for file in files[: keep or None]:
-                os.link(file, target / file.name)
-    return folder
 
 
 def baseline_seconds(trials: list[FrozenTrial]) -> float:
@@ -135,7 +101,8 @@ def main() -> None:
         for name in args.configs:
             work = args.scratch / f"run-{name.split()[0]}-{seed}-{time.time_ns()}"
             work.mkdir(parents=True)
-            settings = SearchSettings(
+            settings = scratch_settings(
+                work,
                 dataset=f"imagefolder:{folder}",
                 data_dir=args.scratch / "cache",
                 trials=args.max_trials,
@@ -144,8 +111,6 @@ def main() -> None:
                 trials_per_gpu=args.trials_per_gpu,
                 **chosen,
                 study_name="cifar-budget",
-                storage=f"sqlite:///{work}/automl.db",
-                tracking_uri=f"sqlite:///{work}/mlflow.db",
                 max_epochs=args.max_epochs,
                 seed=seed,
                 device=args.device,
@@ -153,19 +118,10 @@ def main() -> None:
                 ensemble=args.ensemble,
                 **CONFIGS[name],
             )
-            start = time.perf_counter()
-            outcome = run_search(settings)
-            wall = time.perf_counter() - start
+            outcome, wall = timed_search(settings)
             states = outcome.states
-            reg = outcome.registration
-            row = (
-                reg.test_acc if reg else float("nan"),
-                reg.val_acc if reg else float("nan"),
-                outcome.epochs_run,
-                states["COMPLETE"],
-                states["PRUNED"],
-                wall,
-            )
+            test, val = registered_accuracy(outcome)
+            row = (test, val, outcome.epochs_run, states["COMPLETE"], states["PRUNED"], wall)
             rows[name].append(row)
             print(
                 f"{name:<27} {seed:>4} {row[0]:>7.4f} {row[1]:>7.4f} {row[2]:>6} {row[3]:>5} "
@@ -185,9 +141,7 @@ def main() -> None:
                       f"{other.val_acc:.4f}  trials {members}", flush=True)  # fmt: skip
     print("\nmeans over seeds")
     for name, found in rows.items():
-        test, val, epochs, done, pruned, wall = (
-            float(np.mean(c)) for c in zip(*found, strict=True)
-        )
+        test, val, epochs, done, pruned, wall = column_means(found)
         print(
             f"{name:<27} test {test:.4f}  val {val:.4f}  epochs {epochs:5.0f}  "
             f"complete {done:4.0f}  pruned {pruned:4.0f}  wall {wall:5.0f} s"

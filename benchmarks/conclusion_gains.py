@@ -17,12 +17,10 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
 import torch
+from _harness import column_means, scratch_settings, timed_search
 
 from automl.search.conclude import register_best
-from automl.search.runner import run_search
-from automl.search.settings import SearchSettings
 from automl.tracking import Registry
 
 
@@ -40,13 +38,11 @@ def main() -> None:
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as folder:
             extra = {"image_size": args.image_size} if args.image_size else {}
-            settings = SearchSettings(
-                trials=args.trials, study_name=f"gains-{seed}", dataset=args.dataset,
-                storage=f"sqlite:///{folder}/automl.db",
-                tracking_uri=f"sqlite:///{folder}/mlflow.db",
+            settings = scratch_settings(
+                folder, trials=args.trials, study_name=f"gains-{seed}", dataset=args.dataset,
                 seed=seed, device="cpu", evaluate=False, **extra,
             )  # fmt: skip
-            outcome = run_search(settings)
+            outcome, _ = timed_search(settings)
             registry = Registry(settings.tracking_uri)
             for way in ways:
                 start = time.perf_counter()
@@ -68,7 +64,7 @@ def main() -> None:
                       flush=True)  # fmt: skip
     print("\nmeans over seeds")
     for way, found in rows.items():
-        test, ece, seconds = (float(np.mean(col)) for col in zip(*found, strict=True))
+        test, ece, seconds = column_means(found)
         print(f"{way:<14} test_acc {test:.4f}  ece {ece:.4f}  seconds {seconds:6.1f}")
 
 

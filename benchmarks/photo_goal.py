@@ -25,15 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cifar_budget import ARCHIVE, subset, unpack  # type: ignore[import-not-found]
-from time_to_quality import accuracy  # type: ignore[import-not-found]
+from _harness import registered_accuracy, scratch_settings, timed_search
+from _photos import ARCHIVE, accuracy, subset, unpack
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from automl.data import load_dataset
 from automl.search.options import resolve_space
-from automl.search.runner import run_search
-from automl.search.settings import SearchSettings
 
 
 def hand_tuned(channels: int, classes: int, width: int) -> nn.Module:
@@ -103,22 +101,19 @@ def search(
     """``automl search`` with nothing but the data set, and any ``options`` given."""
     work = scratch / f"photo-search-{seed}-{time.time_ns()}"
     work.mkdir(parents=True)
-    settings = SearchSettings(
+    settings = scratch_settings(
+        work,
         dataset=f"imagefolder:{folder}",
         data_dir=scratch / "cache",
         image_size=size,
         trials=trials,
         study_name="photos",
-        storage=f"sqlite:///{work}/automl.db",
-        tracking_uri=f"sqlite:///{work}/mlflow.db",
         seed=seed,
         device="cpu",
         evaluate=False,
         **options,
     )
-    start = time.perf_counter()
-    outcome = run_search(settings)
-    wall = time.perf_counter() - start
+    outcome, wall = timed_search(settings)
     reg = outcome.registration
     states = outcome.states
     print(f"  search: {states}, {outcome.epochs_run} epochs, space {settings.space}")
@@ -127,11 +122,8 @@ def search(
               f"its best trial alone {reg.test_acc_single:.4f}")  # fmt: skip
     if reg is not None and reg.note:
         print(f"  note: {reg.note}")
-    return {
-        "test": reg.test_acc if reg else float("nan"),
-        "val": reg.val_acc if reg else float("nan"),
-        "wall": wall,
-    }
+    test, val = registered_accuracy(outcome)
+    return {"test": test, "val": val, "wall": wall}
 
 
 def main() -> None:

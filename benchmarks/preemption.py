@@ -118,12 +118,13 @@ def price(trials: int) -> None:
     """Wall time of a search and the part of it spent on checkpoints."""
     import statistics
 
+    from _harness import scratch_settings
+
     from automl.search import checkpoints
     from automl.search.hooks import Hooks
     from automl.search.options import resolve_space
     from automl.search.runner import run_trials
     from automl.search.session import prepare
-    from automl.search.settings import SearchSettings
     from automl.training import loop
 
     spent: dict[str, list[float]] = {"capture": [], "keep": [], "forget": []}
@@ -144,9 +145,8 @@ def price(trials: int) -> None:
     timed(checkpoints.TrialCheckpoints, "keep", "keep")
     timed(checkpoints.TrialCheckpoints, "forget", "forget")
     with tempfile.TemporaryDirectory() as folder:
-        settings = SearchSettings(
-            trials=trials, space=resolve_space(Path("small")), study_name="price",
-            storage=f"sqlite:///{folder}/automl.db", tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        settings = scratch_settings(
+            folder, trials=trials, space=resolve_space(Path("small")), study_name="price",
             device="cpu", evaluate=False, checkpoint_seconds=0.0,
         )  # fmt: skip
         start = time.perf_counter()

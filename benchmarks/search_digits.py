@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-from automl.search.runner import run_search
-from automl.search.settings import SearchSettings
-
-REPO = Path(__file__).resolve().parent.parent
+from _harness import print_rows, scratch_settings, timed_search
 
 
 def main() -> None:
@@ -31,21 +27,18 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        settings = SearchSettings(
+        settings = scratch_settings(
+            folder,
             trials=args.trials,
             **({"space": args.space} if args.space else {}),
             study_name="bench",
-            storage=f"sqlite:///{folder}/automl.db",
-            tracking_uri=f"sqlite:///{folder}/mlflow.db",
             sampler=args.sampler,
             pruner=args.pruner,
             max_epochs=args.max_epochs,
             seed=args.seed,
             device="cpu",
         )
-        start = time.perf_counter()
-        outcome = run_search(settings)
-        wall = time.perf_counter() - start
+        outcome, wall = timed_search(settings)
     trials = outcome.trials_run
     pruned = sum(t.state.name == "PRUNED" for t in trials)
     failed = sum(t.state.name == "FAIL" for t in trials)
@@ -76,9 +69,7 @@ def main() -> None:
         ),
         ("Optuna calls", f"{optuna_s:.2f} s = {optuna_s / wall:.1%} of wall"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

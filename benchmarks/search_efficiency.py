@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
+from _harness import column_means, scratch_settings, timed_search
 
 from automl.search import pruning
-from automl.search.runner import run_search
-from automl.search.settings import SearchSettings
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {
     "default (tpe + hyperband)": {"sampler": "tpe", "pruner": "hyperband"},
     "random + median": {"sampler": "random", "pruner": "median"},
@@ -49,11 +45,10 @@ def main() -> None:
         for name in args.configs:
             options = CONFIGS[name]
             with tempfile.TemporaryDirectory() as folder:
-                settings = SearchSettings(
+                settings = scratch_settings(
+                    folder,
                     trials=args.trials,
                     study_name="efficiency",
-                    storage=f"sqlite:///{folder}/automl.db",
-                    tracking_uri=f"sqlite:///{folder}/mlflow.db",
                     seed=seed,
                     device="cpu",
                     evaluate=False,
@@ -62,12 +57,10 @@ def main() -> None:
                 rule = pruning.progress_step
                 if name == SAME_EPOCH:  # the rule of before: step = epoch
                     pruning.progress_step = lambda epoch, epochs, grid: epoch
-                start = time.perf_counter()
                 try:
-                    outcome = run_search(settings)
+                    outcome, wall = timed_search(settings)
                 finally:
                     pruning.progress_step = rule
-                wall = time.perf_counter() - start
             reg = outcome.registration
             complete = [t for t in outcome.trials_run if t.state.name == "COMPLETE"]
             schedule = float(np.mean([pruning.epochs_run(t) for t in complete]))
@@ -80,7 +73,7 @@ def main() -> None:
             )
     print("\nmeans over seeds")
     for name, rows in results.items():
-        best, test, epochs, schedule, wall = (np.mean(col) for col in zip(*rows, strict=True))
+        best, test, epochs, schedule, wall = column_means(rows)
         print(
             f"{name:<28} best val {best:.4f}  test {test:.4f}  "
             f"epochs {epochs:6.0f}  schedule {schedule:4.1f}  wall {wall:6.1f} s"

@@ -30,10 +30,10 @@ from typing import Any
 import mlflow
 import optuna
 import torch
+from _photos import accuracy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.99
 Curve = list[tuple[float, float, float]]  # (seconds, best val_acc so far, its test_acc)
 
@@ -41,31 +41,29 @@ Curve = list[tuple[float, float, float]]  # (seconds, best val_acc so far, its t
 def default_search(
     seed: int, trials: int, folder: Path, space: str, jobs: int = 1
 ) -> dict[str, Any]:
+    from _harness import registered_accuracy, scratch_settings, timed_search
+
     from automl.search.options import resolve_space
-    from automl.search.runner import run_search
-    from automl.search.settings import SearchSettings
 
     chosen = {}  # no --space: the default, sized by the data
     if space:  # a file, or a bundled space by name, as --space takes it
         chosen["space"] = resolve_space(Path(space))
-    settings = SearchSettings(
+    settings = scratch_settings(
+        folder,
         trials=trials,
         study_name="ttq",
-        storage=f"sqlite:///{folder}/automl.db",
-        tracking_uri=f"sqlite:///{folder}/mlflow.db",
         seed=seed,
         device="cpu",
         evaluate=False,
         jobs=jobs,
         **chosen,
     )
-    start = time.time()
-    outcome = run_search(settings)
-    wall = time.time() - start
+    start = time.time()  # the clock of the trials' datetimes, which the curve counts from
+    outcome, wall = timed_search(settings)
     curve = registered_curve(outcome, settings.members, start)
     reg = outcome.registration
-    final = reg.test_acc if reg else float("nan")
-    curve.append((wall, reg.val_acc if reg else float("nan"), final))
+    final, val = registered_accuracy(outcome)
+    curve.append((wall, val, final))
     result = {"curve": curve, "wall": wall, "final_test": final, "epochs": outcome.epochs_run}
     result["members"] = settings.members
     if reg is not None:
@@ -137,15 +135,6 @@ def reference_network(trial: optuna.Trial, channels: int, classes: int) -> nn.Mo
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     layers += [nn.Dropout(trial.suggest_float("dropout", 0.0, 0.5))]
     return nn.Sequential(*layers, nn.Linear(channels, classes))
-
-
-def accuracy(model: nn.Module, dataset: TensorDataset) -> float:
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in DataLoader(dataset, batch_size=512):
-            correct += int((model(x).argmax(1) == y).sum())
-    return correct / len(dataset)
 
 
 class Reference:

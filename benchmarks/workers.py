@@ -33,7 +33,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 TINY = """
 architecture: {stages: 1, per_stage: {width: 16, convs: 1}}

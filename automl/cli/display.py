@@ -25,14 +25,14 @@ from rich.text import Text
 
 from automl import retry
 from automl.search.hooks import Hooks
-from automl.search.pruning import epochs_run
 from automl.search.story import key_params, last_val_acc, ranked
+from automl.search.strategy.pruners import epochs_run
 
 if TYPE_CHECKING:  # types only: `automl study status` must not load torch to print a table
     import optuna
 
     from automl.data import DataReport
-    from automl.search.runner import SearchOutcome
+    from automl.search.scheduler.runner import SearchOutcome
     from automl.training.loop import EpochResult
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}

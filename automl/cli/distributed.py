@@ -69,8 +69,8 @@ def worker(
 
     from automl.cli.display import SearchDisplay
     from automl.errors import ConfigError
-    from automl.search.runner import run_worker
-    from automl.search.session import join
+    from automl.search.scheduler.runner import run_worker
+    from automl.search.scheduler.session import join
     from automl.search.settings import SearchSettings
 
     local = SearchSettings(
@@ -153,8 +153,8 @@ def finish_command(
 ) -> None:
     """Once the workers are done: register the best model, evaluate it, close the study's run."""
     from automl.cli.display import SearchDisplay, print_summary
-    from automl.search.runner import finish
-    from automl.search.session import join
+    from automl.search.scheduler.runner import finish
+    from automl.search.scheduler.session import join
     from automl.search.settings import SearchSettings
 
     with SearchDisplay(console, 1) as display:

@@ -102,7 +102,7 @@ def report(
 
     from automl.insight.report import SECTIONS, build_report
     from automl.insight.study_plots import study_plots
-    from automl.search.pruning import epochs_run
+    from automl.search.strategy.pruners import epochs_run
     from automl.stores import open_storage
     from automl.tracking import Tracker
 

@@ -50,7 +50,7 @@ def settings_command(body: Callable[[SearchSettings], None]) -> Callable[..., No
 def search(settings: SearchSettings) -> None:
     """Run an Optuna study of CNN trials, record it in MLflow and register the best model."""
     from automl.cli.display import SearchDisplay, print_summary
-    from automl.search.runner import Interrupted, run_search
+    from automl.search.scheduler.runner import Interrupted, run_search
 
     try:
         with sigterm_as_interrupt(), SearchDisplay(console, settings.trials) as display:
@@ -66,8 +66,8 @@ def create(settings: SearchSettings) -> None:
     """Create the study and queue its trials without running any: start workers next."""
     from automl.cli.display import print_data_report
     from automl.search.hooks import Hooks
-    from automl.search.queue import queue_trials
-    from automl.search.session import prepare
+    from automl.search.scheduler.queue import queue_trials
+    from automl.search.scheduler.session import prepare
     from automl.stores import mask_url
 
     with console.status("creating the study…") as status:

@@ -14,7 +14,7 @@ import torch
 
 from automl.data import ImageData
 from automl.release.publish import preprocessing, publish
-from automl.search.pruning import epochs_trained
+from automl.search.strategy.pruners import epochs_trained
 from automl.tracking import Registry, Tracker, figure, mirror_tags
 from automl.training.calibration import calibrate
 from automl.training.config import TrialConfig

@@ -16,8 +16,6 @@ from typing import Any, Literal
 
 from automl.errors import ConfigError, unknown_name
 
-DEFAULT_SPACE = Path("search_spaces") / "default.yaml"
-BUNDLED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 MAX_AUTO_JOBS = 8
 Scope = Literal["study", "local", "run"]
 Check = Callable[[Any], str | None]
@@ -101,24 +99,6 @@ def one_of(kind: str, known: tuple[str, ...]) -> Check:
     return lambda value: None if value in known else unknown_name(kind, value, known)
 
 
-def resolve_space(path: Path) -> Path:
-    """A space file as given; else a bundled space by name (``images``) or the bundled default.
-
-    So ``automl search`` works from any folder, not only from a checkout of the project.
-    """
-    path = Path(path)
-    if path.exists():
-        return path
-    bundled = BUNDLED_SPACES / (path.name if path.suffix else f"{path.name}.yaml")
-    if (path == DEFAULT_SPACE or len(path.parts) == 1) and bundled.exists():
-        return bundled
-    return path
-
-
-def bundled_spaces() -> list[str]:
-    return sorted(p.stem for p in BUNDLED_SPACES.glob("*.yaml"))
-
-
 def parse_jobs(text: str) -> int:
     """``--jobs``: a number, or ``auto``. Small networks leave a core idle when one trial
     runs two threads (on the 8x8 digits one thread trains as fast as two), so on a CPU
@@ -134,5 +114,5 @@ def parse_jobs(text: str) -> int:
     return gpus or max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
 
 
-def _objective_list(text: str) -> tuple[str, ...]:
+def objective_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())

@@ -26,20 +26,18 @@ from typing import Any
 from automl import environment
 from automl.errors import ConfigError, unknown_name
 from automl.search.options import (
-    DEFAULT_SPACE,
     Option,
-    _objective_list,
     at_least,
-    bundled_spaces,
+    objective_list,
     one_of,
     option,
     parse_jobs,
     positive,
-    resolve_space,
     seconds,
     within,
     writable_folder,
 )
+from automl.search.space.bundled import DEFAULT_SPACE, bundled_spaces, resolve_space
 from automl.stores import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING,
@@ -170,7 +168,7 @@ class SearchSettings:
         flags=("--objective",),
         name="objective",
         typed=str,
-        parse=_objective_list,
+        parse=objective_list,
         show_default="accuracy",
     )
     max_params: int | None = option(
@@ -235,7 +233,7 @@ class SearchSettings:
         if Path(self.space) == DEFAULT_SPACE:  # no --space: the bundled one sized for the data
             object.__setattr__(self, "space", resolve_space(Path(self.sized_space)))
         if self.max_epochs is None:  # as long as the space's longest schedule
-            from automl.search.space import longest_schedule
+            from automl.search.space.loading import longest_schedule
 
             longest = longest_schedule(Path(self.space))  # None: check() says why, or no limit
             object.__setattr__(self, "max_epochs", longest or FALLBACK_EPOCHS)
@@ -248,7 +246,7 @@ class SearchSettings:
     @property
     def progress_grid(self) -> int:
         """Steps of the grid trials report their progress on (``pruning.grid_steps``)."""
-        from automl.search.pruning import grid_steps
+        from automl.search.strategy.pruners import grid_steps
 
         return grid_steps(self.epoch_limit)
 
@@ -276,7 +274,7 @@ class SearchSettings:
 
     @property
     def directions(self) -> list[str]:
-        from automl.search.measures import OBJECTIVES
+        from automl.search.strategy.objectives import OBJECTIVES
 
         return [OBJECTIVES[name].direction for name in self.objectives]
 
@@ -382,7 +380,7 @@ class SearchSettings:
         return self
 
     def _check_objectives(self) -> None:
-        from automl.search.measures import OBJECTIVES
+        from automl.search.strategy.objectives import OBJECTIVES
 
         for name in self.objectives:
             if name not in OBJECTIVES:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.search.pruning import epochs_run
+from automl.search.strategy.pruners import epochs_run
 
 if TYPE_CHECKING:
     import optuna

@@ -140,7 +140,7 @@ def test_asking_for_cuda_without_it_is_a_config_error(capsys, tmp_path, monkeypa
 
 
 def test_spaces_resolve_from_any_folder(tmp_path, monkeypatch):
-    from automl.search.options import BUNDLED_SPACES, DEFAULT_SPACE, resolve_space
+    from automl.search.space.bundled import BUNDLED_SPACES, DEFAULT_SPACE, resolve_space
 
     monkeypatch.chdir(tmp_path)
     assert resolve_space(DEFAULT_SPACE) == BUNDLED_SPACES / "default.yaml"

@@ -123,7 +123,7 @@ def test_group_fairness_search_and_evaluate_command(tmp_path, capsys, monkeypatc
     from PIL import Image
 
     from automl.cli import main
-    from automl.search.runner import run_search
+    from automl.search.scheduler.runner import run_search
     from automl.search.settings import SearchSettings
     from tests.conftest import TINY_SPACE
 

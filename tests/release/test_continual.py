@@ -20,10 +20,10 @@ from automl.release.drift import check_drift
 from automl.release.promote import promote
 from automl.release.retrain import RetrainOptions, retrain
 from automl.search.hooks import Hooks
-from automl.search.runner import run_search
+from automl.search.scheduler.runner import run_search
 from automl.search.settings import SearchSettings
 from automl.search.space import parse_space
-from automl.search.warmstart import fitting
+from automl.search.space.warmstart import fitting
 from automl.tracking import Registry, load_image_model, log_image_model
 from tests.conftest import TINY_SPACE, mlflow_client
 

@@ -13,12 +13,12 @@ import pytest
 from optuna.trial import TrialState
 
 from automl.cli import main, sigterm_as_interrupt
-from automl.search import pruning
 from automl.search.conclude import trial_epochs
 from automl.search.hooks import Hooks
-from automl.search.queue import CHECKPOINT_EPOCH, add_tickets, claim, requeue
-from automl.search.runner import Interrupted, run_trials
-from automl.search.session import prepare
+from automl.search.scheduler.queue import CHECKPOINT_EPOCH, add_tickets, claim, requeue
+from automl.search.scheduler.runner import Interrupted, run_trials
+from automl.search.scheduler.session import prepare
+from automl.search.strategy import pruners
 from automl.training.checkpoint import TrainingState
 from tests.conftest import automl_command, bin_env, mlflow_client, search_settings
 
@@ -65,9 +65,9 @@ def test_sigterm_hands_the_trial_back_and_the_next_search_resumes_it(tmp_path):
     run_trials(session)  # the next search adopts the retry and resumes it
     retry = session.study.get_trials(deepcopy=False)[1]
     assert retry.state == TrialState.COMPLETE
-    assert retry.user_attrs["resumed_at_epoch"] == 3 and pruning.epochs_run(retry) == 2
+    assert retry.user_attrs["resumed_at_epoch"] == 3 and pruners.epochs_run(retry) == 2
     assert len(retry.intermediate_values) == 4  # the whole curve, for the pruner
-    assert pruning.epochs_trained(retry) == trial_epochs(retry) == 4  # a refit trains 4
+    assert pruners.epochs_trained(retry) == trial_epochs(retry) == 4  # a refit trains 4
     run = client.get_run(retry.user_attrs["mlflow_run_id"])
     assert run.data.tags["resumed_from"] == first_run and run.data.tags["resumed_at_epoch"] == "3"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2, 3, 4]

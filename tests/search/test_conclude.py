@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from automl.search.conclude import register_best
-from automl.search.runner import run_search
+from automl.search.scheduler.runner import run_search
 from automl.tracking import Registry, load_image_model
 from tests.conftest import search_settings
 

@@ -9,8 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from automl.errors import ConfigError
-from automl.search.jobs import assign_gpus
-from automl.search.runner import run_search
+from automl.search.scheduler.jobs import assign_gpus
+from automl.search.scheduler.runner import run_search
 from automl.search.settings import SearchSettings
 from automl.search.space import load_space, parse_space
 from tests.conftest import DEFAULT_SPACE, TINY_SPACE, mlflow_client, search_settings
@@ -85,7 +85,7 @@ def test_the_baseline_is_trial_zero(tmp_path):
     assert trial.params == baseline
     assert len(trial.intermediate_values) == 1 and trial.user_attrs["epochs_cap"] == 1
     assert trial.user_attrs["ticket"] == "fixed"
-    from automl.search.warmstart import fitting
+    from automl.search.space.warmstart import fitting
 
     assert fitting(load_space(DEFAULT_SPACE), trial.params) == (baseline, None)
 

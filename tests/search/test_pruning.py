@@ -8,8 +8,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automl.search import pruning
-from automl.search.runner import run_search
+from automl.search.scheduler.runner import run_search
+from automl.search.strategy import pruners
 from tests.conftest import TINY_SPACE, search_settings
 
 
@@ -22,12 +22,12 @@ class PruneLate(optuna.pruners.BasePruner):
     """Prunes every trial that reports past half of the 20-step grid."""
 
     def prune(self, study, trial):
-        return (trial.last_step or 0) > pruning.MIN_GRID // 2
+        return (trial.last_step or 0) > pruners.MIN_GRID // 2
 
 
 @pytest.mark.parametrize("epochs", [1, 3, 4, 7, 16, 20])
 def test_progress_steps_are_distinct_shares_ending_on_the_grid(epochs):
-    steps = [pruning.progress_step(e, epochs, 20) for e in range(1, epochs + 1)]
+    steps = [pruners.progress_step(e, epochs, 20) for e in range(1, epochs + 1)]
     assert steps == sorted(set(steps))
     assert steps[-1] == 20
     for epoch, step in zip(range(1, epochs + 1), steps, strict=True):
@@ -35,16 +35,16 @@ def test_progress_steps_are_distinct_shares_ending_on_the_grid(epochs):
 
 
 def test_a_short_and_a_long_schedule_meet_at_the_same_share():
-    assert pruning.progress_step(1, 4, 20) == pruning.progress_step(5, 20, 20) == 5
-    assert pruning.progress_step(2, 4, 20) == pruning.progress_step(10, 20, 20) == 10
+    assert pruners.progress_step(1, 4, 20) == pruners.progress_step(5, 20, 20) == 5
+    assert pruners.progress_step(2, 4, 20) == pruners.progress_step(10, 20, 20) == 10
 
 
 def test_chance_is_the_commonest_class_share():
-    assert pruning.chance_level(np.array([0, 1, 2, 3]), 4) == 0.25
-    assert pruning.chance_level(np.array([0, 0, 0, 1]), 2) == 0.75
-    assert not pruning.stuck_at_chance(1, 0.1, 0.1)  # one epoch is not enough to tell
-    assert pruning.stuck_at_chance(2, 0.15, 0.1)
-    assert not pruning.stuck_at_chance(2, 0.25, 0.1)
+    assert pruners.chance_level(np.array([0, 1, 2, 3]), 4) == 0.25
+    assert pruners.chance_level(np.array([0, 0, 0, 1]), 2) == 0.75
+    assert not pruners.stuck_at_chance(1, 0.1, 0.1)  # one epoch is not enough to tell
+    assert pruners.stuck_at_chance(2, 0.15, 0.1)
+    assert not pruners.stuck_at_chance(2, 0.25, 0.1)
 
 
 @pytest.mark.slow
@@ -55,17 +55,17 @@ def test_a_pruner_cannot_stop_a_trial_at_its_last_epoch(tmp_path, epochs, state)
     outcome = run_search(settings, pruner=AlwaysPrune())
     assert [t.state for t in outcome.study.trials] == [state, state]
     for trial in outcome.study.trials:
-        grid = pruning.MIN_GRID  # --max-epochs 4: the grid keeps its 20 steps
+        grid = pruners.MIN_GRID  # --max-epochs 4: the grid keeps its 20 steps
         assert sorted(trial.intermediate_values) == [grid if epochs == 1 else grid // 2]
     if state == TrialState.COMPLETE:  # its result and weights count: it is registered
         assert outcome.registration is not None
 
 
 def test_pruners_may_stop_a_trial_in_the_first_half_of_its_schedule_only():
-    assert pruning.prunable(10, 20)
-    assert not pruning.prunable(11, 20)
-    assert all(pruning.prunable(rung, 20) for rung in (1, 3, 9))  # Hyperband's, 20 steps
-    assert not pruning.prunable(27, 30)  # its fourth rung on the photos space's 30 steps
+    assert pruners.prunable(10, 20)
+    assert not pruners.prunable(11, 20)
+    assert all(pruners.prunable(rung, 20) for rung in (1, 3, 9))  # Hyperband's, 20 steps
+    assert not pruners.prunable(27, 30)  # its fourth rung on the photos space's 30 steps
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from automl.errors import ConfigError
-from automl.search.runner import run_search
+from automl.search.scheduler.runner import run_search
 from tests.conftest import mlflow_client, search_settings
 
 pytestmark = pytest.mark.slow
@@ -59,16 +59,17 @@ def test_a_study_resumes_only_on_the_data_it_was_searched_on(tmp_path):
 def test_a_search_starting_while_another_concludes_leaves_its_parent_run_open(tmp_path):
     """The parent run of a search that is registering or evaluating (no trial running) is
     not abandoned: it is closed as such only once that search's heartbeat has stopped."""
-    from automl.search import owners
     from automl.search.hooks import Hooks
-    from automl.search.session import prepare
+    from automl.search.scheduler import owners
+    from automl.search.scheduler.heartbeats import keep_search_alive
+    from automl.search.scheduler.session import prepare
 
     settings = search_settings(tmp_path, trials=1, study_name="live", max_epochs=1)
     run_search(settings)  # the study has a finished trial, none running
     client = mlflow_client(settings.tracking_uri)
     concluding = prepare(settings, Hooks())  # a search between its trials and its end
     parent = concluding.parent_run_id
-    with owners.heartbeat(concluding.study, owners.Owner(parent)):
+    with keep_search_alive(concluding.study, owners.Owner(parent)):
         second = prepare(settings, Hooks())  # a second search starts meanwhile
         assert client.get_run(parent).info.status == "RUNNING"
     # The second one dies before it ever beats: the next search closes its parent run.

@@ -7,9 +7,10 @@ import random
 import optuna
 import pytest
 
-from automl.search.samplers import make_pruner, make_sampler
 from automl.search.settings import PRUNERS, SAMPLERS
 from automl.search.space import load_space
+from automl.search.strategy.pruners import make_pruner
+from automl.search.strategy.samplers import make_sampler
 from tests.conftest import DEFAULT_SPACE
 
 

@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from automl.search.hooks import Hooks
-from automl.search.runner import run_search
+from automl.search.scheduler.runner import run_search
 from automl.search.settings import SearchSettings
 
 pytestmark = pytest.mark.slow

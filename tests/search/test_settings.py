@@ -10,8 +10,8 @@ import typer
 
 from automl.cli import app
 from automl.errors import ConfigError
-from automl.search.options import resolve_space
 from automl.search.settings import SearchSettings, option_of
+from automl.search.space.bundled import resolve_space
 from tests.conftest import DEFAULT_SPACE
 
 
@@ -117,7 +117,7 @@ def test_each_field_checks_its_own_value(values, message):
 
 def test_the_default_space_is_sized_by_the_data(tmp_path):
     """Small images get the small space unless a space is chosen; the study is named so."""
-    from automl.search.options import BUNDLED_SPACES
+    from automl.search.space.bundled import BUNDLED_SPACES
 
     digits = SearchSettings()
     assert digits.space == BUNDLED_SPACES / "small.yaml" and digits.study == "digits-small"
@@ -137,8 +137,8 @@ def test_the_default_space_is_sized_by_the_data(tmp_path):
 def test_the_command_line_sizes_the_space_from_any_folder(tmp_path, monkeypatch):
     """Outside a checkout, `automl search` without --space once got the default space: the
     relative default path was resolved to the bundled file before it could be sized."""
-    from automl.search.options import BUNDLED_SPACES
-    from automl.search.options import DEFAULT_SPACE as NOT_GIVEN  # the option's own default
+    from automl.search.space.bundled import BUNDLED_SPACES
+    from automl.search.space.bundled import DEFAULT_SPACE as NOT_GIVEN  # the option's own default
 
     monkeypatch.chdir(tmp_path)
     given = SearchSettings.from_options({"space": NOT_GIVEN, "trials": 2})

@@ -23,8 +23,8 @@ from optuna.trial import TrialState
 
 from automl.cli import main
 from automl.errors import StoreError
-from automl.search.objective import TrialResult
-from automl.search.queue import add_tickets, claim, work
+from automl.search.scheduler.queue import add_tickets, claim, work
+from automl.search.trial.objective import TrialResult
 from automl.stores import compat, open_storage
 from tests.conftest import PG, bin_env, free_port, scratch_database, start_interruptible
 
@@ -134,7 +134,7 @@ DIE_MID_TRIAL = """
 import os, signal, sys
 import optuna
 from automl.stores import compat
-from automl.search.queue import claim
+from automl.search.scheduler.queue import claim
 from automl.stores import open_storage
 
 study = optuna.load_study(study_name="dies", storage=compat.StudyStorage(open_storage(sys.argv[1])))

@@ -15,8 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,14 +25,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import Terminated, stop_if_asked
 from automl.retry import STORE, retrying
-from automl.search.clock import every
-from automl.search.owners import OWNER, SHARED, WORKERS, Owner, adopt
+from automl.search.scheduler.heartbeats import keep_trial_alive
+from automl.search.scheduler.owners import OWNER, SHARED, WORKERS, Owner, adopt
 from automl.stores import compat
 
 if TYPE_CHECKING:
     from automl.search.settings import SearchSettings
     from automl.search.space import SearchSpace
-    from automl.search.warmstart import WarmStart
+    from automl.search.space.warmstart import WarmStart
 
 TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
 CHECKPOINT_EPOCH = "checkpoint_epoch"  # user attribute: a retry can resume after this epoch
@@ -160,19 +159,6 @@ def claim(study: optuna.Study, owner: Owner = WORKERS) -> optuna.Trial | None:
     return trial
 
 
-@contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Record a heartbeat every interval while the trial runs (storages that support it)."""
-    interval = compat.heartbeat_interval(compat.storage_of(study))
-    if not interval:
-        yield
-        return
-    with every(
-        interval, lambda: compat.record_heartbeat(study, trial), f"heartbeat-{trial.number}"
-    ):
-        yield
-
-
 def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Queue an interrupted trial's configuration again, for the same owner: the next
     search adopts it once that owner is gone, or a worker runs it if it was shared; with
@@ -267,7 +253,7 @@ def work(
                 continue
         if trial is None:
             break
-        with heartbeat(study, trial):
+        with keep_trial_alive(study, trial):
             try:
                 result = objective(trial)
             except KeyboardInterrupt as stop:

@@ -23,15 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.data import ImageData
 from automl.errors import StoreError, Terminated
-from automl.search import owners
 from automl.search.conclude import Registration, register_best
 from automl.search.evaluation import evaluate_and_record, record_study_plots
 from automl.search.hooks import Hooks
-from automl.search.jobs import job_devices, spawn_jobs, stop_jobs
-from automl.search.objective import Objective
-from automl.search.owners import WORKERS, Owner
-from automl.search.pruning import epochs_run
-from automl.search.queue import (
+from automl.search.scheduler.heartbeats import keep_search_alive
+from automl.search.scheduler.jobs import job_devices, spawn_jobs, stop_jobs
+from automl.search.scheduler.owners import WORKERS, Owner
+from automl.search.scheduler.queue import (
     Refill,
     fail_stale,
     owned_by,
@@ -42,9 +40,11 @@ from automl.search.queue import (
     waiting,
     work,
 )
-from automl.search.session import Session, prepare
+from automl.search.scheduler.session import Session, prepare
 from automl.search.settings import SearchSettings
 from automl.search.story import Search, StoryLinks, tell
+from automl.search.strategy.pruners import epochs_run
+from automl.search.trial.objective import Objective
 from automl.tracking import TRACKING_ERRORS, Tracker
 
 POLL_SECONDS = 1.0
@@ -113,7 +113,7 @@ def run_trials(session: Session) -> SearchOutcome:
     """Run this search's tickets in ``--jobs`` processes; an interrupt closes the runs and
     raises ``Interrupted`` once every process has stopped."""
     owner = Owner(session.parent_run_id)  # this search claims its own tickets only
-    with owners.heartbeat(session.study, owner):
+    with keep_search_alive(session.study, owner):
         return _run_owned(session, owner)
 
 
@@ -381,7 +381,7 @@ def run_search(
     outcome = run_trials(session)
     # Alive through its conclusion too (minutes with an evaluation): a search started on the
     # study meanwhile must not take this one's open parent run for an abandoned one.
-    with owners.heartbeat(session.study, Owner(session.parent_run_id)):
+    with keep_search_alive(session.study, Owner(session.parent_run_id)):
         return conclude(session, outcome)
 
 

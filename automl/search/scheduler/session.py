@@ -19,15 +19,15 @@ from optuna.trial import FrozenTrial
 from automl import provenance
 from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
-from automl.search import owners
-from automl.search.checkpoints import Store, forget_exhausted, open_store
 from automl.search.hooks import Hooks
-from automl.search.objective import Objective
-from automl.search.queue import fail_stale
-from automl.search.samplers import open_study
+from automl.search.scheduler import owners
+from automl.search.scheduler.queue import fail_stale
 from automl.search.settings import SearchSettings
 from automl.search.space import SearchSpace, load_space, parse_space
-from automl.search.warmstart import WarmStart, warm_start
+from automl.search.space.warmstart import WarmStart, warm_start
+from automl.search.strategy.study import open_study
+from automl.search.trial.checkpoints import Store, forget_exhausted, open_store
+from automl.search.trial.objective import Objective
 from automl.stores import open_storage
 from automl.stores.clock import OptunaClock
 from automl.stores.compat import StudyStorage

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial
 
-from automl.search.queue import MAX_RETRY
+from automl.search.scheduler.queue import MAX_RETRY
 from automl.search.settings import SearchSettings
 from automl.tracking import TRACKING_ERRORS, RunCheckpoints, Tracker
 from automl.training.checkpoint import CheckpointUnreadable, TrainingState

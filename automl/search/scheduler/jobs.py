@@ -10,9 +10,9 @@ import sys
 import torch
 
 from automl.errors import AutomlError
-from automl.search.owners import Owner
-from automl.search.queue import Refill, ToQueue, work
-from automl.search.session import join
+from automl.search.scheduler.owners import Owner
+from automl.search.scheduler.queue import Refill, ToQueue, work
+from automl.search.scheduler.session import join
 from automl.search.settings import SearchSettings
 from automl.training.device import resolve_device
 

@@ -13,17 +13,13 @@ starting at once never adopt the same ticket; the others stay queued for the one
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.environment import GRACE_SECONDS, HEARTBEAT_SECONDS
-from automl.search.clock import every
+from automl.environment import GRACE_SECONDS
 from automl.stores import compat
 
 OWNER = "owner"  # user attribute of a ticket: the search that queued it ("" shared)
@@ -54,28 +50,6 @@ def alive(study: optuna.Study, owners: set[str]) -> set[str]:
     now, grace = time.time(), GRACE_SECONDS.get()
     beats = {o: records.get(RECORD.format(o)) for o in owners}
     return {o for o, r in beats.items() if isinstance(r, dict) and now - r["beat"] <= grace}
-
-
-@contextmanager
-def heartbeat(study: optuna.Study, owner: Owner) -> Iterator[None]:
-    """Say the search is alive while the block runs; when it ends, say it is gone, so its
-    leftover tickets are adopted at once rather than after the grace period."""
-    if owner.id == SHARED:
-        yield
-        return
-    storage, key = compat.storage_of(study), RECORD.format(owner.id)
-    study_id = compat.study_id(study)
-
-    def beat() -> None:
-        storage.set_study_system_attr(study_id, key, {"beat": time.time()})
-
-    beat()  # before this search adopts anything; the timer beats again at once
-    try:
-        with every(HEARTBEAT_SECONDS.get(), beat, f"owner-{owner.id}"):
-            yield
-    finally:
-        with contextlib.suppress(Exception):  # gone: its tickets are adopted at once
-            storage.set_study_system_attr(study_id, key, {"beat": 0.0})
 
 
 def adopt(study: optuna.Study, owner: Owner, wanted: int) -> int:

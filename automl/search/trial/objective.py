@@ -25,8 +25,13 @@ from optuna.trial import TrialState
 
 from automl.data import ImageData
 from automl.errors import AutomlError, Terminated, TrialError, stop_if_asked
-from automl.search import pruning
-from automl.search.checkpoints import (
+from automl.search.hooks import Hooks
+from automl.search.scheduler.queue import CHECKPOINT_EPOCH, TrialResult
+from automl.search.settings import SearchSettings
+from automl.search.space import SearchSpace
+from automl.search.strategy import pruners
+from automl.search.strategy.objectives import OBJECTIVES, Measurements, dominates, unrecorded
+from automl.search.trial.checkpoints import (
     RESUMED_AT,
     RESUMED_FROM,
     Slot,
@@ -37,11 +42,6 @@ from automl.search.checkpoints import (
     open_store,
     predecessor,
 )
-from automl.search.hooks import Hooks
-from automl.search.measures import OBJECTIVES, Measurements, dominates, unrecorded
-from automl.search.queue import CHECKPOINT_EPOCH, TrialResult
-from automl.search.settings import SearchSettings
-from automl.search.space import SearchSpace
 from automl.stores.clock import OptunaClock
 from automl.stores.compat import flush
 from automl.tracking import Tracker, TrialRecorder
@@ -270,10 +270,10 @@ class Objective:
         # Pruned in the first half of its schedule only; never at its last epoch.
         last = result.epoch >= total
         prune = False
-        if not last and pruning.prunable(step, max(self.settings.progress_grid, total)):
+        if not last and pruners.prunable(step, max(self.settings.progress_grid, total)):
             with self.clock():
                 if self.multi:  # Optuna's pruners serve one objective: prune on the curve
-                    prune = pruning.should_prune(trial, step, result.val_acc)
+                    prune = pruners.should_prune(trial, step, result.val_acc)
                 else:
                     prune = trial.should_prune()
         if prune:
@@ -283,7 +283,7 @@ class Objective:
         if (
             not last
             and self.settings.pruner != "none"
-            and pruning.stuck_at_chance(result.epoch, result.val_acc, self._chance)
+            and pruners.stuck_at_chance(result.epoch, result.val_acc, self._chance)
         ):
             raise optuna.TrialPruned(
                 f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} "
@@ -297,10 +297,10 @@ class Objective:
         """Record an epoch on the run and report it to the pruner, as a share of the
         trial's own schedule (see ``pruning``); returns the step it was reported at."""
         record.log_epoch(result.epoch, result.metrics())
-        step = pruning.progress_step(result.epoch, total, self.settings.progress_grid)
+        step = pruners.progress_step(result.epoch, total, self.settings.progress_grid)
         with self.clock():
             if self.multi:
-                pruning.record(trial, step, result.val_acc)
+                pruners.record(trial, step, result.val_acc)
             else:
                 trial.report(result.val_acc, step)
         return step
@@ -308,7 +308,7 @@ class Objective:
     @functools.cached_property
     def _chance(self) -> float:
         labels = self.data.val.labels.numpy()
-        return pruning.chance_level(labels, self.data.num_classes)
+        return pruners.chance_level(labels, self.data.num_classes)
 
     def _keeps_weights(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
         """Among the ``--ensemble`` best so far (one objective: ties go to the earlier

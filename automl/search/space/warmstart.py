@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import ConfigError
 from automl.search.space import SearchSpace
-from automl.search.specs import CategoricalSpec, FixedSpec, FloatSpec, IntSpec
+from automl.search.space.specs import CategoricalSpec, FixedSpec, FloatSpec, IntSpec
 from automl.stores import close_storage, open_storage
 
 DEFAULT_K = 5

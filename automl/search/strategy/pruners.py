@@ -1,4 +1,4 @@
-"""When a trial stops early, and on what scale its progress is compared.
+"""Pruners by name, and when a trial stops early, on what scale its progress is compared.
 
 Three rules, shared by every pruner:
 
@@ -48,6 +48,47 @@ CHANCE_EPOCHS = 2
 MIN_GRID = 20  # steps of the progress grid, at least (see grid_steps)
 CHANCE_MARGIN = 0.1  # share of the way from chance to perfect accuracy a trial must pass
 PRUNE_UNTIL = 0.5  # share of a schedule after which no pruner stops a trial
+
+
+class SharedHyperband(optuna.pruners.BasePruner):
+    """Hyperband's brackets for pruning, every trial for the sampler.
+
+    Optuna hands a sampler only the trials of the current trial's bracket when the study's
+    pruner *is* a ``HyperbandPruner``, so TPE learns from a quarter of the study and
+    samples at random until that bracket alone holds its 10 startup trials. In a
+    15-minute CIFAR-10 search of 28 trials that left about 7 of them model-based. Which
+    configurations are good does not depend on the bracket a trial was hashed to, and TPE
+    already ranks pruned trials by how far they got, so the sampler sees them all; the
+    brackets still decide, each on its own trials, whom to stop. Delegating instead of
+    subclassing is what keeps the sampler's view whole.
+
+    Its resource is the prunable half of the grid, not the whole: Hyperband's brackets
+    follow from its maximum resource (``floor(log3(max)) + 1`` of them, the last one's only
+    rung at ``3 ** (brackets - 1)``), and on the 30-step grid of the ``photos`` space the
+    whole grid made a fourth bracket whose one rung, step 27, lies past the half where
+    pruning stops, so its trials (4 in 49) ran whole however bad: in one 15-minute CIFAR-10
+    search such a trial took 266 s, 30 % of the budget, to end 4 points below the baseline.
+    Half the grid keeps every bracket's first rung inside the half that may be pruned; on
+    grids of 20-26 steps (digits) both give the same three brackets.
+    """
+
+    def __init__(self, grid: int) -> None:
+        self._hyperband = optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max(1, int(PRUNE_UNTIL * grid)), reduction_factor=3
+        )
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self._hyperband.prune(study, trial)
+
+
+def make_pruner(name: str, grid: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return SharedHyperband(grid)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
 
 
 def grid_steps(max_epochs: int) -> int:

@@ -1,23 +1,28 @@
-"""Prepare, on this machine, what ``benchmarks/gpu_check.sh`` needs on a lent GPU machine.
+"""Prepare, with network, what ``benchmarks/gpu_check.sh`` needs on a GPU machine without.
 
-That machine has no network, Python 3.12 and an image with PyTorch, NumPy, scikit-learn,
-ONNX and much else, but not Optuna, MLflow, SQLAlchemy or pydantic; and only the checkout
-travels there (64 MiB at most), not the ``../shared`` beside it. So this script:
+The GPU machine this was written for has no network, Python 3.12 and an image with
+PyTorch, NumPy, scikit-learn, ONNX and much else, but not Optuna, MLflow, SQLAlchemy or
+pydantic. The checkout is copied there with two ignored folders beside its files: ``.whl/``
+and ``shared/`` (the ``../shared`` beside the checkout is not copied). So this script:
 
-1. downloads into ``.whl/`` (ignored by git; name it in the run's ``carry``) the cp312
-   manylinux wheels of every runtime dependency of automl that the image lacks
-   (``DEVICE_HAS``), at the versions installed here, less what the check never imports
-   (``SKIP``);
-2. links ``../shared/data/cifar10-jpg.tar.gz`` into ``shared/data/`` (``shared/`` travels,
-   and ``.gitignore`` keeps it out of every commit);
-3. prints the size of what will travel against the 64 MiB limit, and fails above it.
+1. downloads into ``.whl/`` (ignored by git) the cp312 manylinux wheels of every runtime
+   dependency of automl that the GPU machine's image lacks (``DEVICE_HAS``), at the
+   versions installed here, less what the check never imports (``SKIP``);
+2. links ``../shared/data/cifar10-jpg.tar.gz`` into ``shared/data/`` (``.gitignore`` keeps
+   ``shared/`` out of every commit), so the copy carries the archive;
+3. prints the size of the checkout with ``.whl/`` and ``shared/``, and fails above 64 MiB
+   (``LIMIT``), to keep the copy small.
 
-``--emulate DIR`` then checks the bundle here, before any device time is spent: it
+Copy the checkout with ``.whl/`` and ``shared/`` to the GPU machine and run
+``bash benchmarks/gpu_check.sh`` there (see docs/gpu-check.md). For another image, edit
+``DEVICE_LIST``: the packages it already holds.
+
+``--emulate DIR`` then checks the bundle here, before the GPU machine is used: it
 downloads the same wheels for *this* Python, and builds in ``DIR`` a site holding only
-the packages the device image has (links into this venv) plus those wheels, and writes
-``DIR/python``, an interpreter that sees nothing else. ``PYTHON=DIR/python SMOKE=1
-bash benchmarks/gpu_check.sh`` then runs the check's every step on the CPU as the device
-would run it, so a missing dependency shows here, not in the 15 lent minutes.
+the packages the GPU machine's image has (links into this venv) plus those wheels, and
+writes ``DIR/python``, an interpreter that sees nothing else. ``PYTHON=DIR/python SMOKE=1
+bash benchmarks/gpu_check.sh`` then runs the check's every step on the CPU as the GPU
+machine would run it, so a missing dependency shows here, not there.
 
     python benchmarks/gpu_bundle.py [--emulate /tmp/device-site]
 """
@@ -38,7 +43,7 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parent.parent
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 LIMIT = 64 * 2**20
-# What the device image holds (the device tool's KINDS.md, as read there on 2026-11-17).
+# What the GPU machine's image holds (its package list, as read on 2026-11-17).
 DEVICE_LIST = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio
 attrs botorch build certifi charset-normalizer chex click cloudpickle cmake colorama contourpy
 coverage cuda-bindings cuda-core cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax
@@ -64,7 +69,7 @@ typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug whe
 xxhash yarl zipp"""
 DEVICE_HAS = DEVICE_LIST.split()
 # Never imported by the check (PostgreSQL drivers, the live dashboard, plotly's study
-# plots): 18 MB the 64 MiB cannot spare beside the 20 MB CIFAR-10 archive.
+# plots): 18 MB the 64 MiB limit cannot spare beside the 20 MB CIFAR-10 archive.
 SKIP = {"psycopg", "psycopg2-binary", "psycopg-binary", "optuna-dashboard", "plotly", "bottle"}
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64", "manylinux_2_34_x86_64"]  # fmt: skip
@@ -174,7 +179,7 @@ def emulate(site: Path, pins: list[str]) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--emulate", type=Path, help="also build a device-like site here")
+    parser.add_argument("--emulate", type=Path, help="also build a GPU-machine-like site here")
     parser.add_argument("--archive", type=Path, default=ARCHIVE)
     args = parser.parse_args()
     pins = missing_on_device()
@@ -191,7 +196,7 @@ def main() -> None:
     else:
         print(f"no {args.archive}: the full CIFAR-10 step will be skipped there")
     size = travelling_bytes()
-    print(f"travels: {size / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} (run with carry ['.whl'])")
+    print(f"travels: {size / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} (copy .whl/ and shared/ too)")
     if args.emulate:
         python = emulate(args.emulate, pins)
         print(f"device-like interpreter: {python}")

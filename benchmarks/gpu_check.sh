@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# The GPU check: ONE call of the device tool on a single H100/H200-class machine with no
-# network. A session is lent 15 minutes of device time in all, the machine's start
-# included, and one command may run 10 minutes, so the whole check keeps to BUDGET seconds
-# (560 by default) and spends what the fixed steps leave on the step that matters most:
-# a CIFAR-10 search on the full set (the design's target: >= 94 % test accuracy from 100
-# trials in under 10 minutes). Every figure lands in $OUT (default ./gpu-results).
+# The GPU check: one command that checks automl on a single CUDA machine, with no network
+# needed, and keeps to BUDGET seconds (560 by default) in all. The fixed steps are each
+# bounded; what they leave goes to the step that matters most: a CIFAR-10 search on the
+# full set (the design's target: >= 94 % test accuracy from 100 trials in under 10
+# minutes). Every figure lands in $OUT (default ./gpu-results). See docs/gpu-check.md.
 #
-# Prepare it here first, at no device time: `python benchmarks/gpu_bundle.py` fetches the
-# wheels the device image lacks into .whl/ and links the CIFAR-10 archive into shared/
-# (`--emulate DIR` also builds a device-like interpreter to run SMOKE=1 with). Then:
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
+# For a machine without network, prepare the checkout first on a machine with one:
+# `python benchmarks/gpu_bundle.py` fetches into .whl/ the wheels the GPU machine's Python
+# lacks and links the CIFAR-10 archive into shared/data/ (`--emulate DIR` also builds an
+# interpreter like the GPU machine's, to run SMOKE=1 with). Copy the checkout with .whl/
+# and shared/ to the GPU machine, then run there:
+#   bash benchmarks/gpu_check.sh
 #
-# Steps, in order (each bounded): environment; dependencies (the wheels, only if the image
-# cannot import them); the CUDA tests; training throughput; the same CIFAR-10-shaped
-# search one trial at a time and packed (--jobs 4 --trials-per-gpu 4), which decides
-# whether the full search is packed; the full CIFAR-10 search with the time left.
+# Steps, in order (each bounded): environment; dependencies (the wheels, only if the
+# machine cannot import them); the CUDA tests; training throughput; the same
+# CIFAR-10-shaped search one trial at a time and packed (--jobs 4 --trials-per-gpu 4),
+# which decides whether the full search is packed; the full CIFAR-10 search with the time
+# left.
+# Settings: BUDGET (seconds), OUT (results folder), PYTHON (interpreter).
 # SMOKE=1: tiny sizes on the CPU, to check this script itself on any machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."

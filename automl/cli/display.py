@@ -24,15 +24,15 @@ from rich.table import Table
 from rich.text import Text
 
 from automl import retry
+from automl.insight.story import key_params
+from automl.records import TrialRecord, by_merit, last_val_acc, ranked
 from automl.search.hooks import Hooks
-from automl.search.story import key_params, last_val_acc, ranked
-from automl.search.strategy.pruners import epochs_run
 
 if TYPE_CHECKING:  # types only: `automl study status` must not load torch to print a table
     import optuna
 
     from automl.data import DataReport
-    from automl.search.scheduler.runner import SearchOutcome
+    from automl.pipeline import SearchOutcome
     from automl.training.loop import EpochResult
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
@@ -64,7 +64,7 @@ class SearchDisplay:
         )
         self.task: TaskID | None = None
         self.current: TaskID | None = None
-        self.top: list[tuple[float, int]] = []  # (val_acc, trial number), best first
+        self.top: list[FrozenTrial] = []  # the best complete trials so far, best first
 
     def __enter__(self) -> SearchDisplay:
         retry.LISTENERS.append(self.note)  # a store that is away is said, not silent
@@ -135,14 +135,13 @@ class SearchDisplay:
         """One line per finished trial, kept on screen above the live bar (as in a log),
         and on a terminal the five best so far beneath it."""
         self.done += 1
-        value = accuracy(trial) if trial.state == TrialState.COMPLETE else None
-        if value is not None:
-            self.top = sorted([*self.top, (value, trial.number)], key=lambda v: (-v[0], v[1]))[:5]
-        best = f"best {self.top[0][0]:.4f} (#{self.top[0][1]})" if self.top else "no result yet"
+        self.top = by_merit([*self.top, trial])[:5]
+        first = self.top[0] if self.top else None
+        best = f"best {first.values[0]:.4f} (#{first.number})" if first else "no result yet"
         self.console.print(trial_line(trial, f"{self.done}/{self.trials} {best}"), soft_wrap=True)
         if self.live and self.task is not None:
             self.progress.update(self.task, completed=self.done, description=f"trials · {best}")
-            ranked = " · ".join(f"#{n} {v:.4f}" for v, n in self.top)
+            ranked = " · ".join(f"#{t.number} {t.values[0]:.4f}" for t in self.top)
             self.progress.top_line = f"[dim]top 5: {ranked}" if ranked else ""
             self.progress.refresh()
 
@@ -164,12 +163,13 @@ def trial_line(trial: FrozenTrial, tail: str = "") -> str:
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     value = last_val_acc(trial)
     shown = f"val_acc {value:.4f}" if value is not None else ""
+    record = TrialRecord.of(trial)
     why = ""
     if state in ("PRUNED", "FAIL"):
-        why = str(trial.user_attrs.get("message") or trial.user_attrs.get("reason") or "")
+        why = record.message or record.reason or ""
     return (
         f"[{STATE_STYLE.get(state, 'white')}]trial {trial.number:>4} {state:<8}[/] "
-        f"{shown:<15} epochs {epochs_run(trial):>3} {seconds:5.1f}s {tail} {escape(why)}"
+        f"{shown:<15} epochs {record.epochs_run:>3} {seconds:5.1f}s {tail} {escape(why)}"
     ).rstrip()
 
 
@@ -225,11 +225,6 @@ def _objective_value(name: str, value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def accuracy(trial: FrozenTrial) -> float | None:
-    """The first objective (validation accuracy), for one or several objectives."""
-    return trial.values[0] if trial.values else None
-
-
 def leaderboard(
     trials: Iterable[FrozenTrial],
     rows: int = LEADERBOARD_ROWS,
@@ -246,18 +241,18 @@ def leaderboard(
     table.add_column("key params")
     for rank, trial in enumerate(ranked(trials)[:rows], 1):
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        params = trial.user_attrs.get("params", trial.params)
+        params = TrialRecord.of(trial).params
         if trial.state == TrialState.COMPLETE:
             state, values = "complete", list(trial.values)
         else:  # its last report; the other objectives were never measured
-            state = f"[yellow]pruned @ {epochs_run(trial)}[/]"
+            state = f"[yellow]pruned @ {TrialRecord.of(trial).epochs_run}[/]"
             values = [last_val_acc(trial), *[None] * (len(names) - 1)]
         table.add_row(
             str(rank) if trial.state == TrialState.COMPLETE else "-",
             str(trial.number),
             state,
             *(_objective_value(n, v) for n, v in zip(names, values, strict=True)),
-            str(epochs_run(trial)),
+            str(TrialRecord.of(trial).epochs_run),
             f"{seconds:.1f}",
             key_params(params),
         )

@@ -117,8 +117,8 @@ def status(
     """Trials by state, who runs what, the best so far."""
     import optuna
 
-    from automl.cli.display import accuracy
     from automl.errors import ConfigError
+    from automl.records import TrialRecord, by_merit
     from automl.stores import open_storage
 
     store = open_storage(storage, create=False)
@@ -137,11 +137,12 @@ def status(
     console.print(table)
     for trial in trials:
         if trial.state.name == "RUNNING":
-            console.print(f"trial {trial.number} running on {trial.user_attrs.get('worker', '?')}")
-    complete = [t for t in trials if t.state.name == "COMPLETE" and t.values]
-    if complete:
-        best = max(complete, key=lambda t: accuracy(t) or 0.0)
-        console.print(f"best so far: trial {best.number}, val_acc {accuracy(best):.4f}")
+            worker = TrialRecord.of(trial).worker or "?"
+            console.print(f"trial {trial.number} running on {worker}")
+    ranked = by_merit(trials)
+    if ranked:
+        best = ranked[0]
+        console.print(f"best so far: trial {best.number}, val_acc {best.values[0]:.4f}")
 
 
 @study_app.command("finish")
@@ -153,7 +154,7 @@ def finish_command(
 ) -> None:
     """Once the workers are done: register the best model, evaluate it, close the study's run."""
     from automl.cli.display import SearchDisplay, print_summary
-    from automl.search.scheduler.runner import finish
+    from automl.pipeline import finish_study
     from automl.search.scheduler.session import join
     from automl.search.settings import SearchSettings
 
@@ -163,5 +164,5 @@ def finish_command(
             device="cpu",
         )  # fmt: skip
         session = join(local, hooks=display.hooks)
-        outcome = finish(session)
+        outcome = finish_study(session)
     print_summary(console, outcome)

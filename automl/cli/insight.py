@@ -12,6 +12,7 @@ from rich.table import Table
 
 from automl.cli import DataDirOption, StorageOption, TrackingOption, app, console
 from automl.errors import ConfigError
+from automl.records import RunArtifact, StudyRecord, StudyRunTags, VersionTag, VersionTags
 from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
 
 if TYPE_CHECKING:  # the commands import what they use when they run
@@ -48,7 +49,7 @@ def evaluate(
     registry = Registry(tracking_uri) if model_uri.startswith("models:/") else None
     version = registry.resolve(model_uri) if registry is not None else None  # a folder: none
     with console.status("loading the test split…"):
-        if dataset is None and version is not None and "dataset" in version.tags:
+        if dataset is None and version is not None and VersionTags.of(version.tags).dataset:
             data = load_recorded(version.tags, data_dir)
         else:
             name = dataset or str(model.preprocess.get("dataset", ""))
@@ -69,7 +70,7 @@ def evaluate(
             model, data.test, groups=groups, progress=lambda s: status.update(f"{s}…")
         )
     folder = output or Path(
-        f"evaluation-{version.name}-v{version.version}" if version else "evaluation"
+        f"evaluation-{version.name}-v{version.version}" if version else RunArtifact.EVALUATION
     )
     files = write_evaluation(evaluation, folder)
     table = Table(
@@ -83,7 +84,7 @@ def evaluate(
     console.print(f"wrote {len(files)} files to {folder}")
     if log and registry is not None and version is not None:
         registry.log_to_version(
-            version.name, version.version, folder, "evaluation", evaluation.metrics()
+            version.name, version.version, folder, RunArtifact.EVALUATION, evaluation.metrics()
         )
         console.print(f"attached to version {version.version} of '{version.name}'")
 
@@ -102,7 +103,6 @@ def report(
 
     from automl.insight.report import SECTIONS, build_report
     from automl.insight.study_plots import study_plots
-    from automl.search.strategy.pruners import epochs_run
     from automl.stores import open_storage
     from automl.tracking import Tracker
 
@@ -115,12 +115,16 @@ def report(
             f"no study named '{study_name}' in the storage (studies: {names})"
         ) from None
     tracker = Tracker(tracking_uri, None)
-    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    parent_id = StudyRecord.of(study).parent_run_id
     with tempfile.TemporaryDirectory() as tmp, console.status("gathering the study's records…"):
         folder = Path(tmp)
         parent = tracker.run_info(parent_id) if parent_id else None
-        data_path = tracker.download(parent_id, "data_report.json", folder) if parent_id else None
-        evaluation = tracker.download(parent_id, "evaluation", folder) if parent_id else None
+        data_path = (
+            tracker.download(parent_id, RunArtifact.DATA_REPORT, folder) if parent_id else None
+        )
+        evaluation = (
+            tracker.download(parent_id, RunArtifact.EVALUATION, folder) if parent_id else None
+        )
         plots, skipped = study_plots(study, folder / "plots")
         pages = _mlflow_pages(tracker, study.study_name, parent_id, parent)
         html = build_report(
@@ -130,7 +134,6 @@ def report(
             plots=folder / "plots" if plots else None,
             plots_skipped=skipped,
             evaluation=evaluation,
-            epochs_of=epochs_run,
             pages=pages,
         )
     output.write_text(html)
@@ -154,11 +157,11 @@ def _mlflow_pages(
     uri = tracker.tracking_uri
     experiment_id = str(parent["experiment_id"])
     links = UiLinks(experiment_id).full(uri, local=address(uri))
-    tags = parent["tags"]
+    tags = StudyRunTags.of(parent["tags"])
     model = None
-    name = tags.get("registered_model", "").removeprefix("models:/").partition("@")[0]
-    if name and "best_trial" in tags:
-        identity = {"study": study, "trial_number": tags["best_trial"]}
+    name, best_trial = tags.registered_name, tags.best_trial
+    if name and best_trial is not None:
+        identity = {VersionTag.STUDY: study, VersionTag.TRIAL_NUMBER: best_trial}
         version = Registry(uri).find_version(name, identity)
         model = (name, version) if version is not None else None
     key = view_key(study)

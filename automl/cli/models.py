@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from automl.cli import DataDirOption, TrackingOption, app, console, errors
+from automl.records import VersionTags
 from automl.stores import DEFAULT_TRACKING
+
+if TYPE_CHECKING:
+    from automl.tracking import VersionInfo
+
+
+def _row(version: VersionInfo) -> dict[str, Any]:
+    """One version as ``automl models`` lists it (and prints it with ``--json``)."""
+    tags = VersionTags.of(version.tags)
+    return {
+        "model": version.name,
+        "version": version.version,
+        "aliases": sorted(version.aliases),
+        "val_acc": tags.val_acc,
+        "test_acc": tags.test_acc,
+        "dataset": tags.dataset,
+        "study": tags.study,
+        "trial": tags.trial_number,
+        "created": version.created.isoformat(timespec="seconds") if version.created else None,
+        "uri": version.uri,
+    }
 
 
 def _fmt(value: float | None) -> str:
@@ -37,21 +58,7 @@ def models(
         registry = Registry(tracking_uri)
         names = [name] if name else registry.model_names()
         found = [v for model_name in names for v in registry.versions(model_name)]
-    rows: list[dict[str, Any]] = [
-        {
-            "model": v.name,
-            "version": v.version,
-            "aliases": sorted(v.aliases),
-            "val_acc": v.float_tag("val_acc"),
-            "test_acc": v.float_tag("test_acc"),
-            "dataset": v.tags.get("dataset"),
-            "study": v.tags.get("study"),
-            "trial": v.tags.get("trial_number"),
-            "created": v.created.isoformat(timespec="seconds") if v.created else None,
-            "uri": v.uri,
-        }
-        for v in found
-    ]
+    rows = [_row(v) for v in found]
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -130,8 +137,8 @@ def promote(
         )
     table.add_row(
         "test_acc recorded",
-        _fmt(result.candidate.float_tag("test_acc")),
-        _fmt(result.champion.float_tag("test_acc")),
+        _fmt(VersionTags.of(result.candidate.tags).test_acc),
+        _fmt(VersionTags.of(result.champion.tags).test_acc),
     )
     console.print(table)
     if not result.promoted:

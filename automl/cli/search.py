@@ -50,7 +50,7 @@ def settings_command(body: Callable[[SearchSettings], None]) -> Callable[..., No
 def search(settings: SearchSettings) -> None:
     """Run an Optuna study of CNN trials, record it in MLflow and register the best model."""
     from automl.cli.display import SearchDisplay, print_summary
-    from automl.search.scheduler.runner import Interrupted, run_search
+    from automl.pipeline import Interrupted, run_search
 
     try:
         with sigterm_as_interrupt(), SearchDisplay(console, settings.trials) as display:

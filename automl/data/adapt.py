@@ -6,7 +6,6 @@ data it was not trained on; the data must then look like what the model takes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import Tensor
 from automl.data.core import SPLITS, ImageData, channel_stats
 from automl.data.load import FOLDER_PREFIX, load_dataset
 from automl.errors import ConfigError
+from automl.records import VersionTags
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what PIL's convert("L") uses
 
@@ -91,9 +91,12 @@ def load_recorded(tags: dict[str, str], data_dir: Path | None = None) -> ImageDa
     """The data a registered version was trained on, from its ``dataset`` and
     ``dataset_options`` tags, loaded the same way (same size, group level, channels and
     class order)."""
-    options = json.loads(tags.get("dataset_options") or "{}")
+    recorded = VersionTags.of(tags)
+    if recorded.dataset is None:
+        raise ConfigError("the version does not record the data it was trained on (tag 'dataset')")
+    options = recorded.dataset_options
     data = load_dataset(
-        tags["dataset"],
+        recorded.dataset,
         data_dir,
         image_size=options.get("image_size"),
         group_level=bool(options.get("group_level", False)),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from automl.data import Split
-from automl.insight.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from automl.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from automl.insight.metrics import ClassReport, classification_report
 from automl.insight.saliency import SaliencyExample, integrated_gradients
 from automl.serving.automl_serving import to_tensor

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from automl.records import StudyRunTags, TrialRecord, by_merit
 
 if TYPE_CHECKING:
     from automl.tracking.story import UiLinks
@@ -105,10 +106,10 @@ def _link(href: str, text: str) -> Html:
 
 def _trial(trial: FrozenTrial, pages: MlflowPages | None) -> Any:
     """The trial's number, a link to its run when the UI is known."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = TrialRecord.of(trial).run_id
     if pages is None or not run_id:
         return trial.number
-    return _link(pages.links.run(str(run_id)), str(trial.number))
+    return _link(pages.links.run(run_id), str(trial.number))
 
 
 def _mlflow(study: optuna.Study, pages: MlflowPages | None) -> str:
@@ -118,7 +119,7 @@ def _mlflow(study: optuna.Study, pages: MlflowPages | None) -> str:
     found = []
     if pages.parent_run_id:
         found.append(_link(pages.links.run(pages.parent_run_id), "the study's run (leaderboard)"))
-    top = [str(t.user_attrs.get("mlflow_run_id", "")) for t in _ranked(study)[:5]]
+    top = [TrialRecord.of(t).run_id or "" for t in _ranked(study)[:5]]
     if any(top):
         found.append(_link(pages.links.compare([r for r in top if r]), "top five side by side"))
     if pages.view:
@@ -131,10 +132,7 @@ def _mlflow(study: optuna.Study, pages: MlflowPages | None) -> str:
 
 
 def _ranked(study: optuna.Study) -> list[FrozenTrial]:
-    complete = [
-        t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values
-    ]
-    return sorted(complete, key=lambda t: (-t.values[0], t.number))
+    return by_merit(study.get_trials(deepcopy=False))
 
 
 def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
@@ -152,22 +150,20 @@ def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
         busy = sum((t.duration.total_seconds() for t in trials if t.duration), 0.0)
         rows.append(["time in trials (s)", Measure(f"{busy:.1f}")])
     html = _table(["", ""], rows)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    complete = by_merit(trials)
     if not complete:
         return html + "<p class='note'>No trial has completed yet.</p>"
-    best = max(complete, key=lambda t: (t.values[0], -t.number))
+    best = complete[0]
     html += f"<p>Best trial <b>{best.number}</b>: val_acc <b>{best.values[0]:.4f}</b>.</p>"
-    params = sorted(best.user_attrs.get("params", best.params).items())
+    params = sorted(TrialRecord.of(best).params.items())
     rows = [[cell for pair in params[i : i + 3] for cell in pair] for i in range(0, len(params), 3)]
     html += _table(["parameter", "value"] * min(3, len(params)), rows)
     if parent:
-        tags = parent.get("tags", {})
-        if "registered_model" in tags:
+        registered = StudyRunTags.of(parent.get("tags", {})).registered_model
+        if registered:
             test_acc = parent.get("metrics", {}).get("test_acc")
             figure = f", test_acc <b>{test_acc:.4f}</b>" if test_acc is not None else ""
-            html += (
-                f"<p>Registered model: <code>{escape(tags['registered_model'])}</code>{figure}.</p>"
-            )
+            html += f"<p>Registered model: <code>{escape(registered)}</code>{figure}.</p>"
     return html
 
 
@@ -177,7 +173,6 @@ def _value(value: Any) -> Any:
 
 def _leaderboard(
     study: optuna.Study,
-    epochs_of: Callable[[FrozenTrial], int],
     pages: MlflowPages | None = None,
     rows: int = 15,
 ) -> str:
@@ -190,13 +185,13 @@ def _leaderboard(
     table = []
     for rank, t in enumerate(ranked, 1):
         seconds = t.duration.total_seconds() if t.duration else 0.0
-        params = t.user_attrs.get("params", t.params)
+        params = TrialRecord.of(t).params
         table.append(
             [
                 rank,
                 _trial(t, pages),
                 _m(t.values[0]),
-                epochs_of(t),
+                TrialRecord.of(t).epochs_run,
                 round(seconds, 1),
                 *(_value(params.get(n, "")) for n in names),
             ]
@@ -205,9 +200,7 @@ def _leaderboard(
     return f'<div style="overflow-x:auto">{_table(header, table)}</div>'
 
 
-def _stopped(
-    study: optuna.Study, epochs_of: Callable[[FrozenTrial], int], pages: MlflowPages | None
-) -> str:
+def _stopped(study: optuna.Study, pages: MlflowPages | None) -> str:
     """Pruned trials (stopped early by the pruner, not failures) and failed ones, and why."""
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -215,10 +208,11 @@ def _stopped(
             continue
         reports = t.intermediate_values
         last = _m(reports[max(reports)]) if reports else "-"
-        reason = str(t.user_attrs.get("reason", ""))
+        record = TrialRecord.of(t)
+        reason = record.reason or ""
         state = "pruned" if t.state == TrialState.PRUNED else "failed"
-        why = t.user_attrs.get("message") or reason
-        rows.append([_trial(t, pages), state, epochs_of(t), last, reason, str(why)[:300]])
+        why = record.message or reason
+        rows.append([_trial(t, pages), state, record.epochs_run, last, reason, why[:300]])
     if not rows:
         return "<p>No trial was pruned or failed.</p>"
     header = ["trial", "state", "epochs", "last val_acc", "reason", "why"]
@@ -321,16 +315,14 @@ def build_report(
     plots: Path | None,
     plots_skipped: dict[str, str],
     evaluation: Path | None,
-    epochs_of: Callable[[FrozenTrial], int],
     pages: MlflowPages | None = None,
 ) -> str:
-    """The page; ``epochs_of`` says how many epochs a trial trained (the search knows how
-    it recorded them); ``pages`` where the study is in the MLflow UI."""
+    """The page; ``pages``: where the study is in the MLflow UI."""
     complete = len(_ranked(study))
     sections = {
         "summary": ("Summary", _mlflow(study, pages) + _summary(study, parent)),
-        "leaderboard": ("Leaderboard", _leaderboard(study, epochs_of, pages)),
-        "stopped": ("Pruned and failed trials", _stopped(study, epochs_of, pages)),
+        "leaderboard": ("Leaderboard", _leaderboard(study, pages)),
+        "stopped": ("Pruned and failed trials", _stopped(study, pages)),
         "data": ("Data", _data(data_report)),
         "study-plots": ("Study plots", _plots(plots, plots_skipped, complete)),
         "evaluation": ("Evaluation of the registered model", _evaluation(evaluation)),

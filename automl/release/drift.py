@@ -23,6 +23,7 @@ from scipy.stats import ks_2samp
 from automl.data import ImageData, Split, load_recorded
 from automl.data.adapt import load_like
 from automl.errors import ConfigError
+from automl.records import VersionTags
 from automl.tracking import Registry, Tracker, VersionInfo, load_image_model
 from automl.tracking.models import ImageModel
 
@@ -215,10 +216,11 @@ def check_drift(
     version = registry.resolve(model_uri)
     if version is None:
         raise ConfigError(f"{model_uri}: name a registered version (models:/NAME@ALIAS or /V)")
-    if "dataset" not in version.tags:
+    trained_on = VersionTags.of(version.tags).dataset
+    if trained_on is None:
         raise ConfigError(f"{version.uri}: the version does not record its training data")
     model = load_image_model(version.uri, tracking_uri)
-    on_stage(f"loading the training data ({version.tags['dataset']})")
+    on_stage(f"loading the training data ({trained_on})")
     reference = load_recorded(version.tags, data_dir)
     on_stage(f"loading {dataset}")
     new = load_like(dataset, model.preprocess, data_dir)
@@ -229,7 +231,7 @@ def check_drift(
     checks += _model_checks(model, reference, new, new_all)
     report = DriftReport(
         model=version.uri,
-        reference=version.tags["dataset"],
+        reference=trained_on,
         dataset=new.spec or dataset,
         reference_images=len(reference.train),
         new_images=len(new_all),

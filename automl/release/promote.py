@@ -13,9 +13,11 @@ from pathlib import Path
 from automl.data import ImageData, load_recorded, split_digest
 from automl.data.adapt import load_like
 from automl.errors import AutomlError, ConfigError
+from automl.records import VersionTag, VersionTags
+from automl.records.version import figure
 from automl.tracking import Registry, VersionInfo, load_image_model
 from automl.tracking.models import ImageModel
-from automl.tracking.registry import figure, now
+from automl.tracking.registry import now
 
 
 class PromotionRefused(AutomlError):
@@ -58,29 +60,27 @@ class Promotion:
 def _test_split(versions: list[VersionInfo], data_dir: Path | None) -> ImageData:
     """Load the data set the versions were tested on; refuse unless the split is identical."""
     for version in versions:
-        if "dataset" not in version.tags or "test_digest" not in version.tags:
+        if not VersionTags.of(version.tags).records_test_split:
             raise ConfigError(
-                f"version {version.version} does not record its test split "
-                "(tags 'dataset' and 'test_digest'); it cannot be compared"
+                f"version {version.version} does not record its test split (tags "
+                f"'{VersionTag.DATASET}' and '{VersionTag.TEST_DIGEST}'); it cannot be compared"
             )
     first = versions[0]
+    ours = VersionTags.of(first.tags)
     for other in versions[1:]:
-        if (other.tags["dataset"], other.tags["test_digest"]) != (
-            first.tags["dataset"],
-            first.tags["test_digest"],
-        ):
+        theirs = VersionTags.of(other.tags)
+        if (theirs.dataset, theirs.test_digest) != (ours.dataset, ours.test_digest):
             raise ConfigError(
                 f"cannot compare: version {first.version} was tested on "
-                f"{first.tags['dataset']} (test split {first.tags['test_digest']}) and version "
-                f"{other.version} on {other.tags['dataset']} (test split "
-                f"{other.tags['test_digest']})"
+                f"{ours.dataset} (test split {ours.test_digest}) and version "
+                f"{other.version} on {theirs.dataset} (test split {theirs.test_digest})"
             )
     data = load_recorded(first.tags, data_dir)
     here = split_digest(data.test)
-    if here != first.tags["test_digest"]:
+    if here != ours.test_digest:
         raise ConfigError(
             f"the {data.name} test split here (digest {here}) is not the one recorded with "
-            f"version {first.version} ({first.tags['test_digest']})"
+            f"version {first.version} ({ours.test_digest})"
         )
     return data
 
@@ -97,11 +97,12 @@ def _recorded_splits(
     """Each version's own recorded test split that differs from the gate's."""
     seen, splits, notes = {gate_digest}, [], []
     for version in versions:
-        digest = version.tags.get("test_digest")
-        if not digest or digest in seen or "dataset" not in version.tags:
+        recorded = VersionTags.of(version.tags)
+        digest = recorded.test_digest
+        if not digest or digest in seen or recorded.dataset is None:
             continue
         seen.add(digest)
-        label = f"{version.tags['dataset']} (recorded with version {version.version})"
+        label = f"{recorded.dataset} (recorded with version {version.version})"
         try:
             splits.append((label, load_recorded(version.tags, data_dir)))
         except AutomlError as exc:
@@ -134,7 +135,7 @@ def promote(
         candidate = found
     champion = registry.by_alias(name, alias)
     if champion is not None and champion.version == candidate.version:  # asked twice: done
-        held = champion.float_tag("test_acc") or 0.0
+        held = VersionTags.of(champion.tags).test_acc or 0.0
         return Promotion(
             name, alias, candidate, champion, held, held, 0, promoted=False, forced=False,
             already=True,

@@ -23,16 +23,11 @@ import torch
 from automl.data import FOLDER_PREFIX, ImageData, load_recorded, split_digest
 from automl.data.adapt import class_change, in_class_order, load_like
 from automl.errors import AutomlError, ConfigError
+from automl.records import VersionTag, VersionTags
+from automl.records.version import figure, mirror_tags
 from automl.release.promote import score
 from automl.release.publish import preprocessing, publish
-from automl.tracking import (
-    Registry,
-    Tracker,
-    VersionInfo,
-    figure,
-    load_image_model,
-    mirror_tags,
-)
+from automl.tracking import Registry, Tracker, VersionInfo, load_image_model
 from automl.tracking.models import ImageModel
 from automl.tracking.runs import TrialRun
 from automl.training.config import TrialConfig
@@ -113,7 +108,7 @@ def recorded_params(version: VersionInfo, model: ImageModel) -> dict[str, Any]:
     """The flat params a version was trained with: in its model's metadata (``params.json``
     beside the network holds the same), or the ``params`` tag of versions registered before."""
     recorded = model.preprocess.get("params")
-    raw = json.dumps(recorded) if recorded is not None else version.tags.get("params")
+    raw = json.dumps(recorded) if recorded is not None else VersionTags.of(version.tags).params
     if not raw:
         raise ConfigError(
             f"{version.uri}: the version has no recorded params (model metadata or tag "
@@ -154,15 +149,16 @@ class _Plan:
 
     @property
     def lineage(self) -> dict[str, str]:
-        members = self.source.tags.get("ensemble")
+        recorded = VersionTags.of(self.source.tags)
+        members = recorded.ensemble
         return {
-            "parent_model": self.source.name,
-            "parent_version": str(self.source.version),
-            "parent_dataset": self.source.tags.get("dataset", "unknown"),
-            "dataset": self.data.spec or self.data.name,
-            "retrain.start": "weights" if self.from_weights else "scratch",
-            "retrain.new_head": str(self.new_head).lower(),
-            **({"parent_ensemble": members} if members else {}),
+            VersionTag.PARENT_MODEL: self.source.name,
+            VersionTag.PARENT_VERSION: str(self.source.version),
+            VersionTag.PARENT_DATASET: recorded.dataset or "unknown",
+            VersionTag.DATASET: self.data.spec or self.data.name,
+            VersionTag.RETRAIN_START: "weights" if self.from_weights else "scratch",
+            VersionTag.RETRAIN_NEW_HEAD: str(self.new_head).lower(),
+            **({VersionTag.PARENT_ENSEMBLE: members} if members else {}),
         }
 
 
@@ -176,7 +172,7 @@ def plan(model_uri: str, tracking_uri: str, options: RetrainOptions) -> _Plan:
     params = recorded_params(source, parent)
     config = TrialConfig.from_params(params)
     data, notes = _new_data(parent, options)
-    if members := source.tags.get("ensemble"):  # one network trains on: say which
+    if members := VersionTags.of(source.tags).ensemble:  # one network trains on: say which
         best = members.split(",")[0]
         notes.append(
             f"version {source.version} averages trials {members}: the candidate is its best "
@@ -228,7 +224,7 @@ def retrain(
                      "test": len(data.test)},
         )  # fmt: skip
         run.log_epoch(0, {"val_acc": start_acc})
-        on_stage(f"training {job.epochs} epochs from {job.lineage['retrain.start']}")
+        on_stage(f"training {job.epochs} epochs from {job.lineage[VersionTag.RETRAIN_START]}")
         history = _train(job, options.seed, run, on_epoch)
         on_stage("registering the candidate")
         version = _register(job, run.run_id, Registry(tracking_uri), options.alias, history)
@@ -242,7 +238,7 @@ def retrain(
         raise
     run.finish("COMPLETE", registered_version=str(version))
     return RetrainOutcome(
-        source, version, run.run_id, data.spec or data.name, job.lineage["retrain.start"],
+        source, version, run.run_id, data.spec or data.name, job.lineage[VersionTag.RETRAIN_START],
         job.epochs, job.lr_scale, start_acc, history, comparisons, job.notes + notes,
         time.perf_counter() - started, options.alias,
     )  # fmt: skip
@@ -286,20 +282,20 @@ def _register(
     folder = (data.spec or "").startswith(FOLDER_PREFIX)
     tags = {
         **job.lineage,
-        "data_digest": data.digest(),
-        "test_digest": split_digest(data.test),
+        VersionTag.DATA_DIGEST: data.digest(),
+        VersionTag.TEST_DIGEST: split_digest(data.test),
         # How to reload exactly these splits: size, and the channels and class order the
         # data was adapted to (see load_like), so promote, evaluate and drift see them too.
-        "dataset_options": json.dumps(
+        VersionTag.DATASET_OPTIONS: json.dumps(
             {
                 "image_size": data.image_size[0] if folder else None,
                 "channels": data.channels,
                 "classes": list(data.classes),
             }
         ),
-        "val_acc": figure(val_acc),
-        "test_acc": figure(test_acc),
-        "retrain_run_id": run_id,
+        VersionTag.VAL_ACC: figure(val_acc),
+        VersionTag.TEST_ACC: figure(test_acc),
+        VersionTag.RETRAIN_RUN_ID: run_id,
         **mirror_tags(isinstance(model, Mirrored), plain, both),
     }
     version, _ = publish(
@@ -379,7 +375,7 @@ def _compare(
     try:
         old = load_recorded(source.tags, data_dir)  # as the parent was tested: size, groups
         if split_digest(old.test) != split_digest(new.test):
-            splits.append((f"old test ({source.tags['dataset']})", old))
+            splits.append((f"old test ({VersionTags.of(source.tags).dataset})", old))
         else:
             notes.append("the new data's test split is the parent's own: one comparison")
     except (AutomlError, KeyError) as exc:

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.records.trial import TrialAttr
 from automl.stores.cached import FLUSH_SECONDS, LOOK_SECONDS, StudyStorage
 
 __all__ = [
@@ -103,7 +104,7 @@ def pop_waiting(
 def change_owner(study: optuna.Study, ticket: FrozenTrial, before: str, after: str) -> bool:
     """Give a queued ticket to another owner if it still has ``before``; True if this call
     did (one conditional write: two searches never adopt the same ticket)."""
-    return _storage(study).change_user_attr(ticket._trial_id, "owner", before, after)
+    return _storage(study).change_user_attr(ticket._trial_id, TrialAttr.OWNER, before, after)
 
 
 def study_id(study: optuna.Study) -> int:

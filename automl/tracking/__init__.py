@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     )
     from automl.tracking.outcome import ended_tags
     from automl.tracking.recorder import TrialRecorder
-    from automl.tracking.registry import Registry, figure, mirror_tags
+    from automl.tracking.registry import Registry
     from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
 
 _WHERE = {
@@ -40,8 +40,6 @@ _WHERE = {
     "TrialRecorder": "recorder",
     "Registry": "registry",
     "VersionInfo": "listing",
-    "figure": "registry",
-    "mirror_tags": "registry",
     "TRACKING_ERRORS": "calls",
     "RunCheckpoints": "checkpoints",
     "Tracker": "runs",
@@ -61,10 +59,8 @@ __all__ = [
     "artifact_root_for",
     "checked_model_folder",
     "ended_tags",
-    "figure",
     "load_image_model",
     "log_image_model",
-    "mirror_tags",
     "store_errors_in",
 ]
 

@@ -50,12 +50,6 @@ class VersionInfo:
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
-    def float_tag(self, key: str) -> float | None:
-        try:
-            return float(self.tags[key])
-        except (KeyError, ValueError):
-            return None
-
 
 def _created(millis: Any) -> datetime | None:
     return datetime.fromtimestamp(int(millis) / 1000, tz=UTC) if millis else None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-NOTE = "mlflow.note.content"  # the run's description, rendered as Markdown on its page
+from automl.records.run import RunTag
+
 STATE_REASON_LENGTH = 40  # of a failure's reason in the state column
 
 
@@ -20,10 +21,10 @@ def ended_tags(state: str, reason: str | None, last_epoch: int = 0, **tags: str)
     run's page), one sentence on how it ended. ``tags.state LIKE 'PRUNED%'`` selects
     the pruned trials. ``last_epoch``: the last epoch the trial reported."""
     return {
-        "state": state_label(state, reason, last_epoch),
+        RunTag.STATE: state_label(state, reason, last_epoch),
         **tags,
-        **({"reason": reason[:5000]} if reason else {}),
-        NOTE: outcome_sentence(state, reason, tags, last_epoch),
+        **({RunTag.REASON: reason[:5000]} if reason else {}),
+        RunTag.NOTE: outcome_sentence(state, reason, tags, last_epoch),
     }
 
 
@@ -49,9 +50,9 @@ def outcome_sentence(
 ) -> str:
     """How a trial ended, for a person: a pruned trial (MLflow shows KILLED) was stopped
     early on purpose, which is not a failure."""
-    message = tags.get("message", "")
+    message = tags.get(RunTag.MESSAGE, "")
     if state == "COMPLETE":
-        return f"**Complete**: trained its whole schedule ({tags.get('epochs', '?')} epochs)."
+        return f"**Complete**: trained its whole schedule ({tags.get(RunTag.EPOCHS, '?')} epochs)."
     if state == "PRUNED":
         after = f" after epoch {epochs}" if epochs else ""
         if reason not in (None, "pruned"):  # too large, diverged, out of memory

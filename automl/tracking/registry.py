@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -163,25 +162,6 @@ class Registry:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
                 raise missing_model(name, self.model_names()) from None
             raise ConfigError(f"cannot read model '{name}': {first_line(exc)}") from None
-
-
-def figure(value: float | None) -> str:
-    """A measured figure as a tag: four decimals are what anyone compares or reads, and the
-    exact value is a metric of the run (``none`` when there is no figure)."""
-    return "none" if value is None else f"{value:.4f}"
-
-
-def mirror_tags(mirrored: bool, plain: float, both: float) -> dict[str, str]:
-    """What the validation split said of test-time mirroring (``training.ensemble``), as
-    a version's tags: whether it was taken and the accuracies it was decided on; none
-    when there was no validation split to decide on (the figures are NaN)."""
-    if math.isnan(plain):
-        return {}
-    return {
-        "tta": "mirror" if mirrored else "none",
-        "val_acc_unmirrored": figure(plain),
-        "val_acc_mirrored": figure(both),
-    }
 
 
 def _quote(name: str) -> str:

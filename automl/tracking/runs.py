@@ -26,6 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from requests.exceptions import RequestException
 
 from automl.errors import AutomlError, StoreError
+from automl.records.run import RunTag as Tag
 from automl.retry import came_back, hold, is_away, tracking_service, went_away
 from automl.stores import mask_url
 from automl.tracking.calls import TRACKING_ERRORS, _resilient, _timed, is_transient
@@ -193,7 +194,7 @@ class Tracker:
     def start_study_run(
         self, study: str, params: Mapping[str, Any], tags: Mapping[str, str]
     ) -> str:
-        return self.start_run(f"study-{study}", params, {"study": study, **tags})
+        return self.start_run(f"study-{study}", params, {Tag.STUDY: study, **tags})
 
     @_timed
     def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
@@ -280,10 +281,10 @@ class Tracker:
             tags={
                 MLFLOW_PARENT_RUN_ID: parent_run_id,
                 MLFLOW_RUN_NAME: name,
-                "study": study,
-                "trial_number": str(number),
-                "state": "RUNNING",
-                "worker": f"{socket.gethostname()}:{os.getpid()}",
+                Tag.STUDY: study,
+                Tag.TRIAL_NUMBER: str(number),
+                Tag.STATE: "RUNNING",
+                Tag.WORKER: f"{socket.gethostname()}:{os.getpid()}",
             },
         )
         run_id = str(run.info.run_id)
@@ -322,7 +323,7 @@ class Tracker:
             path = Path(folder, Path(WEIGHTS_PATH).name)
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
             self.client.log_artifact(run_id, str(path), str(Path(WEIGHTS_PATH).parent))
-            self.client.set_tag(run_id, "has_weights", "true")
+            self.client.set_tag(run_id, Tag.HAS_WEIGHTS, "true")
 
     def download(self, run_id: str, path: str, folder: Path) -> Path | None:
         """An artifact (file or folder) of a run, or None when the run has none there."""

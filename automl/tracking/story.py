@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
-from automl.tracking.outcome import NOTE
+from automl.records.run import RunTag
 from automl.tracking.runs import Tracker
 
 VIEW_TAG = "mlflow.sharedViewState."  # experiment tag prefix of the UI's saved views
@@ -133,12 +133,12 @@ def describe_experiment(tracker: Tracker, markdown: str) -> None:
     """The experiment's description: its first paragraph is shown atop every page of the
     experiment (Markdown, links working), the rest one click away."""
     with tracker.timed():
-        tracker.client.set_experiment_tag(tracker._experiment_id, NOTE, markdown[:MAX_NOTE])
+        tracker.client.set_experiment_tag(tracker._experiment_id, RunTag.NOTE, markdown[:MAX_NOTE])
 
 
 def describe_run(tracker: Tracker, run_id: str, markdown: str) -> None:
     """A run's description: rendered as Markdown on its page."""
-    tracker.set_run_tags(run_id, {NOTE: markdown[:MAX_NOTE]})
+    tracker.set_run_tags(run_id, {RunTag.NOTE: markdown[:MAX_NOTE]})
 
 
 def has_view(tracker: Tracker, experiment_id: str, key: str) -> bool:

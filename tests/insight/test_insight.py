@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from automl.insight.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from automl.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from automl.insight.metrics import classification_report
 from automl.insight.saliency import integrated_gradients
 from automl.training.calibration import expected_calibration_error
@@ -123,7 +123,7 @@ def test_group_fairness_search_and_evaluate_command(tmp_path, capsys, monkeypatc
     from PIL import Image
 
     from automl.cli import main
-    from automl.search.scheduler.runner import run_search
+    from automl.pipeline import run_search
     from automl.search.settings import SearchSettings
     from tests.conftest import TINY_SPACE
 

@@ -16,11 +16,11 @@ from PIL import Image
 
 from automl.cli import main
 from automl.data import load_recorded, split_digest
+from automl.pipeline import run_search
 from automl.release.drift import check_drift
 from automl.release.promote import promote
 from automl.release.retrain import RetrainOptions, retrain
 from automl.search.hooks import Hooks
-from automl.search.scheduler.runner import run_search
 from automl.search.settings import SearchSettings
 from automl.search.space import parse_space
 from automl.search.space.warmstart import fitting

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from automl.cli import main
-from automl.search.scheduler.runner import run_search
+from automl.pipeline import run_search
 from automl.search.settings import SearchSettings
 from automl.tracking import Registry, load_image_model
 from tests.conftest import TINY_SPACE, automl_command, free_port, mlflow_client, wait_for_http

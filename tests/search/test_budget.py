@@ -8,7 +8,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from automl.search.scheduler.runner import run_search
+from automl.pipeline import run_search
 from tests.conftest import TINY_SPACE, search_settings
 
 pytestmark = pytest.mark.slow

@@ -13,15 +13,16 @@ import pytest
 from optuna.trial import TrialState
 
 from automl.cli import main, sigterm_as_interrupt
-from automl.search.conclude import trial_epochs
+from automl.records import TrialRecord
+from automl.release.rebuild import trial_epochs
 from automl.search.hooks import Hooks
-from automl.search.scheduler.queue import CHECKPOINT_EPOCH, add_tickets, claim, requeue
-from automl.search.scheduler.runner import Interrupted, run_trials
+from automl.search.scheduler.queue import add_tickets, claim, requeue
+from automl.search.scheduler.runner import TrialsInterrupted, run_trials
 from automl.search.scheduler.session import prepare
-from automl.search.strategy import pruners
 from automl.training.checkpoint import TrainingState
 from tests.conftest import automl_command, bin_env, mlflow_client, search_settings
 
+CHECKPOINT_EPOCH = "checkpoint_epoch"  # the trial attribute and run tag a retry resumes after
 FAST_HEARTBEAT = {"AUTOML_HEARTBEAT_SECONDS": "1", "AUTOML_GRACE_SECONDS": "3"}
 EPOCHS = 24  # room for a loaded machine to kill the second worker mid-trial, never after it
 # One small network, so every trial is the same and an epoch takes a fraction of a second.
@@ -45,7 +46,7 @@ def test_sigterm_hands_the_trial_back_and_the_next_search_resumes_it(tmp_path):
             time.sleep(5)  # the handler raises during the sleep
 
     notes: list[str] = []
-    with pytest.raises(Interrupted), sigterm_as_interrupt():
+    with pytest.raises(TrialsInterrupted), sigterm_as_interrupt():
         run_trials(prepare(settings, Hooks(on_note=notes.append, on_epoch_end=stop)))
     assert "trial 0 handed back: its retry resumes from its checkpoint after epoch 2" in notes
     session = prepare(settings, Hooks(on_note=notes.append))
@@ -65,9 +66,9 @@ def test_sigterm_hands_the_trial_back_and_the_next_search_resumes_it(tmp_path):
     run_trials(session)  # the next search adopts the retry and resumes it
     retry = session.study.get_trials(deepcopy=False)[1]
     assert retry.state == TrialState.COMPLETE
-    assert retry.user_attrs["resumed_at_epoch"] == 3 and pruners.epochs_run(retry) == 2
+    assert retry.user_attrs["resumed_at_epoch"] == 3 and TrialRecord.of(retry).epochs_run == 2
     assert len(retry.intermediate_values) == 4  # the whole curve, for the pruner
-    assert pruners.epochs_trained(retry) == trial_epochs(retry) == 4  # a refit trains 4
+    assert TrialRecord.of(retry).epochs_trained == trial_epochs(retry) == 4  # a refit trains 4
     run = client.get_run(retry.user_attrs["mlflow_run_id"])
     assert run.data.tags["resumed_from"] == first_run and run.data.tags["resumed_at_epoch"] == "3"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2, 3, 4]

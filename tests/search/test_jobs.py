@@ -9,8 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from automl.errors import ConfigError
+from automl.pipeline import run_search
 from automl.search.scheduler.jobs import assign_gpus
-from automl.search.scheduler.runner import run_search
 from automl.search.settings import SearchSettings
 from automl.search.space import load_space, parse_space
 from tests.conftest import DEFAULT_SPACE, TINY_SPACE, mlflow_client, search_settings

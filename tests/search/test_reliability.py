@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from optuna.trial import TrialState
 
 from automl.errors import ConfigError
-from automl.search.scheduler.runner import run_search
+from automl.pipeline import run_search
 from automl.search.settings import SearchSettings
 from automl.search.space import parse_space
 from tests.conftest import (

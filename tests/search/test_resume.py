@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from automl.errors import ConfigError
-from automl.search.scheduler.runner import run_search
+from automl.pipeline import run_search
 from tests.conftest import mlflow_client, search_settings
 
 pytestmark = pytest.mark.slow

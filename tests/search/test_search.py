@@ -18,8 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from automl.pipeline import run_search
 from automl.search.hooks import Hooks
-from automl.search.scheduler.runner import run_search
 from automl.search.settings import SearchSettings
 
 pytestmark = pytest.mark.slow

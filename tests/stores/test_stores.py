@@ -48,6 +48,8 @@ def test_any_password_in_userinfo_or_query_is_masked(secret):
         return
     if set(secret) <= {"*"}:  # the mask itself, '***': nothing to tell apart
         return
+    if secret in "postgresql://u@h/db":  # the rest of the URL holds it: nothing to tell apart
+        return
     for url in (f"postgresql://u:{secret}@h/db", f"postgresql://u@h/db?password={secret}"):
         assert f"{secret}@" not in mask_url(url) and f"={secret}" not in mask_url(url)
 

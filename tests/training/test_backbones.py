@@ -11,7 +11,7 @@ import torchvision
 from PIL import Image
 
 from automl.data import Split
-from automl.search.scheduler.runner import run_search
+from automl.pipeline import run_search
 from automl.search.settings import SearchSettings
 from automl.training.augment import Augment
 from automl.training.backbones import BackboneNet, describe_weights, weights_file

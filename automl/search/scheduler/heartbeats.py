@@ -14,7 +14,9 @@ from contextlib import contextmanager
 import optuna
 
 from automl.environment import HEARTBEAT_SECONDS
-from automl.search.scheduler.owners import RECORD, SHARED, Owner
+from automl.records.study import search_beat_key
+from automl.records.trial import SHARED
+from automl.search.scheduler.owners import Owner
 from automl.stores import compat
 
 
@@ -61,7 +63,7 @@ def keep_search_alive(study: optuna.Study, owner: Owner) -> Iterator[None]:
     if owner.id == SHARED:
         yield
         return
-    storage, key = compat.storage_of(study), RECORD.format(owner.id)
+    storage, key = compat.storage_of(study), search_beat_key(owner.id)
     study_id = compat.study_id(study)
 
     def beat() -> None:

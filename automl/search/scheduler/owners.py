@@ -5,7 +5,7 @@ Every ticket carries the ``owner`` user attribute: the id of the search that que
 ``automl worker`` processes. A search (and its ``--jobs`` processes) claims its own
 tickets only, so ``--trials N`` runs exactly N trials whatever else runs on the study.
 
-A live search says so with a heartbeat in the study (``automl.owner.<id>``). Tickets left
+A live search says so with a heartbeat in the study (``StudyAttr.SEARCH_BEAT``). Tickets left
 by a search that is gone (stopped, or silent for the grace period) are orphans: the next
 search adopts as many as it asks for, each with one conditional write, so two searches
 starting at once never adopt the same ticket; the others stay queued for the one after.
@@ -20,11 +20,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.environment import GRACE_SECONDS
+from automl.records.study import search_beat_key
+from automl.records.trial import SHARED, Ticket, TrialRecord
 from automl.stores import compat
-
-OWNER = "owner"  # user attribute of a ticket: the search that queued it ("" shared)
-SHARED = ""
-RECORD = "automl.owner.{}"  # study system attribute: a live search's last heartbeat
 
 
 @dataclass(frozen=True)
@@ -34,21 +32,21 @@ class Owner:
     id: str = SHARED
 
     def holds(self, trial: FrozenTrial) -> bool:
-        return str(trial.user_attrs.get(OWNER, SHARED)) == self.id
+        return TrialRecord.of(trial).owner == self.id
 
 
 WORKERS = Owner(SHARED)  # the shared queue of `automl study create`, run by `automl worker`
 
 
 def owner_of(trial: FrozenTrial) -> str:
-    return str(trial.user_attrs.get(OWNER, SHARED))
+    return TrialRecord.of(trial).owner
 
 
 def alive(study: optuna.Study, owners: set[str]) -> set[str]:
     """Which of the searches ``owners`` still run (their heartbeat is recent)."""
     records = compat.storage_of(study).get_study_system_attrs(compat.study_id(study))
     now, grace = time.time(), GRACE_SECONDS.get()
-    beats = {o: records.get(RECORD.format(o)) for o in owners}
+    beats = {o: records.get(search_beat_key(o)) for o in owners}
     return {o for o, r in beats.items() if isinstance(r, dict) and now - r["beat"] <= grace}
 
 
@@ -61,7 +59,7 @@ def adopt(study: optuna.Study, owner: Owner, wanted: int) -> int:
     owned = {owner_of(t) for t in queued} - {SHARED, owner.id}
     gone = owned - alive(study, owned)
     # An interrupted trial's configuration first: it resumes what the user stopped.
-    queued = sorted(queued, key=lambda t: (t.user_attrs.get("ticket") != "retry", t.number))
+    queued = sorted(queued, key=lambda t: (TrialRecord.of(t).ticket != Ticket.RETRY, t.number))
     for ticket in queued:
         if taken == wanted:
             break

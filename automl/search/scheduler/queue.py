@@ -6,7 +6,7 @@ params such as a baseline). Every worker, local or remote, claims a ticket atomi
 through the storage, runs the objective on it and tells the result; it stops when no
 ticket is left. A trial that dies with its worker (no heartbeat) is failed by the next
 worker, its MLflow run closed, and its configuration queued again as a new ticket. A
-retry whose trial left a checkpoint (``CHECKPOINT_EPOCH``) resumes from it
+retry whose trial left a checkpoint (``TrialAttr.CHECKPOINT_EPOCH``) resumes from it
 (``search/checkpoints.py``) and is claimed before any other ticket.
 """
 
@@ -24,9 +24,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import Terminated, stop_if_asked
+from automl.records import Ticket, TrialAttr, TrialRecord
 from automl.retry import STORE, retrying
 from automl.search.scheduler.heartbeats import keep_trial_alive
-from automl.search.scheduler.owners import OWNER, SHARED, WORKERS, Owner, adopt
+from automl.search.scheduler.owners import WORKERS, Owner, adopt
 from automl.stores import compat
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from automl.search.space import SearchSpace
     from automl.search.space.warmstart import WarmStart
 
-TICKET = "ticket"  # user attribute of an enqueued trial: why it was queued
-CHECKPOINT_EPOCH = "checkpoint_epoch"  # user attribute: a retry can resume after this epoch
 MAX_RETRY = 2
 
 
@@ -60,12 +59,13 @@ def add_tickets(
     fixed = list(fixed or [])[:count]
     origins = list(origins or [])
     for index, params in enumerate(fixed):
-        attrs = {TICKET: "fixed", OWNER: owner.id}
+        attrs = {TrialAttr.TICKET: Ticket.FIXED, TrialAttr.OWNER: owner.id}
         if index < len(origins):
-            attrs["origin"] = origins[index]
+            attrs[TrialAttr.ORIGIN] = origins[index]
         study.enqueue_trial(params, user_attrs=attrs)
     for _ in range(count - len(fixed)):
-        study.enqueue_trial({}, user_attrs={TICKET: "new", OWNER: owner.id})
+        attrs = {TrialAttr.TICKET: Ticket.NEW, TrialAttr.OWNER: owner.id}
+        study.enqueue_trial({}, user_attrs=attrs)
     return count
 
 
@@ -119,11 +119,9 @@ def owned_by(study: optuna.Study, owner: Owner) -> set[int]:
 
 def retries_of(study: optuna.Study, tickets: set[int]) -> set[int]:
     """The queued retries of ``tickets`` (dead workers' trials, queued again)."""
-    return {
-        t.number
-        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if t.system_attrs.get("failed_trial") in tickets or t.user_attrs.get("retry_of") in tickets
-    }
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    records = ((t.number, TrialRecord.of(t)) for t in queued)
+    return {n for n, r in records if r.failed_trial in tickets or r.retry_of in tickets}
 
 
 def count(study: optuna.Study, state: TrialState) -> int:
@@ -144,7 +142,7 @@ def running_trials(study: optuna.Study, owner: Owner | None = None) -> int:
 
 def resumable(trial: FrozenTrial) -> bool:
     """A queued retry whose trial left a checkpoint: it continues work already paid for."""
-    return bool(trial.user_attrs.get(CHECKPOINT_EPOCH))
+    return bool(TrialRecord.of(trial).checkpoint_epoch)
 
 
 def claim(study: optuna.Study, owner: Owner = WORKERS) -> optuna.Trial | None:
@@ -163,10 +161,15 @@ def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Queue an interrupted trial's configuration again, for the same owner: the next
     search adopts it once that owner is gone, or a worker runs it if it was shared; with
     the epoch of its checkpoint, when it left one."""
-    attrs = {TICKET: "retry", "retry_of": trial.number, "retry_reason": reason}
-    attrs[OWNER] = str(trial.user_attrs.get(OWNER, SHARED))
-    if trial.user_attrs.get(CHECKPOINT_EPOCH):
-        attrs[CHECKPOINT_EPOCH] = trial.user_attrs[CHECKPOINT_EPOCH]
+    record = TrialRecord.of(trial)
+    attrs: dict[str, Any] = {
+        TrialAttr.TICKET: Ticket.RETRY,
+        TrialAttr.RETRY_OF: trial.number,
+        TrialAttr.RETRY_REASON: reason,
+        TrialAttr.OWNER: record.owner,
+    }
+    if record.checkpoint_epoch:
+        attrs[TrialAttr.CHECKPOINT_EPOCH] = record.checkpoint_epoch
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
@@ -187,7 +190,7 @@ def fail_stale(
     failed = []
     for trial_id in compat.stale_trial_ids(study):
         try:  # the reason first: a finished trial's attributes can no longer change
-            storage.set_trial_user_attr(trial_id, "reason", "crashed")
+            storage.set_trial_user_attr(trial_id, TrialAttr.REASON, "crashed")
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker failed it first
         if not compat.transition(study, trial_id, TrialState.RUNNING, TrialState.FAIL):
@@ -195,9 +198,11 @@ def fail_stale(
         trial = storage.get_trial(trial_id)
         retry(study, trial)  # its user attributes are copies of the dead trial's
         for queued in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if (queued.system_attrs.get("retry_history") or [None])[-1] == trial.number:
-                storage.set_trial_user_attr(compat.trial_id(queued), TICKET, "retry")
-                storage.set_trial_user_attr(compat.trial_id(queued), "retry_of", trial.number)
+            history = TrialRecord.of(queued).retry_history
+            if history and history[-1] == trial.number:
+                queued_id = compat.trial_id(queued)
+                storage.set_trial_user_attr(queued_id, TrialAttr.TICKET, Ticket.RETRY)
+                storage.set_trial_user_attr(queued_id, TrialAttr.RETRY_OF, trial.number)
         if on_stale is not None:
             on_stale(trial)
         failed.append(trial)

@@ -1,36 +1,33 @@
-"""The study runner: queue the trials, run them in one or several processes, conclude.
+"""Running a search's trials to the end: queue its tickets, run them here and in its
+``--jobs`` processes, report each once, and hand back what ran (``TrialsRun``); or, for
+``automl worker``, run a study's shared tickets until none is left.
 
-Data flows one way: settings and space in (``session.prepare``), an Optuna study driving
-the objective, and a ``SearchOutcome`` out. Everything that can be wrong with the
-settings, the space, the data or a store fails in ``prepare``, before any trial.
+Concluding the search (registering, evaluating, recording) is not this module's job: see
+``automl.pipeline``. Everything that can be wrong with the settings, the space, the data or
+a store fails in ``session.prepare``, before any trial.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.data import ImageData
-from automl.errors import StoreError, Terminated
-from automl.search.conclude import Registration, register_best
-from automl.search.evaluation import evaluate_and_record, record_study_plots
-from automl.search.hooks import Hooks
+from automl.errors import Terminated
 from automl.search.scheduler.heartbeats import keep_search_alive
 from automl.search.scheduler.jobs import job_devices, spawn_jobs, stop_jobs
 from automl.search.scheduler.owners import WORKERS, Owner
 from automl.search.scheduler.queue import (
     Refill,
+    ToQueue,
     fail_stale,
     owned_by,
     queue_trials,
@@ -40,51 +37,29 @@ from automl.search.scheduler.queue import (
     waiting,
     work,
 )
-from automl.search.scheduler.session import Session, prepare
-from automl.search.settings import SearchSettings
-from automl.search.story import Search, StoryLinks, tell
-from automl.search.strategy.pruners import epochs_run
+from automl.search.scheduler.session import Session
 from automl.search.trial.objective import Objective
-from automl.tracking import TRACKING_ERRORS, Tracker
 
 POLL_SECONDS = 1.0
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped the study; args: the outcome so far and the original signal."""
+@dataclass(frozen=True)
+class TrialsRun:
+    """What running a search's trials did."""
 
-
-@dataclass
-class SearchOutcome:
-    settings: SearchSettings
-    study: optuna.Study
-    data: ImageData
-    parent_run_id: str
-    tracker: Tracker
-    wall_seconds: float
-    optimize_seconds: float  # from the first claim to the last trial's end
+    trials: list[FrozenTrial]  # the trials this search ran, by number
+    seconds: float  # from the first claim to the last trial's end
     optuna_seconds: float  # inside Optuna: storage, sampling, pruning, telling
-    trials_run: list[FrozenTrial]
-    registration: Registration | None = None
-    pareto: list[Registration] = field(default_factory=list)
-    registration_seconds: float = 0.0
-    evaluation: Any = None  # automl.insight.evaluate.Evaluation
-    insight_seconds: float = 0.0
+    tracking_seconds: float  # MLflow calls, store set-up included
     interrupted: bool = False
-    tracking_seconds_search: float = 0.0  # MLflow calls up to the end of the last trial
-    notes: list[str] = field(default_factory=list)  # said after the trials (failed workers)
-    story: StoryLinks | None = None  # where the MLflow UI tells it
-
-    @property
-    def states(self) -> Counter[str]:
-        return Counter(t.state.name for t in self.study.get_trials(deepcopy=False))
-
-    @property
-    def epochs_run(self) -> int:
-        return sum(epochs_run(t) for t in self.trials_run)
+    notes: tuple[str, ...] = ()  # said after the trials (failed worker processes)
 
 
-# ---------------------------------------------------------------------------- running
+class TrialsInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the trials; args: the ``TrialsRun`` so far and the signal."""
+
+
+# ---------------------------------------------------------------------------- a search
 
 
 class _Reporter:
@@ -109,80 +84,107 @@ class _Reporter:
                 self.report(self.session.study, trial)
 
 
-def run_trials(session: Session) -> SearchOutcome:
-    """Run this search's tickets in ``--jobs`` processes; an interrupt closes the runs and
-    raises ``Interrupted`` once every process has stopped."""
+@dataclass(frozen=True)
+class _Tickets:
+    """This search's tickets: those queued now, and how the rest are queued (a budget
+    queues one at a time, ``refill``, so it ends with nothing left behind)."""
+
+    numbers: set[int]
+    plan: ToQueue | None
+    refill: Refill | None
+
+
+def run_trials(session: Session) -> TrialsRun:
+    """Run this search's tickets here and in its ``--jobs`` processes; an interrupt closes
+    the running trials and raises ``TrialsInterrupted`` once every process has stopped."""
     owner = Owner(session.parent_run_id)  # this search claims its own tickets only
     with keep_search_alive(session.study, owner):
         return _run_owned(session, owner)
 
 
-def _run_owned(session: Session, owner: Owner) -> SearchOutcome:
+def _run_owned(session: Session, owner: Owner) -> TrialsRun:
+    settings = session.settings
+    tickets = _queue(session, owner)
+    reporter = _Reporter(session, tickets.numbers, owner)
+    deadline = time.monotonic() + settings.timeout if settings.timeout else None
+    devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
+    threads = max(1, (os.cpu_count() or 1) // settings.jobs)
+    processes = spawn_jobs(settings, devices, threads, deadline, owner, plan=tickets.plan)
+    # This process takes the first device; alone, the one the settings resolved to.
+    objective = session.objective(torch.device(devices[0]) if processes else None)
+    objective.deadline = deadline
+    start = time.perf_counter()
+    interrupted: KeyboardInterrupt | None = None
+    failed_jobs = 0
+    with _polling(reporter, other_processes=not settings.alone), _threads(threads, processes):
+        try:
+            failed_jobs = _drain(
+                session, objective, processes, tickets.numbers, reporter=reporter,
+                deadline=deadline, owner=owner, refill=tickets.refill,
+            )  # fmt: skip
+        except KeyboardInterrupt as stop:
+            interrupted = stop
+            stop_jobs(processes, signal_them=isinstance(stop, Terminated))
+        except BaseException:  # an error here: the jobs must not run on behind it
+            stop_jobs(processes, signal_them=True)
+            raise
+    reporter.poll()
+    failed = f"{failed_jobs} worker process(es) ended with an error"
+    run = TrialsRun(
+        trials=sorted(reporter.seen.values(), key=lambda t: t.number),
+        seconds=time.perf_counter() - start,
+        optuna_seconds=session.clock.seconds,
+        tracking_seconds=session.tracker.seconds,
+        interrupted=interrupted is not None,
+        notes=(failed,) if failed_jobs and interrupted is None else (),
+    )
+    if interrupted is not None:
+        raise TrialsInterrupted(run, interrupted)
+    return run
+
+
+def _queue(session: Session, owner: Owner) -> _Tickets:
+    """Queue this search's tickets (all of them, or with a budget the first), say what
+    was queued, and know how to queue the rest."""
     study, settings = session.study, session.settings
     lazy = settings.timeout is not None  # a budget: queue as it goes
     queued_now = queue_trials(session, owner, lazy=lazy)
     for note in queued_now.notes:
         session.hooks.on_note(note)
     queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    tickets = {t.number for t in queued if owner.holds(t)}
-    plan = None
-    if lazy:
-        plan = tickets_to_queue(settings.trials - len(tickets), queued_now.pending)
-    refill = Refill(study, owner, tickets, plan) if plan is not None else None
-    reporter = _Reporter(session, tickets, owner)
-    deadline = time.monotonic() + settings.timeout if settings.timeout else None
-    devices = job_devices(settings.device, settings.jobs, settings.trials_per_gpu)
-    threads = max(1, (os.cpu_count() or 1) // settings.jobs)
-    previous_threads = torch.get_num_threads()
-    processes = spawn_jobs(settings, devices, threads, deadline, owner, plan=plan)
-    # This process takes the first device; alone, the one the settings resolved to.
-    objective = session.objective(torch.device(devices[0]) if processes else None)
-    objective.deadline = deadline
-    stop_polling = threading.Event()
-    poller = threading.Thread(target=_poll, args=(reporter, stop_polling), daemon=True)
-    if not settings.alone:  # other processes' trials are reported as they end
-        poller.start()
-    start = time.perf_counter()
-    interrupted: KeyboardInterrupt | None = None
-    failed_jobs = 0
+    numbers = {t.number for t in queued if owner.holds(t)}
+    if not lazy:
+        return _Tickets(numbers, None, None)
+    plan = tickets_to_queue(settings.trials - len(numbers), queued_now.pending)
+    return _Tickets(numbers, plan, Refill(study, owner, numbers, plan))
+
+
+@contextmanager
+def _polling(reporter: _Reporter, *, other_processes: bool) -> Iterator[None]:
+    """While the block runs, report the trials other processes end, as they end."""
+    if not other_processes:
+        yield
+        return
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll, args=(reporter, stop), daemon=True)
+    poller.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        poller.join()
+
+
+@contextmanager
+def _threads(threads: int, processes: list[multiprocessing.process.BaseProcess]) -> Iterator[None]:
+    """This process's share of the cores while job processes run beside it."""
+    previous = torch.get_num_threads()
     try:
         if processes:
             torch.set_num_threads(threads)
-        failed_jobs = _drain(
-            session, objective, processes, tickets, reporter=reporter, deadline=deadline,
-            owner=owner, refill=refill,
-        )  # fmt: skip
-    except KeyboardInterrupt as stop:
-        interrupted = stop
-        stop_jobs(processes, signal_them=isinstance(stop, Terminated))
-    except BaseException:  # an error here: the jobs must not run on behind it
-        stop_jobs(processes, signal_them=True)
-        raise
+        yield
     finally:
-        torch.set_num_threads(previous_threads)
-        stop_polling.set()
-        if poller.is_alive():
-            poller.join()
-    reporter.poll()
-    outcome = SearchOutcome(
-        settings=settings,
-        study=study,
-        data=session.data,
-        parent_run_id=session.parent_run_id,
-        tracker=session.tracker,
-        wall_seconds=0.0,
-        optimize_seconds=time.perf_counter() - start,
-        optuna_seconds=session.clock.seconds,
-        trials_run=sorted(reporter.seen.values(), key=lambda t: t.number),
-        interrupted=interrupted is not None,
-        tracking_seconds_search=session.tracker.seconds,
-    )
-    if failed_jobs and interrupted is None:
-        outcome.notes.append(f"{failed_jobs} worker process(es) ended with an error")
-    if interrupted is not None:
-        _finish(session, outcome, "KILLED")
-        raise Interrupted(outcome, interrupted)
-    return outcome
+        torch.set_num_threads(previous)
 
 
 def _drain(
@@ -217,6 +219,14 @@ def _drain(
         processes = []
 
 
+def _poll(reporter: _Reporter, stop: threading.Event) -> None:
+    while not stop.wait(POLL_SECONDS):
+        try:
+            reporter.poll()
+        except Exception:  # a busy store: the next poll catches up
+            continue
+
+
 def wait_for_running(
     study: optuna.Study,
     tickets: set[int],
@@ -231,78 +241,7 @@ def wait_for_running(
         time.sleep(poll)
 
 
-def _poll(reporter: _Reporter, stop: threading.Event) -> None:
-    while not stop.wait(POLL_SECONDS):
-        try:
-            reporter.poll()
-        except Exception:  # a busy store: the next poll catches up
-            continue
-
-
-# ---------------------------------------------------------------------------- concluding
-
-
-CONCLUSION_ERRORS: tuple[type[BaseException], ...] = (StoreError, *TRACKING_ERRORS)
-
-
-def conclude(session: Session, outcome: SearchOutcome) -> SearchOutcome:
-    """Register the best model (the Pareto front's with several objectives), evaluate it,
-    draw the study plots, close the parent run.
-
-    A tracking store that fails here is one line, and the parent run is closed as FAILED:
-    the trials are safe in the study, and the next search on it registers its best."""
-    try:
-        _register_and_evaluate(session, outcome)
-    except CONCLUSION_ERRORS as exc:
-        with contextlib.suppress(Exception):  # the store may be the very thing that failed
-            _finish(session, outcome, "FAILED")
-        what = str(exc) if isinstance(exc, StoreError) else f"{session.tracker.what}: {exc}"
-        raise StoreError(
-            f"registering the best model failed ({what.splitlines()[0]}); the trials are "
-            f"kept in study '{session.study.study_name}': the next search on it (--trials 1) "
-            "registers its best"
-        ) from None
-    _finish(session, outcome, "FINISHED")
-    return outcome
-
-
-def _register_and_evaluate(session: Session, outcome: SearchOutcome) -> None:
-    hooks, tracker, parent = session.hooks, session.tracker, session.parent_run_id
-    trials = session.study.get_trials(deepcopy=False)
-    if any(t.state == TrialState.COMPLETE for t in trials):
-        hooks.on_stage("evaluating the best trial on the test split and registering it")
-        start = time.perf_counter()
-        registrations = register_best(
-            session.study,
-            session.data,
-            tracker=tracker,
-            parent_run_id=parent,
-            model_name=session.settings.registered_model,
-            device=session.device,
-            dataset_options={
-                "image_size": session.settings.image_size,
-                "group_level": session.settings.group_level,
-            },
-            refit=session.settings.refit,
-            ensemble=session.settings.members,
-            mirror=session.settings.tta,
-            weights_dir=session.settings.weights_dir,
-            on_stage=hooks.on_stage,
-        )
-        outcome.registration, outcome.pareto = registrations[0], registrations
-        outcome.registration_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    if session.settings.evaluate and outcome.registration is not None:
-        hooks.on_stage("evaluating the registered model (metrics, robustness, saliency)")
-        outcome.evaluation = evaluate_and_record(
-            outcome.registration, session.data, tracker=tracker, parent_run_id=parent,
-            on_stage=hooks.on_stage,
-        )  # fmt: skip
-    if session.settings.evaluate:
-        hooks.on_stage("drawing the study plots")
-        for plot, why in record_study_plots(session.study, tracker, parent).items():
-            hooks.on_note(f"study plot '{plot}' skipped: {why}")
-    outcome.insight_seconds = time.perf_counter() - start
+# ---------------------------------------------------------------------------- a worker
 
 
 @dataclass
@@ -341,75 +280,3 @@ def run_worker(
         )
         time.sleep(poll)
     return WorkerOutcome(session.study, ran, time.perf_counter() - start)
-
-
-def finish(session: Session) -> SearchOutcome:
-    """Conclude a study whose trials workers ran: wait for the running ones, then register,
-    evaluate, plot and close its parent run."""
-    study = session.study
-    numbers = {t.number for t in study.get_trials(deepcopy=False)}
-    wait_for_running(study, numbers, session.close_stale)
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    outcome = SearchOutcome(
-        settings=session.settings,
-        study=study,
-        data=session.data,
-        parent_run_id=session.parent_run_id,
-        tracker=session.tracker,
-        wall_seconds=0.0,
-        optimize_seconds=0.0,
-        optuna_seconds=0.0,
-        trials_run=study.get_trials(deepcopy=False, states=finished),
-    )
-    left = waiting(study)
-    if left:
-        outcome.notes.append(f"{left} queued trials were not run; they stay queued")
-    return conclude(session, outcome)
-
-
-def run_search(
-    settings: SearchSettings,
-    *,
-    hooks: Hooks | None = None,
-    pruner: optuna.pruners.BasePruner | None = None,
-) -> SearchOutcome:
-    """Run ``settings.trials`` new trials, then register, evaluate and plot the best model.
-
-    ``pruner`` replaces the one ``settings`` names (tests use one with a fixed answer).
-    """
-    session = prepare(settings, hooks or Hooks(), pruner)
-    outcome = run_trials(session)
-    # Alive through its conclusion too (minutes with an evaluation): a search started on the
-    # study meanwhile must not take this one's open parent run for an abandoned one.
-    with keep_search_alive(session.study, Owner(session.parent_run_id)):
-        return conclude(session, outcome)
-
-
-def _finish(session: Session, outcome: SearchOutcome, status: str) -> None:
-    states = outcome.states
-    metrics: dict[str, float] = {
-        "trials_complete": states.get("COMPLETE", 0),
-        "trials_pruned": states.get("PRUNED", 0),
-        "trials_failed": states.get("FAIL", 0),
-        "epochs_run": outcome.epochs_run,
-    }
-    tags = {"state": "INTERRUPTED" if outcome.interrupted else "DONE"}
-    if outcome.registration is not None:
-        metrics["best_val_acc"] = outcome.registration.val_acc
-        metrics["test_acc"] = outcome.registration.test_acc
-        tags["best_trial"] = str(outcome.registration.trial_number)
-        tags["registered_model"] = outcome.registration.uri
-        tags["registered_version"] = f"{outcome.registration.name}/{outcome.registration.version}"
-        if outcome.registration.run_id:  # the version's source run
-            tags["best_trial_run_id"] = outcome.registration.run_id
-    try:  # the record is complete without it: a store that fails here is only said
-        told = Search(
-            outcome.study, outcome.settings, outcome.parent_run_id, outcome.registration,
-            [t.number for t in outcome.trials_run], outcome.interrupted,
-        )  # fmt: skip
-        outcome.story = tell(told, outcome.tracker)
-    except TRACKING_ERRORS as exc:
-        outcome.notes.append(f"the study's story was not written to MLflow: {exc}")
-    outcome.wall_seconds = time.perf_counter() - session.started
-    metrics["wall_seconds"] = outcome.wall_seconds
-    outcome.tracker.finish_study_run(outcome.parent_run_id, status, metrics, tags)

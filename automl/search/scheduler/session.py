@@ -19,6 +19,9 @@ from optuna.trial import FrozenTrial
 from automl import provenance
 from automl.data import ImageData, load_dataset
 from automl.errors import ConfigError
+from automl.records import RunArtifact, RunTag, StudyAttr, StudyRecord, StudyRunTags, TrialRecord
+from automl.records.run import StudyState
+from automl.records.study import RecipeKey
 from automl.search.hooks import Hooks
 from automl.search.scheduler import owners
 from automl.search.scheduler.queue import fail_stale
@@ -34,8 +37,12 @@ from automl.stores.compat import StudyStorage
 from automl.tracking import Tracker, ended_tags
 from automl.training.device import make_deterministic, resolve_device
 
-RECIPE = "automl"  # study user attribute: how to run this study's trials anywhere
 CRASHED = "the process running it died (its heartbeat went silent)"
+
+
+def crashed_tags() -> dict[str, str]:
+    """The tags that close the run of a trial whose worker died."""
+    return ended_tags("FAIL", "crashed", 0, **{RunTag.MESSAGE: CRASHED})
 
 
 @dataclass
@@ -67,9 +74,9 @@ class Session:
     def close_stale(self, trial: FrozenTrial) -> None:
         """Close the MLflow run a dead worker left open (status FAILED); drop its
         checkpoints if its retries are used up."""
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = TrialRecord.of(trial).run_id
         if run_id:
-            self.tracker.close_run(run_id, "FAILED", ended_tags("FAIL", "crashed", message=CRASHED))
+            self.tracker.close_run(run_id, "FAILED", crashed_tags())
         forget_exhausted(open_store(self.settings, self.tracker), self.study, trial)
 
 
@@ -136,10 +143,10 @@ def prepare(
     if abandoned:
         hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")
     parent = _start_parent_run(settings, data, device, tracker, mode)
-    study.set_user_attr("mlflow_parent_run_id", parent)
+    study.set_user_attr(StudyAttr.PARENT_RUN_ID, parent)
     recipe = replace(settings, dataset=data.spec or settings.dataset).to_recipe()
-    recipe.update(data_digest=data.digest(), parent_run_id=parent)
-    study.set_user_attr(RECIPE, recipe)
+    recipe.update({RecipeKey.DATA_DIGEST: data.digest(), RecipeKey.PARENT_RUN_ID: parent})
+    study.set_user_attr(StudyAttr.RECIPE, recipe)
     for backbone in space.choices("arch.backbone"):
         if backbone == "none":
             continue
@@ -157,7 +164,7 @@ def prepare(
 def _same_data(study: optuna.Study, data: ImageData) -> None:
     """A study resumes on the data it was searched on: its trials were scored on that
     validation split, and their weights fit that data's shape and preprocessing."""
-    searched_on = (study.user_attrs.get(RECIPE) or {}).get("data_digest")
+    searched_on = StudyRecord.of(study).data_digest
     if searched_on and searched_on != data.digest() and study.get_trials(deepcopy=False):
         raise ConfigError(
             f"--dataset: study '{study.study_name}' was searched on other data (digest "
@@ -182,23 +189,23 @@ def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> 
     except KeyError:
         names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(store)) or "none"
         raise ConfigError(f"--study: no study named '{name}' (studies: {names})") from None
-    recipe = existing.user_attrs.get(RECIPE)
+    recipe = StudyRecord.of(existing).recipe
     if not recipe:
         raise ConfigError(f"--study: '{name}' was not created by automl (it has no recipe)")
     settings = SearchSettings.from_recipe(recipe, local)
     if settings.deterministic:
         make_deterministic()
-    space = parse_space(recipe["space_yaml"], f"study {name}")
+    space = parse_space(recipe[RecipeKey.SPACE_YAML], f"study {name}")
     device = resolve_device(settings.device)
     data = _load_data(settings, hooks)
-    if data.digest() != recipe["data_digest"]:
+    if data.digest() != recipe[RecipeKey.DATA_DIGEST]:
         raise ConfigError(
             f"--data-dir: the {settings.dataset} data here (digest {data.digest()}) is not the "
-            f"data study '{name}' was created on ({recipe['data_digest']})"
+            f"data study '{name}' was created on ({recipe[RecipeKey.DATA_DIGEST]})"
         )
-    tracker = Tracker(settings.tracking_uri, recipe["experiment"])
+    tracker = Tracker(settings.tracking_uri, recipe[RecipeKey.EXPERIMENT])
     study, clock = _open(settings, store, seed_offset=1000 * job)
-    parent = recipe["parent_run_id"]
+    parent = recipe[RecipeKey.PARENT_RUN_ID]
     return Session(settings, space, data, device, tracker, study, parent, hooks, clock)
 
 
@@ -206,14 +213,14 @@ def _close_abandoned(study: optuna.Study, tracker: Tracker, checkpoints: Store) 
     """A killed search leaves its parent run RUNNING: close it as FAILED when nothing runs
     under it any more (its dead trials are failed and queued again first) and its
     heartbeat has stopped."""
-    previous = study.user_attrs.get("mlflow_parent_run_id")
+    previous = StudyRecord.of(study).parent_run_id
     if not previous:
         return None
 
     def close(trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = TrialRecord.of(trial).run_id
         if run_id:
-            tracker.close_run(run_id, "FAILED", ended_tags("FAIL", "crashed", message=CRASHED))
+            tracker.close_run(run_id, "FAILED", crashed_tags())
         forget_exhausted(checkpoints, study, trial)
 
     fail_stale(study, close)
@@ -223,11 +230,11 @@ def _close_abandoned(study: optuna.Study, tracker: Tracker, checkpoints: Store) 
         info = tracker.run_info(previous)
     except Exception:  # deleted, or in another store: nothing to close
         return None
-    if info["status"] != "RUNNING" or info["tags"].get("mode", "search") != "search":
+    if info["status"] != "RUNNING" or StudyRunTags.of(info["tags"]).mode != "search":
         return None
     if owners.alive(study, {str(previous)}):  # still concluding: registering, evaluating
         return None
-    tracker.close_run(previous, "FAILED", {"state": "ABANDONED"})
+    tracker.close_run(previous, "FAILED", {RunTag.STATE: StudyState.ABANDONED})
     return str(previous)
 
 
@@ -238,13 +245,13 @@ def _start_parent_run(
         settings.study,
         params={**settings.public(), "data": data.describe(), "device_resolved": str(device)},
         tags={
-            "dataset": data.spec or settings.dataset,
-            "data_digest": data.digest(),
-            "kind": "study",
-            "mode": mode,
+            RunTag.DATASET: data.spec or settings.dataset,
+            RunTag.DATA_DIGEST: data.digest(),
+            RunTag.KIND: "study",
+            RunTag.MODE: mode,
         },
     )
-    tracker.log_study_artifacts(parent, {"search_space.yaml": settings.space})
+    tracker.log_study_artifacts(parent, {RunArtifact.SPACE: settings.space})
     versions, commit = provenance.versions(), provenance.git_commit()
     resolved = {
         **settings.public(),
@@ -255,15 +262,14 @@ def _start_parent_run(
         "git_commit": commit,
         "platform": platform.platform(),
     }
-    tracker.log_study_text(parent, "resolved_config.json", json.dumps(resolved, indent=2))
-    tags = {f"version.{name}": version for name, version in versions.items()}
+    tracker.log_study_text(parent, RunArtifact.RESOLVED_CONFIG, json.dumps(resolved, indent=2))
+    tags = {f"{RunTag.VERSION_PREFIX}{name}": version for name, version in versions.items()}
     if commit:
-        tags["mlflow.source.git.commit"] = commit
-    tracker.set_run_tags(
-        parent, {**tags, "mlflow.source.name": "automl", "seed": str(settings.seed)}
-    )
+        tags[RunTag.GIT_COMMIT] = commit
+    tags.update({RunTag.SOURCE_NAME: "automl", RunTag.SEED: str(settings.seed)})
+    tracker.set_run_tags(parent, tags)
     if data.report is not None:
-        tracker.log_study_text(parent, "data_report.json", data.report.to_json())
+        tracker.log_study_text(parent, RunArtifact.DATA_REPORT, data.report.to_json())
     profile = {
         "classes": data.num_classes,
         "shape": [data.channels, *data.image_size],

@@ -93,7 +93,7 @@ def measure_latency(
 def robust_accuracy(model: torch.nn.Module, data: ImageData, device: torch.device) -> float:
     """Mean accuracy over every corruption and severity, on (up to 500 of) the validation split."""
     from automl.data import Split
-    from automl.insight.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+    from automl.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
     from automl.training.loop import Normalizer, evaluate
 
     images, labels = data.val.images[:500], data.val.labels[:500]

@@ -40,10 +40,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from automl.records import TrialAttr, TrialRecord
+
 PERCENTILE = 25.0
 STARTUP_TRIALS = 5
 WARMUP_STEPS = 1
-CURVE = "curve"
 CHANCE_EPOCHS = 2
 MIN_GRID = 20  # steps of the progress grid, at least (see grid_steps)
 CHANCE_MARGIN = 0.1  # share of the way from chance to perfect accuracy a trial must pass
@@ -126,9 +127,9 @@ def stuck_at_chance(epoch: int, val_acc: float, chance: float) -> bool:
 
 
 def record(trial: optuna.Trial, step: int, value: float) -> None:
-    curve = dict(trial.user_attrs.get(CURVE, {}))
+    curve = TrialRecord.of(trial).curve
     curve[str(step)] = value
-    trial.set_user_attr(CURVE, curve)
+    trial.set_user_attr(TrialAttr.CURVE, curve)
 
 
 def should_prune(
@@ -144,24 +145,10 @@ def should_prune(
         return False
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     key = str(step)
-    others = [
-        t.user_attrs[CURVE][key]
-        for t in trial.study.get_trials(deepcopy=False, states=finished)
-        if key in t.user_attrs.get(CURVE, {})
-    ]
+    curves = (
+        TrialRecord.of(t).curve for t in trial.study.get_trials(deepcopy=False, states=finished)
+    )
+    others = [curve[key] for curve in curves if key in curve]
     if len(others) < startup_trials:
         return False
     return value < float(np.percentile(others, percentile))
-
-
-def epochs_trained(trial: optuna.trial.FrozenTrial) -> int:
-    """Epochs of its schedule a trial's weights trained, those a retry resumed from a
-    checkpoint included: one report (or curve point) an epoch."""
-    return max(len(trial.intermediate_values), len(trial.user_attrs.get(CURVE, {})))
-
-
-def epochs_run(trial: optuna.trial.FrozenTrial) -> int:
-    """Epochs a trial trained itself, whichever way its curve was recorded: a retry that
-    resumed a checkpoint reports the epochs before it too, which it did not train."""
-    resumed = int(trial.user_attrs.get("resumed_at_epoch", 1))
-    return max(0, epochs_trained(trial) - resumed + 1)

@@ -24,13 +24,12 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial
 
+from automl.records import TrialRecord
 from automl.search.scheduler.queue import MAX_RETRY
 from automl.search.settings import SearchSettings
 from automl.tracking import TRACKING_ERRORS, RunCheckpoints, Tracker
 from automl.training.checkpoint import CheckpointUnreadable, TrainingState
 
-RESUMED_FROM = "resumed_from"  # run id of the trial whose checkpoint a retry resumed
-RESUMED_AT = "resumed_at_epoch"  # the first epoch a retry trained itself
 GENERATIONS = 8  # predecessors looked at for a checkpoint (a retry of a retry of ...)
 # What makes a checkpoint unusable: unreadable, or its store away.
 PROBLEMS: tuple[type[BaseException], ...] = (CheckpointUnreadable, *TRACKING_ERRORS)
@@ -68,7 +67,12 @@ class FolderStore:
         return TrainingState.load(path) if path.exists() else None
 
     def delete(self, slot: Slot) -> None:
-        self.path(slot).unlink(missing_ok=True)
+        """The checkpoint, and any draft a worker killed mid-write left beside it."""
+        path = self.path(slot)
+        path.unlink(missing_ok=True)
+        if path.parent.is_dir():
+            for draft in path.parent.glob(f".{path.name}.*"):
+                draft.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -103,28 +107,18 @@ def open_store(settings: SearchSettings, tracker: Tracker) -> Store:
 
 
 def slot_of(study: str, trial: FrozenTrial) -> Slot | None:
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    return Slot(study, trial.number, str(run_id)) if run_id else None
-
-
-def predecessor(trial: FrozenTrial) -> int | None:
-    """The trial ``trial`` retries: Optuna's retry history for a dead worker's trial (its
-    user attributes are copies of the dead trial's), else the interrupted one it names."""
-    history = trial.system_attrs.get("retry_history")
-    if history:
-        return int(history[-1])
-    retry_of = trial.user_attrs.get("retry_of")
-    return int(retry_of) if retry_of is not None else None
+    run_id = TrialRecord.of(trial).run_id
+    return Slot(study, trial.number, run_id) if run_id else None
 
 
 def ancestors(study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
     """The trials ``trial`` retries, nearest first."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     found: list[FrozenTrial] = []
-    number = predecessor(trial)
+    number = TrialRecord.of(trial).predecessor
     while number is not None and number in by_number and len(found) < GENERATIONS:
         found.append(by_number[number])
-        number = predecessor(by_number[number])
+        number = TrialRecord.of(by_number[number]).predecessor
     return found
 
 
@@ -243,7 +237,7 @@ def find_resumable(
 def forget_exhausted(store: Store, study: optuna.Study, trial: FrozenTrial) -> None:
     """A dead worker's trial that gets no retry (its retries are used up): its
     checkpoints, and those it continued, are of no use any more."""
-    if len(trial.system_attrs.get("retry_history", [])) < MAX_RETRY:
+    if len(TrialRecord.of(trial).retry_history) < MAX_RETRY:
         return  # retried: the retry resumes from them
     chain = [trial, *ancestors(study, trial)]
     for slot in filter(None, (slot_of(study.study_name, t) for t in chain)):

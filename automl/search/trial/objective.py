@@ -25,22 +25,21 @@ from optuna.trial import TrialState
 
 from automl.data import ImageData
 from automl.errors import AutomlError, Terminated, TrialError, stop_if_asked
+from automl.records import RunTag, TrialAttr, TrialRecord
+from automl.records.ranking import place
 from automl.search.hooks import Hooks
-from automl.search.scheduler.queue import CHECKPOINT_EPOCH, TrialResult
+from automl.search.scheduler.queue import TrialResult
 from automl.search.settings import SearchSettings
 from automl.search.space import SearchSpace
 from automl.search.strategy import pruners
 from automl.search.strategy.objectives import OBJECTIVES, Measurements, dominates, unrecorded
 from automl.search.trial.checkpoints import (
-    RESUMED_AT,
-    RESUMED_FROM,
     Slot,
     Store,
     TrialCheckpoints,
     find_resumable,
     fingerprint,
     open_store,
-    predecessor,
 )
 from automl.stores.clock import OptunaClock
 from automl.stores.compat import flush
@@ -138,13 +137,14 @@ class Objective:
             self.tracker, parent_run_id=self.parent_run_id, study=self.settings.study,
             number=trial.number, params=params, on_lost=lambda text: self._lost(trial, text),
         )  # fmt: skip
-        for key, value in (("mlflow_run_id", record.run_id), ("params", params),
-                           ("seed", self.settings.seed), ("worker", WORKER)):  # fmt: skip
+        attrs = {TrialAttr.RUN_ID: record.run_id, TrialAttr.PARAMS: params,
+                 TrialAttr.SEED: self.settings.seed, TrialAttr.WORKER: WORKER}  # fmt: skip
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
         flush(trial.study)  # a worker dying in its first epoch leaves its configuration behind
-        origin = trial.user_attrs.get("origin")
+        origin = TrialRecord.of(trial).origin
         if origin:  # a warm-start or baseline configuration: say where it came from
-            record.set_tags({"origin": str(origin)})
+            record.set_tags({RunTag.ORIGIN: origin})
         return record
 
     def _checkpoints(
@@ -155,10 +155,11 @@ class Objective:
         kept = TrialCheckpoints(
             self.checkpoints, Slot(self.settings.study, trial.number, record.run_id),
             self.settings.checkpoint_seconds, fingerprint(params),
-            on_saved=lambda epoch: trial.set_user_attr(CHECKPOINT_EPOCH, epoch), on_problem=note,
+            on_saved=lambda epoch: trial.set_user_attr(TrialAttr.CHECKPOINT_EPOCH, epoch),
+            on_problem=note,
         )  # fmt: skip
         frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-        if predecessor(frozen) is None:
+        if TrialRecord.of(frozen).predecessor is None:
             return kept  # a first try: nothing to continue
         epochs = min(TrialConfig.from_params(params).train.epochs, self.settings.epoch_limit)
         kept.resumed, kept.older = find_resumable(
@@ -167,11 +168,13 @@ class Objective:
         )  # fmt: skip
         resumed = kept.resumed
         # Set on every retry: a dead worker's retry carries copies of its attributes.
-        trial.set_user_attr(CHECKPOINT_EPOCH, resumed.state.epoch if resumed else 0)
-        trial.set_user_attr(RESUMED_AT, resumed.first_epoch if resumed else 1)
+        trial.set_user_attr(TrialAttr.CHECKPOINT_EPOCH, resumed.state.epoch if resumed else 0)
+        trial.set_user_attr(TrialAttr.RESUMED_AT, resumed.first_epoch if resumed else 1)
         if resumed is not None:
-            trial.set_user_attr(RESUMED_FROM, resumed.run_id)
-            record.set_tags({RESUMED_FROM: resumed.run_id, RESUMED_AT: str(resumed.first_epoch)})
+            trial.set_user_attr(TrialAttr.RESUMED_FROM, resumed.run_id)
+            record.set_tags(
+                {RunTag.RESUMED_FROM: resumed.run_id, RunTag.RESUMED_AT: str(resumed.first_epoch)}
+            )
             self.hooks.on_note(
                 f"trial {trial.number} resumes trial {resumed.number} at epoch "
                 f"{resumed.first_epoch} of {epochs}, from its checkpoint"
@@ -185,7 +188,7 @@ class Objective:
         """Ctrl-C or SIGTERM: save the last epoch's state for the retry, and say so."""
         epoch = kept.hand_back()
         if record is not None and epoch:
-            record.set_tags({CHECKPOINT_EPOCH: str(epoch)})
+            record.set_tags({RunTag.CHECKPOINT_EPOCH: str(epoch)})
         where = f"from its checkpoint after epoch {epoch}" if epoch else "from the start"
         self.hooks.on_note(f"trial {trial.number} handed back: its retry resumes {where}")
 
@@ -200,8 +203,8 @@ class Objective:
         config = TrialConfig.from_params(params)
         epochs = min(config.train.epochs, self.settings.epoch_limit)
         if epochs < config.train.epochs:  # the sampled value stays in the params, as drawn
-            trial.set_user_attr("epochs_cap", self.settings.epoch_limit)
-            record.set_tags({"epochs_cap": str(self.settings.epoch_limit)})
+            trial.set_user_attr(TrialAttr.EPOCHS_CAP, self.settings.epoch_limit)
+            record.set_tags({RunTag.EPOCHS_CAP: str(self.settings.epoch_limit)})
         seed = trial_seed(self.settings.seed, trial.number)
         model = seeded_network(config, self.data, seed, self.settings.weights_dir)
         try:
@@ -209,8 +212,8 @@ class Objective:
             self._check_size(trial, record, measured)
             source = getattr(model, "weights_source", None)
             if source is not None:  # a backbone: say which weights it started from
-                record.set_tags({"weights": source})
-                trial.set_user_attr("weights", source)
+                record.set_tags({RunTag.WEIGHTS: source})
+                trial.set_user_attr(TrialAttr.WEIGHTS, source)
             resume = kept.resumed.state if kept.resumed else None
             for result in resume.history if resume else []:  # the curve so far, reported again
                 self._report(trial, record, EpochResult(**result), epochs)
@@ -220,15 +223,16 @@ class Objective:
                 compile=self.settings.compile, resume=resume, on_checkpoint=kept.keep,
             )  # fmt: skip
             if len(history) < epochs:  # the budget ended: its last epoch is its result
-                trial.set_user_attr("cut", f"budget ended after epoch {len(history)}")
-                record.set_tags({"cut": f"budget ended after epoch {len(history)} of {epochs}"})
+                cut = f"budget ended after epoch {len(history)}"
+                trial.set_user_attr(TrialAttr.CUT, cut)
+                record.set_tags({RunTag.CUT: f"{cut} of {epochs}"})
             measured.accuracy = history[-1].val_acc
             objectives = self.settings.objectives
             values = tuple(OBJECTIVES[name].measure(measured) for name in objectives)
             record.log_epoch(len(history), unrecorded(objectives, values))
             if self._keeps_weights(trial, values):
                 record.save_weights(model)
-            record.finish("COMPLETE", epochs=str(len(history)))
+            record.finish("COMPLETE", **{RunTag.EPOCHS: str(len(history))})
             return values
         finally:
             del model  # a full gc.collect() here costs ~0.3 s a trial; refcounting frees it
@@ -317,23 +321,22 @@ class Objective:
         study = trial.study
         if not self.multi:
             complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            ahead = sum(1 for t in complete if t.values and t.values[0] >= values[0])
-            return ahead < self.settings.members
+            return place(values[0], complete) < self.settings.members
         directions = [d.name.lower() for d in study.directions]
         return not any(dominates(t.values, values, directions) for t in study.best_trials)
 
     def _close(self, trial: optuna.Trial, record: TrialRecorder | None, ending: Ending) -> None:
         """Record why the trial ended, on the Optuna trial and on its run."""
-        trial.set_user_attr("reason", ending.reason)
+        trial.set_user_attr(TrialAttr.REASON, ending.reason)
         if ending.message:
-            trial.set_user_attr("message", ending.message[:2000])
+            trial.set_user_attr(TrialAttr.MESSAGE, ending.message[:2000])
         if record is not None:
-            extra = {"message": ending.message[:5000]} if ending.message else {}
+            extra = {RunTag.MESSAGE: ending.message[:5000]} if ending.message else {}
             record.finish(ending.state.name, reason=ending.reason, status=ending.status, **extra)
 
     def _note(self, trial: optuna.Trial, message: str) -> None:
         self.hooks.on_note(f"trial {trial.number}: {message}")
 
     def _lost(self, trial: optuna.Trial, message: str) -> None:
-        trial.set_user_attr("tracking_error", message[:2000])
+        trial.set_user_attr(TrialAttr.TRACKING_ERROR, message[:2000])
         self._note(trial, message)

@@ -4,52 +4,29 @@ At the end of a search the parent run's description holds the leaderboard (each 
 link to its run), with links to the top five side by side, to every trial of the study
 in the runs table (filtered, sorted by val_acc, the ``state`` column shown) and to the
 registered version; the experiment's description says what the study is and links the
-same. The ranking here is the terminal's too (``cli/display``).
+same. The ranking is the terminal's too (``records.ranking``).
 
 Only Optuna is imported at the top: ``automl study status`` ranks trials without torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.search.strategy.pruners import epochs_run
+from automl.records import TrialRecord, last_val_acc, ranked
 
 if TYPE_CHECKING:
     import optuna
 
-    from automl.search.conclude import Registration
-    from automl.search.settings import SearchSettings
     from automl.tracking import Tracker
     from automl.tracking.story import UiLinks
 
 ROWS = 10  # trials in the parent run's leaderboard
 COMPARED = 5  # trials on the compare page
 VIEW_PARAMS = 8  # sampled parameters shown as columns of the runs table
-
-
-def last_val_acc(trial: FrozenTrial) -> float | None:
-    """The accuracy a trial ended with: its result, or its last report when it was cut."""
-    if trial.values:
-        return float(trial.values[0])
-    reports = trial.intermediate_values
-    return reports[max(reports)] if reports else None
-
-
-def ranked(trials: Iterable[FrozenTrial], *, failed: bool = False) -> list[FrozenTrial]:
-    """Completed trials by accuracy, then the pruned ones by the accuracy they were cut at
-    (a short study still shows what was tried), then, with ``failed``, the failed ones."""
-    trials = list(trials)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-    complete.sort(key=lambda t: (-t.values[0], t.number))
-    pruned = [t for t in trials if t.state == TrialState.PRUNED and last_val_acc(t) is not None]
-    pruned.sort(key=lambda t: (-(last_val_acc(t) or 0.0), t.number))
-    broken = [t for t in trials if t.state == TrialState.FAIL] if failed else []
-    return [*complete, *pruned, *broken]
 
 
 def key_params(params: dict[str, Any]) -> str:
@@ -72,11 +49,12 @@ def key_params(params: dict[str, Any]) -> str:
 
 def state_text(trial: FrozenTrial) -> str:
     """``complete``, ``pruned @ 3`` (the epoch it was cut at) or ``failed (reason)``."""
+    record = TrialRecord.of(trial)
     if trial.state == TrialState.PRUNED:
-        reason = trial.user_attrs.get("reason", "pruned")
-        return f"pruned @ {epochs_run(trial)}" if reason == "pruned" else f"pruned ({reason})"
+        reason = record.reason or "pruned"
+        return f"pruned @ {record.epochs_run}" if reason == "pruned" else f"pruned ({reason})"
     if trial.state == TrialState.FAIL:
-        return f"failed ({trial.user_attrs.get('reason', 'error')})"
+        return f"failed ({record.reason or 'error'})"
     return trial.state.name.lower()
 
 
@@ -102,15 +80,35 @@ class StoryLinks:
         return [(what, link) for what, link in found if link]
 
 
+class Registered(Protocol):
+    """What the story says of the model a search registered."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def uri(self) -> str: ...
+    @property
+    def trial_number(self) -> int: ...
+    @property
+    def val_acc(self) -> float: ...
+    @property
+    def test_acc(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class Search:
     """What the story is told from: the study and what this search did."""
 
     study: optuna.Study
-    settings: SearchSettings
     parent_run_id: str
-    registration: Registration | None
+    registration: Registered | None
     ran: list[int]  # the trials this search ran
+    objectives: tuple[str, ...]
+    space: str  # the space file's name
+    dataset: str
+    tracking_uri: str
     interrupted: bool = False
 
 
@@ -129,12 +127,12 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
         view_key,
     )
 
-    study, settings = search.study, search.settings
+    study = search.study
     trials = study.get_trials(deepcopy=False)
     name = study.study_name
     links = links_for(tracker)
     quoted = name.replace("'", "\\'")
-    metrics = ["val_acc", *settings.objectives[1:]]
+    metrics = ["val_acc", *search.objectives[1:]]
     sampled = sorted({k for t in trials for k in t.distributions})[:VIEW_PARAMS]
     columns = [
         column("tags", "state"),
@@ -153,12 +151,12 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
     save_view(tracker, key, f"{name}: trials by val_acc", view)
     describe_run(tracker, search.parent_run_id, parent_story(search, links, key))
     describe_experiment(tracker, experiment_story(search, links, key))
-    full = links.full(settings.tracking_uri)
+    full = links.full(search.tracking_uri)
     top = _top(trials)
     reg = search.registration
     return StoryLinks(
-        open=open_command(settings.tracking_uri),
-        address=address(settings.tracking_uri),
+        open=open_command(search.tracking_uri),
+        address=address(search.tracking_uri),
         parent=full.run(search.parent_run_id),
         trials=full.view(key),
         compare=full.compare(top) if top else None,
@@ -167,7 +165,7 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
 
 
 def _run_id(trial: FrozenTrial) -> str:
-    return str(trial.user_attrs.get("mlflow_run_id", ""))
+    return TrialRecord.of(trial).run_id or ""
 
 
 def _top(trials: list[FrozenTrial]) -> list[str]:
@@ -247,11 +245,11 @@ def parent_story(search: Search, links: UiLinks, key: str) -> str:
         value = last_val_acc(trial)
         complete = trial.state == TrialState.COMPLETE
         rank += complete
-        params = trial.user_attrs.get("params", trial.params)
+        record = TrialRecord.of(trial)
         lines.append(
             f"| {rank if complete else '–'} | {_trial_link(trial, links)} | "
-            f"{'–' if value is None else f'{value:.4f}'} | {epochs_run(trial)} | "
-            f"{state_text(trial)} | {key_params(params)} |"
+            f"{'–' if value is None else f'{value:.4f}'} | {record.epochs_run} | "
+            f"{state_text(trial)} | {key_params(record.params)} |"
         )
     lines += [
         "",
@@ -263,16 +261,15 @@ def parent_story(search: Search, links: UiLinks, key: str) -> str:
 
 def experiment_story(search: Search, links: UiLinks, key: str) -> str:
     """The experiment's description: what the study is, and the same links."""
-    settings = search.settings
     trials = search.study.get_trials(deepcopy=False)
-    objectives = ", ".join(settings.objectives)
+    objectives = ", ".join(search.objectives)
     return "\n".join(
         [
             f"AutoML study **{search.study.study_name}**: "
             + _link_line(search, links, key, parent=True),
             "",
             f"An Optuna search of CNN architectures, augmentations and optimizer settings "
-            f"(space `{settings.space.name}`) on `{settings.dataset}`, objective {objectives}: "
+            f"(space `{search.space}`) on `{search.dataset}`, objective {objectives}: "
             f"{_counts(trials)}. {_best(search, links)} Each search is a run "
             f"(`study-{search.study.study_name}`) whose description holds the leaderboard; "
             f"its trials are runs nested under it.",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from automl.search.conclude import register_best
-from automl.search.scheduler.runner import run_search
+from automl.pipeline import run_search
+from automl.release.conclude import Concluding, register_best
 from automl.tracking import Registry, load_image_model
 from tests.conftest import search_settings
 
@@ -25,10 +25,10 @@ def searched(tmp_path_factory):
 
 
 def register(outcome, name: str, **options):
+    how = Concluding(model_name=name, parent_run_id=outcome.parent_run_id, **options)
     [registration] = register_best(
-        outcome.study, outcome.data, tracker=outcome.tracker,
-        parent_run_id=outcome.parent_run_id, model_name=name, device=CPU, **options,
-    )  # fmt: skip
+        outcome.study, outcome.data, how, tracker=outcome.tracker, device=CPU
+    )
     return registration, Registry(outcome.settings.tracking_uri).version(name, registration.version)
 
 
@@ -93,7 +93,7 @@ def test_mirroring_is_decided_on_validation_and_a_mirrored_model_serves_and_expo
     as evaluated, keeps its trial's weights under their names and exports as one program."""
     from automl.release.export import export_model
     from automl.release.publish import publish
-    from automl.search.conclude import trained_model
+    from automl.release.rebuild import trained_model
     from automl.training.ensemble import Mirrored
     from automl.training.loop import Normalizer, evaluate
 
@@ -223,7 +223,7 @@ def test_a_rebuilt_trial_starts_from_the_weights_dir_as_it_did(tmp_path, digits)
     import optuna
     import torchvision
 
-    from automl.search.conclude import retrained
+    from automl.release.rebuild import retrained
 
     reference = torchvision.models.resnet18(weights=None)
     filename = torchvision.models.get_model_weights("resnet18").DEFAULT.url.rsplit("/", 1)[-1]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from automl.data import ImageData
-from automl.search.conclude import Registration
+from automl.records import RunArtifact
 from automl.tracking import Registry, Tracker, load_image_model
 
 if TYPE_CHECKING:
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def evaluate_and_record(
-    registration: Registration,
+    name: str,
+    version: int,
     data: ImageData,
     *,
     tracker: Tracker,
@@ -30,20 +31,20 @@ def evaluate_and_record(
     run and on the version's logged model."""
     from automl.insight.evaluate import evaluate_model, write_evaluation
 
-    model = load_image_model(f"models:/{registration.name}/{registration.version}")
+    model = load_image_model(f"models:/{name}/{version}")
     groups = None
     if data.group_names and data.test.groups is not None:
         groups = (data.test.groups.numpy(), list(data.group_names))
     evaluation = evaluate_model(model, data.test, groups=groups, progress=on_stage)
     with tempfile.TemporaryDirectory() as folder:
-        files = Path(folder, "evaluation")
+        files = Path(folder, RunArtifact.EVALUATION)
         write_evaluation(evaluation, files)
         metrics = evaluation.metrics()
-        tracker.log_folder(parent_run_id, files, "evaluation")
+        tracker.log_folder(parent_run_id, files, RunArtifact.EVALUATION)
         tracker.log_metrics(parent_run_id, metrics)
         with tracker.timed():
             Registry(tracker.tracking_uri).log_to_version(
-                registration.name, registration.version, files, "evaluation", metrics
+                name, version, files, RunArtifact.EVALUATION, metrics
             )
     return evaluation
 
@@ -53,7 +54,8 @@ def record_study_plots(study: optuna.Study, tracker: Tracker, parent_run_id: str
     from automl.insight.study_plots import study_plots  # matplotlib: only when drawing
 
     with tempfile.TemporaryDirectory() as folder:
-        files, skipped = study_plots(study, Path(folder, "study_plots"))
+        plots = Path(folder, RunArtifact.STUDY_PLOTS)
+        files, skipped = study_plots(study, plots)
         if files:
-            tracker.log_folder(parent_run_id, Path(folder, "study_plots"), "study_plots")
+            tracker.log_folder(parent_run_id, plots, RunArtifact.STUDY_PLOTS)
     return skipped

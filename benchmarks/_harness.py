@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from automl.search.runner import SearchOutcome, run_search
+from automl.pipeline import SearchOutcome, run_search
 from automl.search.settings import SearchSettings
 
 

@@ -33,9 +33,9 @@ from _harness import column_means, registered_accuracy, scratch_settings, timed_
 from _photos import ARCHIVE, subset, unpack
 from optuna.trial import FrozenTrial
 
-from automl.search.conclude import register_best
-from automl.search.options import resolve_space
-from automl.search.pruning import epochs_run
+from automl.records import TrialRecord
+from automl.release.conclude import Concluding, register_best
+from automl.search.space.bundled import resolve_space
 from automl.training.device import resolve_device
 
 CONFIGS = {
@@ -66,7 +66,7 @@ def trial_lines(trials: list[FrozenTrial]) -> list[str]:
         seconds = (end - t.datetime_start).total_seconds() if end and t.datetime_start else 0.0
         value = t.value if t.value is not None else max(t.intermediate_values.values(), default=0)
         lines.append(
-            f"    trial {t.number:>3} {t.state.name:<8} epochs {epochs_run(t):>2}/"
+            f"    trial {t.number:>3} {t.state.name:<8} epochs {TrialRecord.of(t).epochs_run:>2}/"
             f"{t.params.get('train.epochs', '?'):<2} {seconds:6.1f} s  val {value:.4f}"
         )
     return lines
@@ -131,11 +131,16 @@ def main() -> None:
             if args.trials:
                 print("\n".join(trial_lines(outcome.trials_run)), flush=True)
             for size in args.also:
+                how = Concluding(
+                    f"also-{size}", outcome.parent_run_id, ensemble=size, mirror=settings.tta
+                )
                 [other] = register_best(
-                    outcome.study, outcome.data, tracker=outcome.tracker,
-                    parent_run_id=outcome.parent_run_id, model_name=f"also-{size}",
-                    device=resolve_device(settings.device), ensemble=size, mirror=settings.tta,
-                )  # fmt: skip
+                    outcome.study,
+                    outcome.data,
+                    how,
+                    tracker=outcome.tracker,
+                    device=resolve_device(settings.device),
+                )
                 members = ",".join(map(str, other.members or (other.trial_number,)))
                 print(f"    --ensemble {size}: test {other.test_acc:.4f}  val "
                       f"{other.val_acc:.4f}  trials {members}", flush=True)  # fmt: skip

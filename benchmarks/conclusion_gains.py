@@ -20,7 +20,7 @@ import time
 import torch
 from _harness import column_means, scratch_settings, timed_search
 
-from automl.search.conclude import register_best
+from automl.release.conclude import Concluding, register_best
 from automl.tracking import Registry
 
 
@@ -50,12 +50,17 @@ def main() -> None:
                     reg = outcome.registration
                 else:
                     ensemble = int(way.split()[1]) if way.startswith("ensemble") else 1
-                    [reg] = register_best(
-                        outcome.study, outcome.data, tracker=outcome.tracker,
-                        parent_run_id=outcome.parent_run_id,
-                        model_name=f"gains-{way.replace(' ', '-')}", device=torch.device("cpu"),
+                    how = Concluding(
+                        f"gains-{way.replace(' ', '-')}", outcome.parent_run_id,
                         refit=way == "refit", ensemble=ensemble,
                     )  # fmt: skip
+                    [reg] = register_best(
+                        outcome.study,
+                        outcome.data,
+                        how,
+                        tracker=outcome.tracker,
+                        device=torch.device("cpu"),
+                    )
                 seconds = time.perf_counter() - start if way != "single best" else 0.0
                 version = registry.version(reg.name, reg.version)
                 row = (reg.test_acc, float(version.tags.get("ece", "nan")), seconds)

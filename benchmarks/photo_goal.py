@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from automl.data import load_dataset
-from automl.search.options import resolve_space
+from automl.search.space.bundled import resolve_space
 
 
 def hand_tuned(channels: int, classes: int, width: int) -> nn.Module:

@@ -100,15 +100,15 @@ def scenario(name: str, epochs: int, at: int) -> dict[str, float | int | str]:
 def retry_figures(folder: Path, storage: str) -> dict[str, float | int]:
     import optuna
 
-    from automl.search.pruning import epochs_run
+    from automl.records import TrialRecord
     from automl.stores import open_storage
 
     study = optuna.load_study(study_name="spot", storage=open_storage(storage))
     retry = study.get_trials(deepcopy=False)[-1]
     assert retry.datetime_start is not None and retry.datetime_complete is not None
     return {
-        "resumed_at": int(retry.user_attrs.get("resumed_at_epoch", 1)),
-        "trained": epochs_run(retry),
+        "resumed_at": TrialRecord.of(retry).resumed_at,
+        "trained": TrialRecord.of(retry).epochs_run,
         "curve": len(retry.intermediate_values),
         "seconds": (retry.datetime_complete - retry.datetime_start).total_seconds(),
     }
@@ -120,11 +120,12 @@ def price(trials: int) -> None:
 
     from _harness import scratch_settings
 
-    from automl.search import checkpoints
+    from automl.records import TrialRecord
     from automl.search.hooks import Hooks
-    from automl.search.options import resolve_space
-    from automl.search.runner import run_trials
-    from automl.search.session import prepare
+    from automl.search.scheduler.runner import run_trials
+    from automl.search.scheduler.session import prepare
+    from automl.search.space.bundled import resolve_space
+    from automl.search.trial import checkpoints
     from automl.training import loop
 
     spent: dict[str, list[float]] = {"capture": [], "keep": [], "forget": []}
@@ -153,7 +154,8 @@ def price(trials: int) -> None:
         outcome = run_trials(prepare(settings, Hooks()))
         wall = time.perf_counter() - start
     total = sum(sum(values) for values in spent.values())
-    print(f"\n{trials} trials, {outcome.epochs_run} epochs in {wall:.1f} s; checkpoints took "
+    epochs = sum(TrialRecord.of(t).epochs_run for t in outcome.trials)
+    print(f"\n{trials} trials, {epochs} epochs in {wall:.1f} s; checkpoints took "
           f"{total:.2f} s ({100 * total / wall:.1f}%): {len(spent['keep'])} captured "
           f"(median {1000 * statistics.median(spent['capture']):.1f} ms) and saved (median "
           f"{1000 * statistics.median(spent['keep']):.1f} ms), "

@@ -35,8 +35,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.search.pruning import grid_steps, prunable, stuck_at_chance
-from automl.search.samplers import make_pruner
+from automl.search.strategy.pruners import grid_steps, make_pruner, prunable, stuck_at_chance
 
 
 @dataclass(frozen=True)

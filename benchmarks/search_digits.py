@@ -2,7 +2,7 @@
 
 Prints figures; asserts nothing. Targets: test_acc >= 0.99, MLflow and Optuna calls under
 3 % of the wall time each. "Optuna calls" is the time inside Optuna, counted by the
-study's storage (``search/clock.OptunaClock``): every storage call, sampling at
+study's storage (``stores/clock.OptunaClock``): every storage call, sampling at
 each claim and suggestion, pruning decisions and tells, from any thread.
 
     python benchmarks/search_digits.py [--trials 100] [--seed 0] [--sampler tpe]

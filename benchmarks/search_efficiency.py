@@ -1,7 +1,7 @@
 """How much search the defaults buy: TPE + Hyperband against random search + median
 pruning and against TPE without pruning, on digits, same trial budget, several seeds.
 ``default, epochs compared`` is the default with the pruning rule of before: trials
-compared at the same epoch whatever their schedule's length (see search/pruning.py).
+compared at the same epoch whatever their schedule's length (see search/strategy/pruners.py).
 
 Prints best val_acc, test_acc, epochs trained, the mean schedule length of complete
 trials and wall time per run and on average; asserts nothing.
@@ -17,7 +17,8 @@ import tempfile
 import numpy as np
 from _harness import column_means, scratch_settings, timed_search
 
-from automl.search import pruning
+from automl.records import TrialRecord
+from automl.search.strategy import pruners
 
 CONFIGS = {
     "default (tpe + hyperband)": {"sampler": "tpe", "pruner": "hyperband"},
@@ -54,16 +55,16 @@ def main() -> None:
                     evaluate=False,
                     **options,
                 )
-                rule = pruning.progress_step
+                rule = pruners.progress_step
                 if name == SAME_EPOCH:  # the rule of before: step = epoch
-                    pruning.progress_step = lambda epoch, epochs, grid: epoch
+                    pruners.progress_step = lambda epoch, epochs, grid: epoch
                 try:
                     outcome, wall = timed_search(settings)
                 finally:
-                    pruning.progress_step = rule
+                    pruners.progress_step = rule
             reg = outcome.registration
             complete = [t for t in outcome.trials_run if t.state.name == "COMPLETE"]
-            schedule = float(np.mean([pruning.epochs_run(t) for t in complete]))
+            schedule = float(np.mean([TrialRecord.of(t).epochs_run for t in complete]))
             row = (reg.val_acc, reg.test_acc, outcome.epochs_run, schedule, wall)
             results[name].append(row)
             print(

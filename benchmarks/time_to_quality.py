@@ -43,7 +43,7 @@ def default_search(
 ) -> dict[str, Any]:
     from _harness import registered_accuracy, scratch_settings, timed_search
 
-    from automl.search.options import resolve_space
+    from automl.search.space.bundled import resolve_space
 
     chosen = {}  # no --space: the default, sized by the data
     if space:  # a file, or a bundled space by name, as --space takes it
@@ -82,7 +82,7 @@ def registered_curve(outcome: Any, count: int, start: float) -> Curve:
     trial, or the ensemble of the best ``count`` so far (mirrored at test time where the
     validation split says so), tested outside the search's clock from the weights the
     search kept."""
-    from automl.search.conclude import trial_config
+    from automl.release.rebuild import trial_config
     from automl.training.calibration import calibrate
     from automl.training.ensemble import Ensemble, mirror_if_better
     from automl.training.loop import Normalizer, evaluate

@@ -89,9 +89,8 @@ def trivial_worker(name: str, storage: str, tracking: str, ready, go) -> None:
     """Claims tickets like a worker, but its objective only samples and tracks."""
     from optuna.trial import TrialState
 
-    from automl.search.objective import TrialResult
-    from automl.search.queue import work
-    from automl.search.session import join
+    from automl.search.scheduler.queue import TrialResult, work
+    from automl.search.scheduler.session import join
     from automl.search.settings import SearchSettings
 
     local = SearchSettings(study_name=name, storage=storage, tracking_uri=tracking, device="cpu")
@@ -207,11 +206,10 @@ def scale_worker(url: str, name: str, results, ready, go) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from automl.search import optuna_compat as compat
-    from automl.search.clock import OptunaClock
-    from automl.search.queue import TrialResult, work
+    from automl.search.scheduler.queue import TrialResult, work
     from automl.search.space import parse_space
-    from automl.stores import open_storage
+    from automl.stores import compat, open_storage
+    from automl.stores.clock import OptunaClock
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     clock = OptunaClock()
@@ -261,9 +259,8 @@ def measure_scale(workers: int, per_worker: int, url: str, direct: str) -> tuple
     """Trials per minute, ms in storage per trial, peak PostgreSQL connections."""
     import optuna
 
-    from automl.search import optuna_compat as compat
-    from automl.search.queue import add_tickets
-    from automl.stores import open_storage
+    from automl.search.scheduler.queue import add_tickets
+    from automl.stores import compat, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name, trials = f"scale-{workers}-{'proxy' if url.startswith('grpc') else 'direct'}", 0

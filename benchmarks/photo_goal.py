@@ -116,7 +116,7 @@ def search(
     outcome, wall = timed_search(settings)
     reg = outcome.registration
     states = outcome.states
-    print(f"  search: {states}, {outcome.epochs_run} epochs, space {settings.space}")
+    print(f"  search: {states}, {outcome.epochs_run} epochs, space {outcome.settings.space}")
     if reg is not None and reg.members:
         print(f"  registered: ensemble of trials {reg.members}, test_acc {reg.test_acc:.4f}; "
               f"its best trial alone {reg.test_acc_single:.4f}")  # fmt: skip

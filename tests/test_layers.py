@@ -16,8 +16,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "automl"
 
 # Each layer and the layers it may import (its own modules always).
 ALLOWED = {
-    "cli": {"pipeline", "search", "release", "insight", "tracking", "training", "data", "base",
-            "serving"},  # fmt: skip
+    "cli": {
+        "pipeline",
+        "search",
+        "release",
+        "insight",
+        "tracking",
+        "training",
+        "data",
+        "base",
+        "serving",
+    },
     "pipeline": {"search", "release", "insight", "tracking", "training", "data", "base"},
     "search": {"tracking", "training", "data", "base"},
     "release": {"tracking", "training", "data", "base", "serving"},

@@ -36,7 +36,7 @@ def settings_command(body: Callable[[SearchSettings], None]) -> Callable[..., No
         annotations[name] = annotation
 
     def command(**values: Any) -> None:
-        body(SearchSettings.from_options(values).check())
+        body(SearchSettings.from_options(values).resolve().check())
 
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [p.replace(annotation=annotations[p.name]) for p in parameters]
@@ -80,12 +80,13 @@ def create(settings: SearchSettings) -> None:
         for note in queue_trials(session).notes:  # the shared queue, for `automl worker`
             console.print(f"[yellow]note[/]: {note}")
     queued = sum(1 for t in session.study.trials if t.state.name == "WAITING")
+    name = session.study.study_name
     console.print(
-        f"study [bold]{settings.study}[/] has {queued} queued trials; parent run "
+        f"study [bold]{name}[/] has {queued} queued trials; parent run "
         f"{session.parent_run_id}. Start workers anywhere with:\n  automl worker --study "
-        f"{settings.study} --storage {mask_url(settings.storage)} --tracking-uri "
+        f"{name} --storage {mask_url(settings.storage)} --tracking-uri "
         f"{mask_url(settings.tracking_uri)}\nand when they are done: automl study finish "
-        f"{settings.study} --storage ... --tracking-uri ..."
+        f"{name} --storage ... --tracking-uri ..."
     )
 
 

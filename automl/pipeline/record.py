@@ -39,7 +39,7 @@ def _told(session: Session, run: TrialsRun, conclusion: Conclusion) -> Search:
     settings = session.settings
     return Search(
         session.study, session.parent_run_id, conclusion.registration,
-        [t.number for t in run.trials], settings.objectives, settings.space.name,
+        [t.number for t in run.trials], settings.objectives, settings.space_file.name,
         settings.dataset, settings.tracking_uri, run.interrupted,
     )  # fmt: skip
 

@@ -15,8 +15,10 @@ class StudyAttr:
 
 
 class RecipeKey:
-    """Keys of the recipe beyond the study-scoped settings themselves."""
+    """Keys of the recipe beyond the study-scoped settings, which it holds by field name."""
 
+    SPACE = "space"  # the space file's name
+    MODEL_NAME = "model_name"  # the registered model's, resolved
     SPACE_YAML = "space_yaml"  # the space file's text: workers need no copy of it
     DATA_DIGEST = "data_digest"  # the data it was searched on
     PARENT_RUN_ID = "parent_run_id"  # the run every worker's trials nest under

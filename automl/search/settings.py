@@ -1,7 +1,9 @@
-"""The settings of one search, declared once.
+"""The settings of one search, declared once, as data.
 
 Every field of ``SearchSettings`` carries what the rest of the program needs to know of
-it: its command-line option and help, its check, and its scope.
+it: its command-line option and help, its check, and its scope. A field holds what the
+user gave (``None``: not given); ``resolve`` fills in the rest (the space sized for the
+data, the epoch limit from the space, the study's name) in one explicit step.
 
 - ``study``: the study's recipe. Whoever runs the study's trials (a ``--jobs`` process, an
   ``automl worker`` on another machine) uses the value the study was created with.
@@ -10,8 +12,8 @@ it: its command-line option and help, its check, and its scope.
 
 The options of ``automl search`` and ``automl study create`` are generated from these
 fields, ``to_recipe`` / ``from_recipe`` write and read the recipe, and the objective and
-the job processes receive the settings whole: a new option is one field here (plus its
-README line), checked before any store is touched.
+the job processes receive the settings whole: a new option is one field here, checked
+before any store is touched, and listed in ``docs/reference/cli.md`` (generated).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from automl import environment
-from automl.errors import ConfigError, unknown_name
+from automl.errors import AutomlError, ConfigError, unknown_name
+from automl.records.study import RecipeKey
 from automl.search.options import (
     Option,
     at_least,
@@ -37,7 +40,7 @@ from automl.search.options import (
     within,
     writable_folder,
 )
-from automl.search.space.bundled import DEFAULT_SPACE, bundled_spaces, resolve_space
+from automl.search.space.bundled import bundled_spaces, resolve_space
 from automl.stores import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING,
@@ -56,7 +59,8 @@ NATIVE_SIDE = {"digits": 8}  # built-in data sets this small (the others are 28 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """One search, resolved: the CLI, the recipe of a study and the tests build it."""
+    """One search's settings as given (``None``: not given); ``resolve`` fills in what was
+    not given. The CLI, the recipe of a study and the tests build it."""
 
     trials: int = option(
         100,
@@ -72,8 +76,8 @@ class SearchSettings:
         "run",
         check=positive,
     )
-    space: Path = option(
-        DEFAULT_SPACE,
+    space: Path | None = option(
+        None,
         "Search space YAML file, or a bundled one by name (default, small, photos, images, "
         "cifar). [default: small for images up to 16 px, such as digits; photos for other "
         "image folders; else default]",
@@ -226,22 +230,39 @@ class SearchSettings:
         secret=True,
     )
 
-    def __post_init__(self) -> None:
-        # The default space is sized by the data: small images (the 8x8 digits) get the
-        # narrow, shallow `small` space, where wider and deeper networks only cost time;
-        # photos get `photos`, deep enough for its stages to see the whole image.
-        if Path(self.space) == DEFAULT_SPACE:  # no --space: the bundled one sized for the data
-            object.__setattr__(self, "space", resolve_space(Path(self.sized_space)))
-        if self.max_epochs is None:  # as long as the space's longest schedule
+    def resolve(self) -> SearchSettings:
+        """These settings with what was not given filled in: the bundled space sized for
+        the data, an epoch limit as long as the space's longest schedule, and the study's
+        name from the data and the space. Reads the space file (a missing or broken one is
+        ``check``'s to report); resolving resolved settings changes nothing."""
+        # Small images (the 8x8 digits) get the narrow, shallow `small` space, where wider
+        # and deeper networks only cost time; photos get `photos`, deep enough for its
+        # stages to see the whole image.
+        space = self.space if self.space is not None else resolve_space(Path(self.sized_space))
+        max_epochs = self.max_epochs
+        if max_epochs is None:
             from automl.search.space.loading import longest_schedule
 
-            longest = longest_schedule(Path(self.space))  # None: check() says why, or no limit
-            object.__setattr__(self, "max_epochs", longest or FALLBACK_EPOCHS)
+            max_epochs = longest_schedule(Path(space)) or FALLBACK_EPOCHS
+        study_name = self.study_name or _study_name(self.dataset, Path(space))
+        return replace(self, space=Path(space), max_epochs=max_epochs, study_name=study_name)
 
     @property
     def epoch_limit(self) -> int:
-        """``max_epochs``, always resolved (``__post_init__`` fills it from the space)."""
+        """``max_epochs`` as resolved."""
         return self.max_epochs or FALLBACK_EPOCHS
+
+    @property
+    def space_file(self) -> Path:
+        """The space file, once resolved."""
+        if self.space is None:
+            raise _unresolved("space")
+        return Path(self.space)
+
+    def _named(self) -> str:
+        if self.study_name is None:
+            raise _unresolved("study_name")
+        return self.study_name
 
     @property
     def progress_grid(self) -> int:
@@ -253,9 +274,9 @@ class SearchSettings:
     @property
     def members(self) -> int:
         """How many trials the registered model averages: ``--ensemble``, or by default
-        ``ENSEMBLE`` for one objective without ``--refit`` (an ensemble of the three best
-        gained 1.1 points of test accuracy on digits and 3.4 on photos over the single
-        best, see the README), else the best alone."""
+        ``ENSEMBLE`` for one objective without ``--refit`` (averaging the three best beat
+        the single best on every data set measured: ``docs/search.md``), else the best
+        alone."""
         if self.ensemble is not None:
             return self.ensemble
         return 1 if self.refit or len(self.objectives) > 1 else ENSEMBLE
@@ -279,13 +300,6 @@ class SearchSettings:
         return [OBJECTIVES[name].direction for name in self.objectives]
 
     @property
-    def study(self) -> str:
-        dataset = self.dataset
-        if dataset.startswith("imagefolder:"):
-            dataset = Path(dataset.split(":", 1)[1]).expanduser().resolve().name or "images"
-        return self.study_name or re.sub(r"[^\w.\-]+", "-", f"{dataset}-{Path(self.space).stem}")
-
-    @property
     def alone(self) -> bool:
         """A database server means workers elsewhere; SQLite with one job means this
         process runs the study's trials alone."""
@@ -293,11 +307,13 @@ class SearchSettings:
 
     @property
     def experiment_name(self) -> str:
-        return self.experiment or self.study
+        """The MLflow experiment: ``--experiment``, or the study's name."""
+        return self.experiment or self._named()
 
     @property
     def registered_model(self) -> str:
-        return self.model_name or self.study
+        """The registered model's name: ``--model-name``, or the study's name."""
+        return self.model_name or self._named()
 
     # ------------------------------------------------------------------ building
 
@@ -324,12 +340,12 @@ class SearchSettings:
             for item in fields(self)
             if _option(item).scope == "study"
         }
-        recipe.update(
-            space=Path(self.space).name,
-            space_yaml=Path(self.space).read_text(),
-            experiment=self.experiment_name,
-            model_name=self.registered_model,
-        )
+        recipe.update({
+            RecipeKey.SPACE: self.space_file.name,
+            RecipeKey.SPACE_YAML: self.space_file.read_text(),
+            RecipeKey.EXPERIMENT: self.experiment_name,
+            RecipeKey.MODEL_NAME: self.registered_model,
+        })  # fmt: skip
         return recipe
 
     @classmethod
@@ -341,21 +357,24 @@ class SearchSettings:
                 values[item.name] = getattr(local, item.name)
             elif item.name in recipe:
                 values[item.name] = recipe[item.name]
-        values["space"] = Path(recipe.get("space") or recipe["space_name"])  # older recipes
+        space = recipe.get(RecipeKey.SPACE) or recipe[RecipeKey.SPACE_NAME]  # older recipes
+        values["space"] = Path(space)  # a name: the recipe holds the file's text
         values["objectives"] = tuple(values.get("objectives", ("accuracy",)))
+        values["max_epochs"] = values.get("max_epochs") or FALLBACK_EPOCHS
         return cls(**values)
 
     # ------------------------------------------------------------------ checking
 
     def check(self) -> SearchSettings:
-        """Raise ``ConfigError`` for the first bad option: one line, before any work."""
+        """Raise ``ConfigError`` for the first bad option: one line, before any work.
+        Checks resolved settings (``resolve`` first)."""
         self.check_fields(*(item.name for item in fields(self)))
         self._check_objectives()
-        if not re.fullmatch(r"[\w.\-]{1,128}", self.study):
+        if not re.fullmatch(r"[\w.\-]{1,128}", self._named()):
             raise ConfigError(
-                f"--study-name: '{self.study}' may use letters, digits, '.', '_' and '-' only"
+                f"--study-name: '{self.study_name}' may use letters, digits, '.', '_' and '-' only"
             )
-        if not Path(self.space).exists():
+        if not self.space_file.exists():
             bundled = ", ".join(bundled_spaces())
             raise ConfigError(f"--space: {self.space}: no such file (bundled spaces: {bundled})")
         from automl.data import check_dataset_name
@@ -404,7 +423,6 @@ class SearchSettings:
         for item in fields(self):
             if _option(item).secret and values[item.name]:
                 values[item.name] = mask_url(values[item.name])
-        values["study_name"] = self.study
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
     def but(self, **changes: Any) -> SearchSettings:
@@ -431,3 +449,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+def _study_name(dataset: str, space: Path) -> str:
+    """A study's name when none is given: the data's and the space's (``digits-small``)."""
+    if dataset.startswith("imagefolder:"):
+        dataset = Path(dataset.split(":", 1)[1]).expanduser().resolve().name or "images"
+    return re.sub(r"[^\w.\-]+", "-", f"{dataset}-{space.stem}")
+
+
+def _unresolved(name: str) -> AutomlError:
+    return AutomlError(f"the settings' {name} is not resolved yet: call resolve() first")

@@ -153,7 +153,9 @@ def test_ensemble_is_refused_with_refit_before_anything_runs(tmp_path):
     from automl.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"--ensemble: .* not with --refit"):
-        search_settings(tmp_path, trials=3, study_name="x", ensemble=2, refit=True).check()
+        search_settings(
+            tmp_path, trials=3, study_name="x", ensemble=2, refit=True
+        ).resolve().check()
 
 
 def test_by_default_the_three_best_keep_their_weights_and_register_as_one(tmp_path):

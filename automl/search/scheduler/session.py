@@ -119,11 +119,11 @@ def prepare(
     nest under this parent run until ``automl study finish`` closes it.
     """
     started = time.perf_counter()
-    settings.check()
+    settings = settings.resolve().check()
     if settings.deterministic:
         make_deterministic()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    space = load_space(settings.space)
+    space = load_space(settings.space_file)
     warm = None
     if settings.warm_start:
         hooks.on_stage(f"reading the warm-start study {settings.warm_start}")
@@ -142,7 +142,7 @@ def prepare(
     abandoned = _close_abandoned(study, tracker, open_store(settings, tracker))
     if abandoned:
         hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")
-    parent = _start_parent_run(settings, data, device, tracker, mode)
+    parent = _start_parent_run(study, settings, data, device=device, tracker=tracker, mode=mode)
     study.set_user_attr(StudyAttr.PARENT_RUN_ID, parent)
     recipe = replace(settings, dataset=data.spec or settings.dataset).to_recipe()
     recipe.update({RecipeKey.DATA_DIGEST: data.digest(), RecipeKey.PARENT_RUN_ID: parent})
@@ -181,7 +181,9 @@ def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> 
     (same digest), else the worker refuses to run.
     """
     hooks = hooks or Hooks()
-    name = local.study
+    name = local.study_name
+    if not name:
+        raise ConfigError("--study: name the study to join")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     store = open_storage(local.storage, create=False)
     try:
@@ -239,10 +241,16 @@ def _close_abandoned(study: optuna.Study, tracker: Tracker, checkpoints: Store) 
 
 
 def _start_parent_run(
-    settings: SearchSettings, data: ImageData, device: torch.device, tracker: Tracker, mode: str
+    study: optuna.Study,
+    settings: SearchSettings,
+    data: ImageData,
+    *,
+    device: torch.device,
+    tracker: Tracker,
+    mode: str,
 ) -> str:
     parent = tracker.start_study_run(
-        settings.study,
+        study.study_name,
         params={**settings.public(), "data": data.describe(), "device_resolved": str(device)},
         tags={
             RunTag.DATASET: data.spec or settings.dataset,
@@ -251,7 +259,7 @@ def _start_parent_run(
             RunTag.MODE: mode,
         },
     )
-    tracker.log_study_artifacts(parent, {RunArtifact.SPACE: settings.space})
+    tracker.log_study_artifacts(parent, {RunArtifact.SPACE: settings.space_file})
     versions, commit = provenance.versions(), provenance.git_commit()
     resolved = {
         **settings.public(),

@@ -29,7 +29,7 @@ def open_study(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             study = optuna.create_study(
-                study_name=settings.study,
+                study_name=settings.study_name,
                 storage=storage,
                 sampler=make_sampler(
                     settings.sampler, settings.seed + seed_offset, parallel=parallel
@@ -39,12 +39,12 @@ def open_study(
                 load_if_exists=True,
             )
         except ValueError as exc:  # an existing study with other directions
-            raise ConfigError(f"--study-name {settings.study}: {exc}") from None
+            raise ConfigError(f"--study-name {settings.study_name}: {exc}") from None
     have = [d.name.lower() for d in study.directions]
     if have != settings.directions:
         names = study.metric_names or [f"objective {i}" for i in range(len(have))]
         raise ConfigError(
-            f"--objective: study '{settings.study}' optimizes {', '.join(names)} "
+            f"--objective: study '{settings.study_name}' optimizes {', '.join(names)} "
             f"({', '.join(have)}); use the same objectives to resume it, or another --study-name"
         )
     if study.metric_names != list(settings.objectives):

@@ -134,7 +134,7 @@ class Objective:
 
     def _record(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialRecorder:
         record = TrialRecorder(
-            self.tracker, parent_run_id=self.parent_run_id, study=self.settings.study,
+            self.tracker, parent_run_id=self.parent_run_id, study=trial.study.study_name,
             number=trial.number, params=params, on_lost=lambda text: self._lost(trial, text),
         )  # fmt: skip
         attrs = {TrialAttr.RUN_ID: record.run_id, TrialAttr.PARAMS: params,
@@ -153,7 +153,7 @@ class Objective:
         """The trial's checkpoints; a retry finds the one of the trial it continues."""
         note = functools.partial(self._note, trial)
         kept = TrialCheckpoints(
-            self.checkpoints, Slot(self.settings.study, trial.number, record.run_id),
+            self.checkpoints, Slot(trial.study.study_name, trial.number, record.run_id),
             self.settings.checkpoint_seconds, fingerprint(params),
             on_saved=lambda epoch: trial.set_user_attr(TrialAttr.CHECKPOINT_EPOCH, epoch),
             on_problem=note,

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.automl-installed
 TRIALS ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: install test lint search bench clean
+.PHONY: install test lint search bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ search: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/search_digits.py
+
+# docs/reference/ is generated from the code; tests/cli/test_reference.py checks it.
+docs: $(STAMP)
+	$(BIN)/python -m automl.cli.reference docs/reference
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

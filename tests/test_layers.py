@@ -1,7 +1,8 @@
 """The package's shape: layers as folders, imports flowing one way, boundaries kept.
 
-Read from the source with ``ast``, function-level (lazy) imports included, so a shortcut
-taken anywhere in the code fails here.
+Read from the source with ``ast``, function-level (lazy) imports and
+``importlib.import_module`` calls included, so a shortcut taken anywhere in the code
+fails here.
 """
 
 from __future__ import annotations
@@ -52,8 +53,26 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+def _dynamic(node: ast.Call) -> set[str]:
+    """The modules an ``importlib.import_module(...)`` call may import: the one it names,
+    or every module under the package its f-string starts with."""
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if called != "import_module" or not node.args:
+        return set()
+    target = node.args[0]
+    if isinstance(target, ast.Constant) and isinstance(target.value, str):
+        return {target.value}
+    if isinstance(target, ast.JoinedStr) and target.values:
+        head = target.values[0]
+        if isinstance(head, ast.Constant) and isinstance(head.value, str):
+            return {name for name in MODULES if name.startswith(head.value)}
+    return set()
+
+
 def _imports(path: Path) -> set[str]:
-    """Every module of ours ``path`` imports, at the top or inside a function."""
+    """Every module of ours ``path`` imports, at the top, inside a function, or through
+    ``importlib``."""
     tree = ast.parse(path.read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -62,7 +81,18 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call):
+            names.update(_dynamic(node))
     return {name for name in names if name in MODULES}
+
+
+def test_dynamic_imports_are_followed():
+    """The cycle ``cli/__init__`` -> (importlib) -> ``cli.search`` -> ``automl.cli`` was
+    invisible while only ``import`` statements were read."""
+    code = "import importlib\nimportlib.import_module(f'automl.cli.{name}')\n"
+    tree = ast.parse(code)
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args)
+    assert "automl.cli.search" in _dynamic(call)
 
 
 def _layer(module: str) -> str:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from automl.cli import DataDirOption, TrackingOption, app, console
+from automl.cli.common import DataDirOption, TrackingOption, console
 from automl.stores import DEFAULT_TRACKING
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ DatasetOption = Annotated[
 ]
 
 
-@app.command()
 def retrain(
     model_uri: ModelArgument,
     dataset: DatasetOption,
@@ -121,7 +120,6 @@ def _print_retrain(outcome: RetrainOutcome) -> None:
     )
 
 
-@app.command()
 def drift(
     model_uri: ModelArgument,
     dataset: DatasetOption,

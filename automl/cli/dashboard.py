@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import typer
 
-from automl.cli import StorageOption, app, console, errors, sigterm_as_interrupt
+from automl.cli.common import StorageOption, console, errors, sigterm_as_interrupt
 from automl.environment import DASHBOARD_PUBLISHED_ON
 from automl.errors import ConfigError, StoreError
 from automl.stores import (
@@ -43,7 +43,6 @@ READS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
 
-@app.command()
 def dashboard(
     storage: StorageOption = DEFAULT_STORAGE,
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8080,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from automl.cli import (
+from automl.cli.common import (
     CheckpointDirOption,
     CheckpointSecondsOption,
     DataDirOption,
@@ -16,7 +16,6 @@ from automl.cli import (
     StorageOption,
     TrackingOption,
     WeightsDirOption,
-    app,
     console,
     sigterm_as_interrupt,
 )
@@ -28,7 +27,6 @@ from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
 study_app = typer.Typer(
     help="Create, inspect and finish studies run by workers.", no_args_is_help=True
 )
-app.add_typer(study_app, name="study")
 study_app.command("create")(create_command)
 
 StudyOption = Annotated[
@@ -36,7 +34,6 @@ StudyOption = Annotated[
 ]
 
 
-@app.command()
 def worker(
     study: StudyOption,
     storage: StorageOption = DEFAULT_STORAGE,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from automl.cli import DataDirOption, StorageOption, TrackingOption, app, console
+from automl.cli.common import DataDirOption, StorageOption, TrackingOption, console
 from automl.errors import ConfigError
 from automl.records import RunArtifact, StudyRecord, StudyRunTags, VersionTag, VersionTags
 from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # the commands import what they use when they run
     from automl.tracking import Tracker
 
 
-@app.command()
 def evaluate(
     model_uri: Annotated[
         str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/V or a folder.")
@@ -89,7 +88,6 @@ def evaluate(
         console.print(f"attached to version {version.version} of '{version.name}'")
 
 
-@app.command()
 def report(
     study_name: Annotated[str, typer.Argument(metavar="STUDY", help="The Optuna study.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path(

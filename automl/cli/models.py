@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from automl.cli import DataDirOption, TrackingOption, app, console, errors
+from automl.cli.common import DataDirOption, TrackingOption, console, errors
 from automl.records import VersionTags
 from automl.stores import DEFAULT_TRACKING
 
@@ -38,7 +38,6 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "-"
 
 
-@app.command()
 def models(
     name: Annotated[
         str | None, typer.Argument(help="A registered model; all when omitted.")
@@ -79,7 +78,6 @@ def models(
     console.print(table)
 
 
-@app.command()
 def promote(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[int | None, typer.Option(help="The version to promote.")] = None,
@@ -153,7 +151,6 @@ def promote(
     )
 
 
-@app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     alias: Annotated[str, typer.Option(help="The alias to move back.")] = "champion",
@@ -170,7 +167,6 @@ def rollback(
     )
 
 
-@app.command()
 def predict(
     model_uri: Annotated[
         str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/V or a folder.")
@@ -211,7 +207,6 @@ def predict(
     console.print(table)
 
 
-@app.command()
 def export(
     model_uri: Annotated[
         str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/V or a folder.")
@@ -237,7 +232,6 @@ def export(
     )
 
 
-@app.command()
 def serve(
     model_uri: Annotated[str, typer.Argument(help="models:/NAME@ALIAS or models:/NAME/V.")],
     host: Annotated[

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from automl.cli import StorageOption, app, console, errors, sigterm_as_interrupt
+from automl.cli.common import StorageOption, console, errors, sigterm_as_interrupt
 from automl.cli.dashboard import is_loopback
 from automl.environment import GRACE_SECONDS, HEARTBEAT_SECONDS
 from automl.errors import ConfigError
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from automl.stores.proxy.server import Traffic
 
 
-@app.command("storage-proxy")
 def storage_proxy(
     storage: StorageOption = DEFAULT_STORAGE,
     host: Annotated[

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from automl.cli import app, console, sigterm_as_interrupt, typer_option
+from automl.cli.common import console, sigterm_as_interrupt, typer_option
 from automl.errors import Terminated
 from automl.search.options import Option
 from automl.search.settings import SearchSettings
@@ -90,5 +90,5 @@ def create(settings: SearchSettings) -> None:
     )
 
 
-app.command(name="search")(settings_command(search))
+search_command = settings_command(search)
 create_command = settings_command(create)

@@ -52,7 +52,7 @@ def env() -> dict[str, str]:
 
 def checkpoint(folder: Path) -> tuple[int, float] | None:
     """The epoch the newest checkpoint in ``folder`` holds, and when it was written."""
-    from automl.training.checkpoint import TrainingState
+    from automl.training.state import TrainingState
 
     files = sorted(folder.glob("*/*.pt"), key=lambda p: p.stat().st_mtime)
     if not files:

@@ -86,7 +86,7 @@ def registered_curve(outcome: Any, count: int, start: float) -> Curve:
     from automl.training.calibration import calibrate
     from automl.training.ensemble import Ensemble, mirror_if_better
     from automl.training.loop import Normalizer, evaluate
-    from automl.training.recipe import build_network
+    from automl.training.train import build_network
 
     data, tracker = outcome.data, outcome.tracker
     norm = Normalizer(data.mean, data.std)

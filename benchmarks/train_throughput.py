@@ -25,8 +25,10 @@ from torchvision import transforms
 from automl.data import Split, load_dataset
 from automl.training.augment import Augment
 from automl.training.config import ArchConfig, AugConfig, OptimConfig, StageConfig, TrainConfig
-from automl.training.loop import Normalizer, fit, make_optimizer
+from automl.training.loop import Normalizer, Setup, fit, make_optimizer
 from automl.training.networks import build_model
+
+CLASSES = 10  # both data sets compared have ten classes
 
 AIRBENCH = ArchConfig(
     stages=(
@@ -92,13 +94,13 @@ def reference(model, split, mean, std, *, batch: int, epochs: int, device, worke
 
 
 def ours(model, split, val, mean, std, *, batch: int, epochs: int, device) -> float:
-    history = fit(
-        model, split, val,
+    setup = Setup(
         optim=OptimConfig(name="sgd", lr=0.05, nesterov=True),
         schedule=TrainConfig(batch_size=batch, epochs=epochs, schedule="onecycle"),
         augment=Augment(AugConfig(strength=0.5, translate=True, flip=True)),
         norm=Normalizer(mean, std), device=device, seed=0,
     )  # fmt: skip
+    history = fit(model, split, val, setup)
     return float(np.mean([e.images_per_second for e in history[1:]]))
 
 
@@ -107,7 +109,6 @@ def compare(
     arch: ArchConfig,
     train: Split,
     val: Split,
-    classes: int,
     *,
     batch,
     epochs,
@@ -120,7 +121,7 @@ def compare(
     shape = (train.images.shape[1], tuple(train.images.shape[2:]))
     torch.manual_seed(0)
     fast = ours(
-        build_model(arch, shape[0], shape[1], classes),
+        build_model(arch, shape[0], shape[1], CLASSES),
         train,
         val,
         mean,
@@ -131,7 +132,7 @@ def compare(
     )
     torch.manual_seed(0)
     slow = reference(
-        build_model(arch, shape[0], shape[1], classes),
+        build_model(arch, shape[0], shape[1], CLASSES),
         train,
         mean,
         std,
@@ -172,7 +173,7 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
     digits = load_dataset("digits")
-    compare("digits 8x8x1, 32/64 CNN, batch 64", DIGITS_NET, digits.train, digits.val, 10,
+    compare("digits 8x8x1, 32/64 CNN, batch 64", DIGITS_NET, digits.train, digits.val,
             batch=64, epochs=args.epochs, device=device, workers=0)  # fmt: skip
     if device.type == "cuda" or args.synthetic:
         torch.backends.cudnn.benchmark = True
@@ -183,7 +184,7 @@ def main() -> None:
         if device.type == "cuda":
             print(f"GPU: {torch.cuda.get_device_name(device)}")
         name = f"synthetic {args.images:,} 32x32x3, airbench 64/256/256, batch 512"
-        compare(name, AIRBENCH, train, val, 10, batch=512, epochs=args.epochs, device=device,
+        compare(name, AIRBENCH, train, val, batch=512, epochs=args.epochs, device=device,
                 workers=min(8, os.cpu_count() or 1))  # fmt: skip
         if device.type == "cuda":
             peak_memory_per_trial(train, val, device)

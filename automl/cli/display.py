@@ -32,7 +32,9 @@ if TYPE_CHECKING:  # types only: `automl study status` must not load torch to pr
     import optuna
 
     from automl.data import DataReport
+    from automl.insight.evaluate import Evaluation
     from automl.pipeline import SearchOutcome
+    from automl.release.conclude import Registration
     from automl.training.loop import EpochResult
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
@@ -260,10 +262,30 @@ def leaderboard(
 
 
 def print_summary(console: Console, outcome: SearchOutcome) -> None:
+    """After a search: the leaderboard, what ran, what was registered and evaluated, what
+    to note, and where the MLflow UI shows it."""
+    console.print()
+    _print_trials(console, outcome)
+    if outcome.registration is not None:
+        _print_registration(console, outcome.registration, outcome.pareto[1:])
+    elif not outcome.interrupted:
+        console.print("[yellow]no trial completed: nothing was registered[/]")
+    if outcome.evaluation is not None:
+        _print_evaluation(console, outcome.evaluation)
+    for note in outcome.notes:
+        console.print(f"[yellow]note[/]: {note}")
+    if outcome.interrupted:
+        console.print(
+            "[yellow]interrupted[/]: the running trials were failed and queued again; "
+            "run the same command again to finish the search"
+        )
+    print_links(console, outcome)
+
+
+def _print_trials(console: Console, outcome: SearchOutcome) -> None:
     study = outcome.study
     trials = study.get_trials(deepcopy=False)
     states = outcome.states
-    console.print()
     objectives = list(outcome.settings.objectives)
     console.print(leaderboard(trials, objectives=objectives))
     if len(objectives) > 1:
@@ -281,51 +303,44 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
         f"study [bold]{study.study_name}[/]: {len(trials)} trials ({counts}); this run: {ran} "
         f"trials, {outcome.epochs_run} epochs in {outcome.wall_seconds:.1f} s"
     )
-    reg = outcome.registration
-    if reg is not None:
-        how = "already registered as" if reg.reused else "registered as"
-        which = f"best trial {reg.trial_number}"
-        if reg.members:
-            which = f"ensemble of trials {', '.join(map(str, reg.members))}"
-        console.print(
-            f"{which}: val_acc {reg.val_acc:.4f}, test_acc "
-            f"[bold]{reg.test_acc:.4f}[/]; {how} [bold]{reg.uri}[/] (version {reg.version})"
-        )
-        if reg.members and reg.test_acc_single is not None:
-            console.print(
-                f"  its best trial {reg.trial_number} alone: test_acc {reg.test_acc_single:.4f} "
-                "(--ensemble 1 registers it alone)"
-            )
-        if reg.note:
-            console.print(f"[yellow]note[/]: {reg.note}")
-        if reg.reloaded_test_acc is not None and abs(reg.reloaded_test_acc - reg.test_acc) > 1e-6:
-            console.print(
-                f"[red]warning[/]: the reloaded model scores {reg.reloaded_test_acc:.4f} on test"
-            )
-        for other in outcome.pareto[1:]:
-            console.print(
-                f"Pareto front: trial {other.trial_number} (val_acc {other.val_acc:.4f}, test_acc "
-                f"{other.test_acc:.4f}) registered as {other.uri}"
-            )
-    elif not outcome.interrupted:
-        console.print("[yellow]no trial completed: nothing was registered[/]")
-    if outcome.evaluation is not None:
-        table = Table(title="Evaluation of the registered model (test split)", title_justify="left")
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        from automl.insight.evaluate import summary_rows  # torch: only after a search
 
-        for name, value in summary_rows(outcome.evaluation):
-            table.add_row(name, value)
-        console.print(table)
-    for note in outcome.notes:
-        console.print(f"[yellow]note[/]: {note}")
-    if outcome.interrupted:
+
+def _print_registration(console: Console, reg: Registration, front: list[Registration]) -> None:
+    how = "already registered as" if reg.reused else "registered as"
+    which = f"best trial {reg.trial_number}"
+    if reg.members:
+        which = f"ensemble of trials {', '.join(map(str, reg.members))}"
+    console.print(
+        f"{which}: val_acc {reg.val_acc:.4f}, test_acc "
+        f"[bold]{reg.test_acc:.4f}[/]; {how} [bold]{reg.uri}[/] (version {reg.version})"
+    )
+    if reg.members and reg.test_acc_single is not None:
         console.print(
-            "[yellow]interrupted[/]: the running trials were failed and queued again; "
-            "run the same command again to finish the search"
+            f"  its best trial {reg.trial_number} alone: test_acc {reg.test_acc_single:.4f} "
+            "(--ensemble 1 registers it alone)"
         )
-    print_links(console, outcome)
+    if reg.note:
+        console.print(f"[yellow]note[/]: {reg.note}")
+    if reg.reloaded_test_acc is not None and abs(reg.reloaded_test_acc - reg.test_acc) > 1e-6:
+        console.print(
+            f"[red]warning[/]: the reloaded model scores {reg.reloaded_test_acc:.4f} on test"
+        )
+    for other in front:
+        console.print(
+            f"Pareto front: trial {other.trial_number} (val_acc {other.val_acc:.4f}, test_acc "
+            f"{other.test_acc:.4f}) registered as {other.uri}"
+        )
+
+
+def _print_evaluation(console: Console, evaluation: Evaluation) -> None:
+    from automl.insight.evaluate import summary_rows  # torch: only after a search
+
+    table = Table(title="Evaluation of the registered model (test split)", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in summary_rows(evaluation):
+        table.add_row(name, value)
+    console.print(table)
 
 
 def print_links(console: Console, outcome: SearchOutcome) -> None:

@@ -109,6 +109,30 @@ def scan(root: Path, group_level: bool = False) -> tuple[list[Entry], list[str]]
     With ``group_level`` the layout is ``<group>/<class>/...`` (below any split folder).
     """
     label = f"imagefolder:{root}"
+    split_dirs = _split_dirs(root, label)
+    groups = [(d, d.name) for d in split_dirs] if split_dirs else [(root, None)]
+    entries: list[Entry] = []
+    loose: list[str] = []
+    seen = {(os.stat(d).st_dev, os.stat(d).st_ino) for d in [root, *split_dirs]}
+    for base, split in groups:
+        loose += _files_in(base, root)
+        parents = [(d, d.name) for d in _class_dirs(base)] if group_level else [(base, "")]
+        for parent, group in parents:
+            if group_level:
+                loose += _files_in(parent, root)
+            for class_dir in _class_dirs(parent):
+                for entry in _class_entries(root, class_dir, split, group, seen):
+                    entries.append(entry)
+                    if len(entries) > MAX_FILES:
+                        raise ConfigError(f"--dataset {label}: more than {MAX_FILES:,} files")
+    if not entries:
+        raise ConfigError(f"--dataset {label}: no class folder holds any file")
+    return entries, loose
+
+
+def _split_dirs(root: Path, label: str) -> list[Path]:
+    """The folder's train/val/test folders (none: it is split later), checked: a folder
+    that is missing, or that mixes split folders with class folders, is one line."""
     if not root.exists():
         raise ConfigError(f"--dataset {label}: no such folder")
     if not root.is_dir():
@@ -120,29 +144,24 @@ def scan(root: Path, group_level: bool = False) -> tuple[list[Entry], list[str]]
         raise ConfigError(
             f"--dataset {label}: mixes split folders (train/val/test) with other folders ({others})"
         )
-    groups = [(d, d.name) for d in split_dirs] if split_dirs else [(root, None)]
-    entries: list[Entry] = []
-    loose: list[str] = []
-    seen = {(os.stat(d).st_dev, os.stat(d).st_ino) for d in [root, *split_dirs]}
+    return split_dirs
+
+
+def _files_in(folder: Path, root: Path) -> list[str]:
+    """Files lying beside the class folders, outside any class."""
+    return [p.relative_to(root).as_posix() for p in folder.iterdir() if p.is_file()]
+
+
+def _class_entries(
+    root: Path, class_dir: Path, split: str | None, group: str, seen: set[tuple[int, int]]
+) -> Iterator[Entry]:
+    """The files of one class folder; a link leading out of the folder is refused."""
     inside = root.resolve()
-    for base, split in groups:
-        loose += [p.relative_to(root).as_posix() for p in base.iterdir() if p.is_file()]
-        parents = [(d, d.name) for d in _class_dirs(base)] if group_level else [(base, "")]
-        for parent, group in parents:
-            if group_level:
-                loose += [p.relative_to(root).as_posix() for p in parent.iterdir() if p.is_file()]
-            for class_dir in _class_dirs(parent):
-                for path in _walk(class_dir, seen, inside):
-                    rel = path.relative_to(root).as_posix()
-                    entry = Entry(rel, class_dir.name, split, group)
-                    if not path.resolve().is_relative_to(inside):  # a link leading out
-                        entry.error = "outside the folder: a link to a file elsewhere"
-                    entries.append(entry)
-                    if len(entries) > MAX_FILES:
-                        raise ConfigError(f"--dataset {label}: more than {MAX_FILES:,} files")
-    if not entries:
-        raise ConfigError(f"--dataset {label}: no class folder holds any file")
-    return entries, loose
+    for path in _walk(class_dir, seen, inside):
+        entry = Entry(path.relative_to(root).as_posix(), class_dir.name, split, group)
+        if not path.resolve().is_relative_to(inside):  # a link leading out
+            entry.error = "outside the folder: a link to a file elsewhere"
+        yield entry
 
 
 def _manifest_path(cache_dir: Path, root: Path) -> Path:

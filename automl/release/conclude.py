@@ -23,7 +23,7 @@ from automl.data import ImageData
 from automl.records import RunTag, TrialRecord, VersionTag, VersionTags, by_merit
 from automl.records.ranking import merit
 from automl.records.version import figure, mirror_tags
-from automl.release.publish import preprocessing, publish
+from automl.release.publish import NewVersion, preprocessing, publish
 from automl.release.rebuild import CPU, retrained, trained_model, trial_epochs
 from automl.tracking import Registry, Tracker
 from automl.training.calibration import calibrate
@@ -347,12 +347,14 @@ def register(candidate: Candidate, how: Concluding, context: Context) -> Registr
         preprocess["weights"] = candidate.tags[VersionTag.WEIGHTS]
     params = TrialRecord.of(candidate.trial).params
     with context.tracker.timed():
-        version, reloaded = publish(
-            candidate.model, context.data, params, registry=context.registry,
-            run_id=candidate.run_id or how.parent_run_id, model_name=how.model_name,
-            tags=candidate.tags, preprocess=preprocess, temperature=candidate.temperature,
-            device=context.device,
+        new = NewVersion(
+            model_name=how.model_name, run_id=candidate.run_id or how.parent_run_id,
+            params=params, tags=candidate.tags, preprocess=preprocess,
+            temperature=candidate.temperature,
         )  # fmt: skip
+        version, reloaded = publish(
+            candidate.model, context.data, new, registry=context.registry, device=context.device
+        )
     if candidate.run_id:
         registered = {RunTag.REGISTERED_MODEL: f"{how.model_name}/{version}"}
         context.tracker.set_run_tags(candidate.run_id, registered)

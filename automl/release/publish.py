@@ -8,6 +8,7 @@ rebuilt without the study.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,22 +36,31 @@ def preprocessing(data: ImageData) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class NewVersion:
+    """What a new version of ``model_name`` records: the run that trained it (its source
+    run), its flat params, its tags, what prediction repeats of training's preprocessing
+    (default: ``preprocessing(data)``) and a temperature already fitted, if any."""
+
+    model_name: str
+    run_id: str
+    params: dict[str, Any]
+    tags: dict[str, str]
+    preprocess: dict[str, Any] | None = None
+    temperature: float | None = None
+
+
 def publish(
     model: torch.nn.Module,
     data: ImageData,
-    params: dict[str, Any],
+    new: NewVersion,
     *,
     registry: Registry,
-    run_id: str,
-    model_name: str,
-    tags: dict[str, str],
-    preprocess: dict[str, Any] | None = None,
-    temperature: float | None = None,
     device: torch.device = CPU,
 ) -> tuple[int, float]:
-    """Log ``model`` under ``run_id`` (the run that trained it, so the version's source run
-    is that run) as a self-contained model and register it as a new version of
-    ``model_name``; returns the version and the reloaded model's test accuracy.
+    """Log ``model`` under ``new.run_id`` (the run that trained it, so the version's source
+    run is that run) as a self-contained model and register it as a new version of
+    ``new.model_name``; returns the version and the reloaded model's test accuracy.
 
     The model is calibrated first (a temperature fitted on the validation split, kept in
     the exported network); the version's tags ``temperature``, ``ece_uncalibrated`` and
@@ -62,14 +72,14 @@ def publish(
     study that found it; the version's tags stay short.
     """
     # The temperature is kept inside the model; ``device`` computes its figures.
-    model, calibration = calibrate(model, data, temperature, device=device)
-    preprocess = {**(preprocess or preprocessing(data)), "params": params}
-    tags = {**tags, **{name: f"{value:.4f}" for name, value in calibration.items()}}
+    model, calibration = calibrate(model, data, new.temperature, device=device)
+    preprocess = {**(new.preprocess or preprocessing(data)), "params": new.params}
+    tags = {**new.tags, **{name: f"{value:.4f}" for name, value in calibration.items()}}
     model_uri = log_image_model(
-        run_id, model, preprocess, example=data.test.hwc()[:4], params=params
+        new.run_id, model, preprocess, example=data.test.hwc()[:4], params=new.params
     )
-    version = registry.register(model_name, model_uri, tags, describe_io(preprocess))
-    reloaded = load_image_model(f"models:/{model_name}/{version}").accuracy(
+    version = registry.register(new.model_name, model_uri, tags, describe_io(preprocess))
+    reloaded = load_image_model(f"models:/{new.model_name}/{version}").accuracy(
         data.test.hwc(), data.test.labels.numpy()
     )
     return version, reloaded

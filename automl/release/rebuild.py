@@ -12,7 +12,13 @@ from automl.data import ImageData
 from automl.records import TrialRecord
 from automl.tracking import Tracker
 from automl.training.config import TrialConfig
-from automl.training.recipe import build_network, fit_config, seeded_network, trial_seed
+from automl.training.train import (
+    Overrides,
+    build_network,
+    fit_config,
+    seeded_network,
+    trial_seed,
+)
 
 CPU = torch.device("cpu")
 
@@ -64,5 +70,6 @@ def retrained(
     config = trial_config(trial)
     seed = trial_seed(TrialRecord.of(trial).seed, trial.number)
     model = seeded_network(config, data, seed, weights_dir)
-    fit_config(model, config, data, device=device, seed=seed, epochs=trial_epochs(trial))
+    epochs = Overrides(epochs=trial_epochs(trial))
+    fit_config(model, config, data, device=device, seed=seed, overrides=epochs)
     return model.to(CPU)

@@ -26,16 +26,16 @@ from automl.errors import AutomlError, ConfigError
 from automl.records import VersionTag, VersionTags
 from automl.records.version import figure, mirror_tags
 from automl.release.promote import score
-from automl.release.publish import preprocessing, publish
+from automl.release.publish import NewVersion, preprocessing, publish
 from automl.tracking import Registry, Tracker, VersionInfo, load_image_model
 from automl.tracking.models import ImageModel
 from automl.tracking.runs import TrialRun
 from automl.training.config import TrialConfig
 from automl.training.device import resolve_device
 from automl.training.ensemble import Mirrored, mirror_if_better
-from automl.training.loop import EpochResult, Normalizer, evaluate, measure
+from automl.training.loop import Callbacks, EpochResult, Normalizer, evaluate, measure
 from automl.training.networks import replace_head
-from automl.training.recipe import build_network, fit_config
+from automl.training.train import Overrides, build_network, fit_config
 
 
 @dataclass(frozen=True)
@@ -256,10 +256,18 @@ def _train(
 
     # Fine-tuning trained weights: no frozen warm-up, unless the head is new.
     freeze = job.config.train.freeze_epochs if not job.from_weights or job.new_head else 0
+    overrides = Overrides(
+        epochs=job.epochs, lr_scale=job.lr_scale, freeze_epochs=freeze, norm=job.norm
+    )
     return fit_config(
-        job.model, job.config, job.data, device=job.device, seed=seed, epochs=job.epochs,
-        lr_scale=job.lr_scale, freeze_epochs=freeze, norm=job.norm, on_epoch=log,
-    )  # fmt: skip
+        job.model,
+        job.config,
+        job.data,
+        device=job.device,
+        seed=seed,
+        overrides=overrides,
+        callbacks=Callbacks(on_epoch=log),
+    )
 
 
 def _register(
@@ -298,10 +306,11 @@ def _register(
         VersionTag.RETRAIN_RUN_ID: run_id,
         **mirror_tags(isinstance(model, Mirrored), plain, both),
     }
-    version, _ = publish(
-        model, data, job.params, registry=registry, run_id=run_id,
-        model_name=job.source.name, tags=tags, preprocess=preprocessing(data), device=job.device,
+    new = NewVersion(
+        model_name=job.source.name, run_id=run_id, params=job.params, tags=tags,
+        preprocess=preprocessing(data),
     )  # fmt: skip
+    version, _ = publish(model, data, new, registry=registry, device=job.device)
     registry.set_alias(job.source.name, alias, version)
     return version
 

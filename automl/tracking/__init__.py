@@ -2,7 +2,7 @@
 
 ``runs`` writes studies and trials, ``models`` logs and loads the self-contained image
 models, ``registry`` handles registered models, versions, aliases and their tags,
-``recorder`` owns one trial's run from start to end, and ``checkpoints`` keeps a trial's
+``recorder`` owns one trial's run from start to end, and ``run_checkpoints`` keeps a trial's
 training state as an artifact of its run.
 
 Names are loaded on first use: ``automl models`` needs the registry, not torch, which
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from automl.tracking.calls import TRACKING_ERRORS
-    from automl.tracking.checkpoints import RunCheckpoints
     from automl.tracking.common import store_errors_in
     from automl.tracking.listing import VersionInfo
     from automl.tracking.models import (
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
     from automl.tracking.outcome import ended_tags
     from automl.tracking.recorder import TrialRecorder
     from automl.tracking.registry import Registry
+    from automl.tracking.run_checkpoints import RunCheckpoints
     from automl.tracking.runs import Tracker, TrialRun, artifact_root_for
 
 _WHERE = {
@@ -41,7 +41,7 @@ _WHERE = {
     "Registry": "registry",
     "VersionInfo": "listing",
     "TRACKING_ERRORS": "calls",
-    "RunCheckpoints": "checkpoints",
+    "RunCheckpoints": "run_checkpoints",
     "Tracker": "runs",
     "TrialRun": "runs",
     "artifact_root_for": "runs",

@@ -1,8 +1,8 @@
 """The one training loop, used by the search and by any retraining.
 
-It knows neither Optuna nor MLflow: it reports each epoch through ``on_epoch``, whose
-exceptions (a pruning decision, say) end training, and hands a ``TrainingState`` at the
-end of each epoch to ``on_checkpoint``; ``resume`` continues from one.
+It knows neither Optuna nor MLflow: it reports each epoch through ``Callbacks.on_epoch``,
+whose exceptions (a pruning decision, say) end training, and hands a ``TrainingState`` at
+the end of each epoch to ``Callbacks.on_checkpoint``; ``resume`` continues from one.
 Data stays on the device as uint8 and is normalised per batch; the loss is summed on the
 device and read once per epoch, so a step never waits for the host.
 """
@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from automl.data import Split
 from automl.errors import OutOfMemory, TrainingDiverged
 from automl.training.augment import Augment
-from automl.training.checkpoint import TrainingState, on_cpu, restore_rng, rng_states
 from automl.training.config import OptimConfig, TrainConfig
+from automl.training.state import TrainingState, on_cpu, restore_rng, rng_states
 
 # Evaluation batches: large on a GPU (throughput), modest on a CPU (activations of wide
 # convolutions at 1024 images take hundreds of MB of host memory for no gain in speed).
@@ -320,29 +320,50 @@ class _Loop:
         return loss_sum.item() / self.steps
 
 
+@dataclass(frozen=True)
+class Setup:
+    """How a network is trained: its optimiser, schedule, augmentation and normalisation,
+    on which device, from which seed, compiled or not."""
+
+    optim: OptimConfig
+    schedule: TrainConfig
+    augment: Augment
+    norm: Normalizer
+    device: torch.device
+    seed: int
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """What the caller sees while training runs.
+
+    ``on_epoch`` sees each epoch's figures; it stops training by raising (pruning) or by
+    returning True (the epochs so far stand). ``on_checkpoint`` receives the state at the
+    end of each epoch but the last, before ``on_epoch`` sees its figures."""
+
+    on_epoch: Callable[[EpochResult], bool | None] | None = None
+    on_checkpoint: Callable[[TrainingState], None] | None = None
+
+
 def fit(
     model: nn.Module,
     train: Split,
     val: Split,
+    setup: Setup,
+    callbacks: Callbacks | None = None,
     *,
-    optim: OptimConfig,
-    schedule: TrainConfig,
-    augment: Augment,
-    norm: Normalizer,
-    device: torch.device,
-    seed: int,
-    on_epoch: Callable[[EpochResult], bool | None] | None = None,
-    compile: bool = False,
     resume: TrainingState | None = None,
-    on_checkpoint: Callable[[TrainingState], None] | None = None,
 ) -> list[EpochResult]:
-    """Train ``model`` in place for ``schedule.epochs`` epochs; returns every epoch's figures.
-
-    ``on_epoch`` sees each epoch's figures; it stops training by raising (pruning) or by
-    returning True (the epochs so far stand). ``on_checkpoint`` receives the state at the
-    end of each epoch but the last, before ``on_epoch`` sees its figures; ``resume`` starts
-    from such a state, the model built as before, and the figures returned include its
-    epochs."""
+    """Train ``model`` in place for ``setup.schedule.epochs`` epochs; returns every epoch's
+    figures. ``resume`` starts from a state ``callbacks.on_checkpoint`` received, the model
+    built as before, and the figures returned include its epochs."""
+    optim, schedule, augment, norm, device = (
+        setup.optim, setup.schedule, setup.augment, setup.norm, setup.device
+    )  # fmt: skip
+    on_epoch, on_checkpoint = (
+        (callbacks.on_epoch, callbacks.on_checkpoint) if callbacks else (None, None)
+    )
     model.to(device)
     norm.to(device)
     if device.type == "cuda":
@@ -351,8 +372,9 @@ def fit(
     history: list[EpochResult] = []
     with out_of_memory_as_trial_error(schedule.batch_size):
         loop = _Loop(
-            model, train, optim=optim, schedule=schedule, device=device, seed=seed, compile=compile
-        )
+            model, train, optim=optim, schedule=schedule, device=device, seed=setup.seed,
+            compile=setup.compile,
+        )  # fmt: skip
         if resume is not None:
             history = loop.restore(resume)
         for epoch in range(len(history) + 1, schedule.epochs + 1):

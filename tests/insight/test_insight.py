@@ -150,7 +150,7 @@ def test_group_fairness_search_and_evaluate_command(tmp_path, capsys, monkeypatc
     assert {"group.indoor.accuracy", "group.outdoor.accuracy", "group_accuracy_gap"} <= set(metrics)
 
     monkeypatch.chdir(tmp_path)
-    uri = f"models:/{settings.registered_model}/1"
+    uri = f"models:/{outcome.settings.registered_model}/1"
     code = main(["evaluate", uri, "-o", "ev", "--tracking-uri", settings.tracking_uri])
     out = capsys.readouterr().out
     assert code == 0

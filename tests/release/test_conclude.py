@@ -207,7 +207,7 @@ def test_a_store_failing_at_registration_is_one_line_and_the_next_search_registe
     assert "the trials are kept in study 'broken'" in message and "\n" not in message
     client = mlflow_client(settings.tracking_uri)
     parents = client.search_runs(
-        [client.get_experiment_by_name(settings.experiment_name).experiment_id],
+        [client.get_experiment_by_name(settings.resolve().experiment_name).experiment_id],
         filter_string="tags.kind = 'study'",
     )
     assert [p.info.status for p in parents] == ["FAILED"]

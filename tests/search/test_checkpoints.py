@@ -19,7 +19,7 @@ from automl.search.hooks import Hooks
 from automl.search.scheduler.queue import add_tickets, claim, requeue
 from automl.search.scheduler.runner import TrialsInterrupted, run_trials
 from automl.search.scheduler.session import prepare
-from automl.training.checkpoint import TrainingState
+from automl.training.state import TrainingState
 from tests.conftest import automl_command, bin_env, mlflow_client, search_settings
 
 CHECKPOINT_EPOCH = "checkpoint_epoch"  # the trial attribute and run tag a retry resumes after

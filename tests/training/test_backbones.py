@@ -16,7 +16,7 @@ from automl.search.settings import SearchSettings
 from automl.training.augment import Augment
 from automl.training.backbones import BackboneNet, describe_weights, weights_file
 from automl.training.config import AugConfig, OptimConfig, TrainConfig
-from automl.training.loop import Normalizer, _Loop, fit, make_optimizer
+from automl.training.loop import Normalizer, Setup, _Loop, fit, make_optimizer
 from tests.conftest import mlflow_client
 
 CPU = torch.device("cpu")
@@ -83,12 +83,12 @@ def test_frozen_backbone_learns_only_its_head(digits):
     torch.manual_seed(0)
     net = BackboneNet("resnet18", in_channels=1, num_classes=10)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    fit(
-        net, small, Split(digits.val.images[:32], digits.val.labels[:32]),
+    setup = Setup(
         optim=OptimConfig(name="sgd", lr=0.05),
         schedule=TrainConfig(batch_size=32, epochs=1, freeze_epochs=1),
         augment=Augment(AugConfig()), norm=Normalizer(digits.mean, digits.std), device=CPU, seed=0,
     )  # fmt: skip
+    fit(net, small, Split(digits.val.images[:32], digits.val.labels[:32]), setup)
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"net.fc.weight", "net.fc.bias"}  # BatchNorm statistics untouched too
@@ -137,7 +137,7 @@ def test_real_fine_tuning_trial_with_random_resnet18(tmp_path):
     client = mlflow_client(settings.tracking_uri)
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.data.tags["weights"].startswith("random")
-    version = client.get_model_version_by_alias(settings.registered_model, "candidate")
+    version = client.get_model_version_by_alias(outcome.settings.registered_model, "candidate")
     assert version.tags["weights"].startswith("random")
     assert outcome.registration.reloaded_test_acc == pytest.approx(outcome.registration.test_acc)
     parent = client.get_run(outcome.parent_run_id)

@@ -15,7 +15,7 @@ from automl.training.calibration import (
     fit_temperature,
 )
 from automl.training.config import AugConfig, OptimConfig, TrainConfig
-from automl.training.loop import Normalizer, fit, predict_logits
+from automl.training.loop import Normalizer, Setup, fit, predict_logits
 from automl.training.networks import build_model
 from tests.training.test_loop import ARCH
 
@@ -59,13 +59,13 @@ def test_calibrated_network_keeps_every_prediction_and_exports():
 def test_a_smoothed_digits_network_comes_out_calibrated(digits):
     torch.manual_seed(0)
     network = build_model(ARCH, 1, (8, 8), 10)
-    fit(
-        network, digits.train, digits.val,
+    setup = Setup(
         optim=OptimConfig(name="sgd", lr=0.2, momentum=0.9, nesterov=True),
         schedule=TrainConfig(batch_size=64, epochs=6, schedule="onecycle", label_smoothing=0.2),
         augment=Augment(AugConfig()), norm=Normalizer(digits.mean, digits.std),
         device=CPU, seed=0,
     )  # fmt: skip
+    fit(network, digits.train, digits.val, setup)
     model, figures = calibrate(network, digits)
     assert isinstance(model, Calibrated)
     assert figures["temperature"] < 1.0  # smoothing makes it under-confident: sharpen

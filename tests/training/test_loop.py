@@ -13,7 +13,9 @@ from automl.errors import OutOfMemory, TrainingDiverged
 from automl.training.augment import Augment
 from automl.training.config import ArchConfig, AugConfig, OptimConfig, StageConfig, TrainConfig
 from automl.training.loop import (
+    Callbacks,
     Normalizer,
+    Setup,
     evaluate,
     fit,
     lr_factor,
@@ -29,18 +31,15 @@ ARCH = ArchConfig(stages=(StageConfig(width=16, convs=1), StageConfig(width=32, 
 def train(digits, *, epochs=3, seed=0, on_epoch=None, model=None, optim=None, aug=None):
     torch.manual_seed(seed)
     model = model or build_model(ARCH, 1, (8, 8), 10)
-    history = fit(
-        model,
-        digits.train,
-        digits.val,
+    setup = Setup(
         optim=optim or OptimConfig(name="sgd", lr=0.2, momentum=0.9, nesterov=True),
         schedule=TrainConfig(batch_size=64, epochs=epochs, schedule="onecycle"),
         augment=Augment(aug or AugConfig()),
         norm=Normalizer(digits.mean, digits.std),
         device=CPU,
         seed=seed,
-        on_epoch=on_epoch,
     )
+    history = fit(model, digits.train, digits.val, setup, Callbacks(on_epoch=on_epoch))
     return model, history
 
 
@@ -111,10 +110,7 @@ def test_subsets_smaller_than_a_batch_still_train(digits):
     small = Split(digits.train.images[:10], digits.train.labels[:10])
     torch.manual_seed(0)
     model = build_model(ARCH, 1, (8, 8), 10)
-    history = fit(
-        model,
-        small,
-        digits.val,
+    setup = Setup(
         optim=OptimConfig(),
         schedule=TrainConfig(batch_size=64, epochs=1),
         augment=Augment(AugConfig()),
@@ -122,6 +118,7 @@ def test_subsets_smaller_than_a_batch_still_train(digits):
         device=CPU,
         seed=0,
     )
+    history = fit(model, small, digits.val, setup)
     assert len(history) == 1
 
 
@@ -164,10 +161,7 @@ def test_every_optimizer_builds(name):
 def test_cuda_training_with_bf16_and_channels_last(digits):
     torch.manual_seed(0)
     model = build_model(ARCH, 1, (8, 8), 10)
-    history = fit(
-        model,
-        digits.train,
-        digits.val,
+    setup = Setup(
         optim=OptimConfig(name="sgd", lr=0.05, nesterov=True),
         schedule=TrainConfig(batch_size=64, epochs=4),
         augment=Augment(AugConfig(translate=True)),
@@ -175,6 +169,7 @@ def test_cuda_training_with_bf16_and_channels_last(digits):
         device=torch.device("cuda"),
         seed=0,
     )
+    history = fit(model, digits.train, digits.val, setup)
     assert history[-1].val_acc > 0.9
 
 

@@ -64,39 +64,18 @@ def _build(data: Any, source: str) -> SearchSpace:
         path, problem = _printable(path), _printable(problem)
         return ConfigError(f"{source}: {path}: {problem}" if path else f"{source}: {problem}")
 
-    if data is None:
-        raise fail("", "the file is empty; expected the sections " + ", ".join(SECTIONS))
-    if not isinstance(data, dict):
-        raise fail("", f"expected a mapping of sections, got {_kind(data)}")
+    _check_sections(data, fail)
     params: list[ParamDef] = []
     stage_params: list[ParamDef] = []
-    for section in data:
-        if section not in SECTIONS and section != "baseline":
-            allowed = [*SECTIONS, "baseline"]
-            raise fail(str(section), unknown_name("section", str(section), allowed))
     for section, prefix in SECTIONS.items():
         entries = data.get(section)
         if entries is None:
             continue
         if not isinstance(entries, dict):
             raise fail(section, f"expected a mapping of parameters, got {_kind(entries)}")
-        model = SECTION_MODELS[prefix]
-        known = set(model.model_fields) | ({"per_stage"} if prefix == "arch" else set())
         for key, raw in entries.items():
-            path = f"{section}.{key}"
-            if key not in known:
-                raise fail(path, unknown_name("parameter", str(key), known))
-            if key == "per_stage":
-                continue
-            spec = _parse_spec(raw, path, fail)
-            if isinstance(spec, IntSpec) and spec.grow != 1:
-                raise fail(f"{path}.grow", "only a per-stage parameter grows with depth")
-            if key == "stages":
-                _check_values(spec, path, fail, count=True)
-            else:
-                _check_values(spec, path, fail, model=model, key=key)
-            when = _resolve_when(spec, path, prefix, params, fail)
-            params.append(ParamDef(f"{prefix}.{key}", spec, when))
+            if key != "per_stage":
+                params.append(_param(section, prefix, str(key), raw, before=params, fail=fail))
         if prefix == "arch" and "per_stage" in entries:
             stage_params = _stage_block(entries["per_stage"], f"{section}.per_stage", params, fail)
     if stage_params and not any(p.name == "arch.stages" for p in params):
@@ -107,6 +86,38 @@ def _build(data: Any, source: str) -> SearchSpace:
             source, space.params, space.stage_params, _baseline(space, data["baseline"], fail)
         )
     return space
+
+
+def _check_sections(data: Any, fail: Any) -> None:
+    """A mapping of known sections."""
+    if data is None:
+        raise fail("", "the file is empty; expected the sections " + ", ".join(SECTIONS))
+    if not isinstance(data, dict):
+        raise fail("", f"expected a mapping of sections, got {_kind(data)}")
+    for section in data:
+        if section not in SECTIONS and section != "baseline":
+            allowed = [*SECTIONS, "baseline"]
+            raise fail(str(section), unknown_name("section", str(section), allowed))
+
+
+def _param(
+    section: str, prefix: str, key: str, raw: Any, *, before: list[ParamDef], fail: Any
+) -> ParamDef:
+    """One key of a section: a parameter of its model, every value it can take checked."""
+    path = f"{section}.{key}"
+    model = SECTION_MODELS[prefix]
+    known = set(model.model_fields) | ({"per_stage"} if prefix == "arch" else set())
+    if key not in known:
+        raise fail(path, unknown_name("parameter", key, known))
+    spec = _parse_spec(raw, path, fail)
+    if isinstance(spec, IntSpec) and spec.grow != 1:
+        raise fail(f"{path}.grow", "only a per-stage parameter grows with depth")
+    if key == "stages":
+        _check_values(spec, path, fail, count=True)
+    else:
+        _check_values(spec, path, fail, model=model, key=key)
+    when = _resolve_when(spec, path, prefix, before, fail)
+    return ParamDef(f"{prefix}.{key}", spec, when)
 
 
 def _baseline(space: SearchSpace, raw: Any, fail: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from automl.records import TrialRecord
 from automl.search.scheduler.queue import MAX_RETRY
 from automl.search.settings import SearchSettings
 from automl.tracking import TRACKING_ERRORS, RunCheckpoints, Tracker
-from automl.training.checkpoint import CheckpointUnreadable, TrainingState
+from automl.training.state import CheckpointUnreadable, TrainingState
 
 GENERATIONS = 8  # predecessors looked at for a checkpoint (a retry of a retry of ...)
 # What makes a checkpoint unusable: unreadable, or its store away.
@@ -78,7 +78,7 @@ class FolderStore:
 @dataclass(frozen=True)
 class RunStore:
     """The default: artifacts of the trial's MLflow run (``checkpoint/state-EEEEEE.pt``, the
-    newest whole one counts; see ``tracking/checkpoints.py``)."""
+    newest whole one counts; see ``tracking/run_checkpoints.py``)."""
 
     runs: RunCheckpoints
 

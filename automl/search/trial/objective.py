@@ -45,8 +45,8 @@ from automl.stores.clock import OptunaClock
 from automl.stores.compat import flush
 from automl.tracking import Tracker, TrialRecorder
 from automl.training.config import TrialConfig
-from automl.training.loop import EpochResult
-from automl.training.recipe import fit_config, seeded_network, trial_seed
+from automl.training.loop import Callbacks, EpochResult
+from automl.training.train import Overrides, fit_config, seeded_network, trial_seed
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 
@@ -218,9 +218,12 @@ class Objective:
             for result in resume.history if resume else []:  # the curve so far, reported again
                 self._report(trial, record, EpochResult(**result), epochs)
             history = fit_config(
-                model, config, self.data, device=self.device, seed=seed, epochs=epochs,
-                on_epoch=lambda result: self._on_epoch(trial, record, result, epochs),
-                compile=self.settings.compile, resume=resume, on_checkpoint=kept.keep,
+                model, config, self.data, device=self.device, seed=seed,
+                overrides=Overrides(epochs=epochs, compile=self.settings.compile, resume=resume),
+                callbacks=Callbacks(
+                    on_epoch=lambda result: self._on_epoch(trial, record, result, epochs),
+                    on_checkpoint=kept.keep,
+                ),
             )  # fmt: skip
             if len(history) < epochs:  # the budget ended: its last epoch is its result
                 cut = f"budget ended after epoch {len(history)}"

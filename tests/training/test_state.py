@@ -11,10 +11,10 @@ import torch
 
 from automl.data import Split
 from automl.training.augment import Augment
-from automl.training.checkpoint import CheckpointUnreadable, TrainingState, rng_states
 from automl.training.config import ArchConfig, AugConfig, OptimConfig, StageConfig, TrainConfig
-from automl.training.loop import Normalizer, fit
+from automl.training.loop import Callbacks, Normalizer, Setup, fit
 from automl.training.networks import build_model
+from automl.training.state import CheckpointUnreadable, TrainingState, rng_states
 
 CPU = torch.device("cpu")
 ARCH = ArchConfig(stages=(StageConfig(width=8, convs=1), StageConfig(width=16, convs=1)))
@@ -28,14 +28,16 @@ def train(digits, epochs=4, *, resume=None, on_checkpoint=None, on_epoch=None, d
     """A few epochs on a part of the digits: enough steps to show any drift."""
     torch.manual_seed(3)  # the model is built as the first try built it, then restored
     model = build_model(ARCH, 1, (8, 8), 10)
-    history = fit(
-        model, head(digits.train, 384), head(digits.val, 128),
+    setup = Setup(
         optim=OptimConfig(name="adamw", lr=0.01),
         schedule=TrainConfig(batch_size=64, epochs=epochs, schedule="onecycle"),
         augment=Augment(AugConfig(strength=0.7, translate=True, rotate=True, erasing=True)),
         norm=Normalizer(digits.mean, digits.std), device=device, seed=3,
-        resume=resume, on_checkpoint=on_checkpoint, on_epoch=on_epoch,
     )  # fmt: skip
+    callbacks = Callbacks(on_epoch=on_epoch, on_checkpoint=on_checkpoint)
+    history = fit(
+        model, head(digits.train, 384), head(digits.val, 128), setup, callbacks, resume=resume
+    )
     return model, history
 
 
@@ -67,7 +69,7 @@ def test_the_process_generators_are_put_back(digits):
     expected = (random.random(), np.random.rand(), torch.rand(1).item())  # after the capture
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     state = TrainingState.from_bytes(states[0].to_bytes())
-    from automl.training.checkpoint import restore_rng
+    from automl.training.state import restore_rng
 
     restore_rng(state.rng)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

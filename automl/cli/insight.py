@@ -148,7 +148,7 @@ def _mlflow_pages(
     """Where the report links to in the MLflow UI (None without the study's run)."""
     from automl.insight.report import MlflowPages
     from automl.tracking import Registry
-    from automl.tracking.story import UiLinks, address, has_view, open_command, served, view_key
+    from automl.tracking.ui import UiLinks, address, has_view, open_command, served, view_key
 
     if not parent_id or parent is None:
         return None

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automl.records import StudyRunTags, TrialRecord, by_merit
 
 if TYPE_CHECKING:
-    from automl.tracking.story import UiLinks
+    from automl.tracking.ui import UiLinks
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }

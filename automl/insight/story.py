@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import optuna
 
     from automl.tracking import Tracker
-    from automl.tracking.story import UiLinks
+    from automl.tracking.ui import UiLinks
 
 ROWS = 10  # trials in the parent run's leaderboard
 COMPARED = 5  # trials on the compare page
@@ -114,7 +114,7 @@ class Search:
 
 def tell(search: Search, tracker: Tracker) -> StoryLinks:
     """Write the story into MLflow (descriptions, the saved view) and return its links."""
-    from automl.tracking.story import (
+    from automl.tracking.ui import (
         DURATION,
         address,
         column,

@@ -63,8 +63,8 @@ def mirror_if_better(
     ``device`` as the model is served.
 
     Decided on the validation split, as the temperature is, and only on a strict gain:
-    on 5,000 CIFAR-10 photos mirroring added 0.3 to 3.1 points of test accuracy to each of
-    one search's 8 networks and 0.7 to an ensemble of three; digits are not symmetric."""
+    photos of objects look alike mirrored, so it often helps there; digits are not
+    symmetric, so it seldom does (``docs/search.md``)."""
     if len(data.val) == 0:  # nothing to decide on
         return model, math.nan, math.nan
     norm = Normalizer(data.mean, data.std)

@@ -43,7 +43,9 @@ class Measurements:
 
 
 @dataclass(frozen=True)
-class Objective:
+class Goal:
+    """One objective a search can optimise: which way is better, and how it is measured."""
+
     direction: str  # Optuna's "maximize" or "minimize"
     measure: Callable[[Measurements], float]
     # The metric a trial's run already holds this figure as (None: logged under its own
@@ -52,11 +54,11 @@ class Objective:
 
 
 # The first objective of a search is always accuracy; the others trade against it.
-OBJECTIVES: dict[str, Objective] = {
-    "accuracy": Objective("maximize", lambda m: m.accuracy, "val_acc"),
-    "robust_accuracy": Objective("maximize", lambda m: m.robust_accuracy),
-    "latency": Objective("minimize", lambda m: m.latency, "latency_ms"),
-    "params": Objective("minimize", lambda m: m.params, "n_params"),
+OBJECTIVES: dict[str, Goal] = {
+    "accuracy": Goal("maximize", lambda m: m.accuracy, "val_acc"),
+    "robust_accuracy": Goal("maximize", lambda m: m.robust_accuracy),
+    "latency": Goal("minimize", lambda m: m.latency, "latency_ms"),
+    "params": Goal("minimize", lambda m: m.params, "n_params"),
 }
 
 

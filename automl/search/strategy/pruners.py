@@ -11,20 +11,21 @@ Three rules, shared by every pruner:
   20), and every trial's last epoch is the grid's last step. Pruners then compare trials
   at the same point of their schedules, and Hyperband's rungs are shares of a schedule.
   The grid has at least ``MIN_GRID`` steps: Hyperband's rungs sit at steps 1, 3 and 9, so
-  a coarser grid would put its first look later in every schedule (on digits, a grid of
-  16 instead of 20 trained 582 epochs instead of 449 for 100 trials).
+  a coarser grid would put its first look later in every schedule, and trials would
+  train longer before the pruner first looks at them.
 - **No pruning past half a schedule.** A trial past ``PRUNE_UNTIL`` of its schedule runs to
   its end (and a trial that has run its whole schedule is complete: its result and weights
   count). Stopping it there saves at most half its cost and throws away the rest, which
-  is by then the best guide to its final accuracy. On the 30-step grid of the ``photos``
-  space Hyperband's fourth rung sits at step 27: in a 15-minute CIFAR-10 search (seed 0)
-  it pruned three trials at 88-90 % of their schedules, 194 s of the 900, one of them the
-  fifth best trial of the search. On the 20-step grid Hyperband's rungs (1, 3, 9) all sit
-  in the first half, so the rule changes nothing there.
+  is by then the best guide to its final accuracy. Without the rule, Hyperband's rung at
+  step 27 of the ``photos`` space's 30-step grid stopped trials near their end, good ones
+  among them. On a 20-step grid Hyperband's rungs (1, 3, 9) all sit in the first half, so
+  the rule changes nothing there.
 - **A trial stuck at chance stops.** After ``CHANCE_EPOCHS`` epochs, a validation accuracy
   still within a tenth of the way from chance to perfect means the configuration cannot
   learn this data (a receptive field too small, a learning rate far off); no bracket of
   any pruner should pay for the rest of its schedule.
+
+``docs/design.md`` gives the reasons and the measurements behind each rule.
 
 Optuna's pruners (and ``trial.report``) serve single-objective studies only, and its
 multi-objective samplers cannot rank pruned trials that carry intermediate values. So in
@@ -56,9 +57,8 @@ class SharedHyperband(optuna.pruners.BasePruner):
 
     Optuna hands a sampler only the trials of the current trial's bracket when the study's
     pruner *is* a ``HyperbandPruner``, so TPE learns from a quarter of the study and
-    samples at random until that bracket alone holds its 10 startup trials. In a
-    15-minute CIFAR-10 search of 28 trials that left about 7 of them model-based. Which
-    configurations are good does not depend on the bracket a trial was hashed to, and TPE
+    samples at random until that bracket alone holds its 10 startup trials: in a short
+    search most trials are then sampled at random. Which configurations are good does not depend on the bracket a trial was hashed to, and TPE
     already ranks pruned trials by how far they got, so the sampler sees them all; the
     brackets still decide, each on its own trials, whom to stop. Delegating instead of
     subclassing is what keeps the sampler's view whole.
@@ -67,8 +67,7 @@ class SharedHyperband(optuna.pruners.BasePruner):
     follow from its maximum resource (``floor(log3(max)) + 1`` of them, the last one's only
     rung at ``3 ** (brackets - 1)``), and on the 30-step grid of the ``photos`` space the
     whole grid made a fourth bracket whose one rung, step 27, lies past the half where
-    pruning stops, so its trials (4 in 49) ran whole however bad: in one 15-minute CIFAR-10
-    search such a trial took 266 s, 30 % of the budget, to end 4 points below the baseline.
+    pruning stops, so its trials ran whole however bad, a large share of a short budget.
     Half the grid keeps every bracket's first rung inside the half that may be pruned; on
     grids of 20-26 steps (digits) both give the same three brackets.
     """

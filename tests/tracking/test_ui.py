@@ -6,7 +6,7 @@ import json
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from automl.tracking.outcome import ended_tags, state_label
-from automl.tracking.story import UiLinks, open_command, view_key
+from automl.tracking.ui import UiLinks, open_command, view_key
 
 
 def test_links_stay_in_the_ui_for_a_local_store_and_are_full_for_a_server():

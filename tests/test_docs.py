@@ -33,8 +33,7 @@ def test_every_relative_link_opens(page):
             continue
         file, _, anchor = target.partition("#")
         path = (page.parent / file).resolve() if file else page
-        missing_anchor = anchor and path.suffix == ".md" and anchor not in _anchors(path)
-        if not path.exists() or missing_anchor:
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in _anchors(path)):
             broken.append(target)
     assert broken == [], f"{page.relative_to(REPO)}: {broken}"
 

@@ -92,7 +92,7 @@ def test_mirroring_is_decided_on_validation_and_a_mirrored_model_serves_and_expo
     """Whatever the validation split says of digits, a mirrored network publishes, serves
     as evaluated, keeps its trial's weights under their names and exports as one program."""
     from automl.release.export import export_model
-    from automl.release.publish import publish
+    from automl.release.publish import NewVersion, publish
     from automl.release.rebuild import trained_model
     from automl.training.ensemble import Mirrored
     from automl.training.loop import Normalizer, evaluate
@@ -105,10 +105,8 @@ def test_mirroring_is_decided_on_validation_and_a_mirrored_model_serves_and_expo
     trial = outcome.study.trials[reg.trial_number]
     data, uri = outcome.data, outcome.settings.tracking_uri
     network = Mirrored(trained_model(trial, data, outcome.tracker, CPU)[0]).eval()
-    number, reloaded = publish(
-        network, data, dict(trial.params), registry=Registry(uri),
-        run_id=trial.user_attrs["mlflow_run_id"], model_name="fit-mirrored", tags={},
-    )  # fmt: skip
+    new = NewVersion("fit-mirrored", trial.user_attrs["mlflow_run_id"], dict(trial.params), {})
+    number, reloaded = publish(network, data, new, registry=Registry(uri))
     _, test_acc = evaluate(network, data.test, Normalizer(data.mean, data.std), CPU)
     assert reloaded == pytest.approx(test_acc, abs=1e-6)  # the exported network mirrors
     model = load_image_model(f"models:/fit-mirrored/{number}", uri)

@@ -17,6 +17,7 @@ from PIL import Image
 from automl.cli import main
 from automl.data import load_recorded, split_digest
 from automl.pipeline import run_search
+from automl.records import VersionTags
 from automl.release.drift import check_drift
 from automl.release.promote import promote
 from automl.release.retrain import RetrainOptions, retrain
@@ -166,7 +167,7 @@ def test_retrain_from_weights_starts_from_the_champion_not_from_chance(lab):
     assert champion is not None
     options = RetrainOptions(dataset="digits", epochs=1, device="cpu")
     tuned = retrain(f"models:/{NAME}@champion", lab["uri"], options)
-    assert tuned.start_val_acc == pytest.approx(champion.float_tag("val_acc"), abs=0.02)
+    assert tuned.start_val_acc == pytest.approx(VersionTags.of(champion.tags).val_acc, abs=0.02)
     assert tuned.start_val_acc > 0.5
     scratch = retrain(
         f"models:/{NAME}@champion", lab["uri"],
@@ -177,7 +178,7 @@ def test_retrain_from_weights_starts_from_the_champion_not_from_chance(lab):
     # same data: one comparison, on the parent's own test split
     assert len(tuned.comparisons) == 1
     assert tuned.comparisons[0].parent_acc == pytest.approx(
-        champion.float_tag("test_acc"), abs=0.01
+        VersionTags.of(champion.tags).test_acc, abs=0.01
     )
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from automl.cli import main
 from automl.pipeline import run_search
+from automl.records import VersionTags
 from automl.search.settings import SearchSettings
 from automl.tracking import Registry, load_image_model
 from tests.conftest import TINY_SPACE, automl_command, free_port, mlflow_client, wait_for_http
@@ -62,7 +63,7 @@ def cli(registry_dir, capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def accuracies(registry_dir):
     registry = Registry(f"sqlite:///{registry_dir / 'mlflow.db'}")
-    found = {v.version: v.float_tag("test_acc") for v in registry.versions(NAME)}
+    found = {v.version: VersionTags.of(v.tags).test_acc for v in registry.versions(NAME)}
     assert set(found) == {1, 2}
     assert found[2] > found[1], "precondition: 4 epochs beat 1 epoch"
     return found

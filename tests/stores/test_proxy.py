@@ -23,8 +23,7 @@ from optuna.trial import TrialState
 
 from automl.cli import main
 from automl.errors import StoreError
-from automl.search.scheduler.queue import add_tickets, claim, work
-from automl.search.trial.objective import TrialResult
+from automl.search.scheduler.queue import TrialResult, add_tickets, claim, work
 from automl.stores import compat, open_storage
 from tests.conftest import PG, bin_env, free_port, scratch_database, start_interruptible
 

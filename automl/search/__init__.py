@@ -1,3 +1,10 @@
-"""The search: settings, the space, samplers and pruners, the objective, the trial queue,
-job processes, sessions, the runner and the conclusion. Optuna's internals are touched in
-``automl.stores`` only; ``space`` is the only caller of ``trial.suggest_*``."""
+"""Defining and running a study: the settings of a search (``settings``, ``options``),
+what a trial may be (``space/``), how the study decides (``strategy/``: samplers, pruners,
+objectives), one trial (``trial/``), and running trials across processes and machines
+(``scheduler/``). Observers of a search plug in through ``hooks``.
+
+Concluding a search (registering, evaluating) is ``release``'s and ``insight``'s work,
+strung together by ``automl.pipeline``; this package imports neither. Optuna's internals
+are touched in ``automl.stores`` only; ``space/space.py`` is the only caller of
+``trial.suggest_*``.
+"""

@@ -1,2 +1,3 @@
 """Training: the typed trial configuration, the network builder, augmentation, the one
-training loop and the recipe that trains a configuration. Knows neither Optuna nor MLflow."""
+training loop (``loop``), training one configuration (``train``) and the state a run
+resumes from (``state``). Knows neither Optuna nor MLflow."""

@@ -58,8 +58,9 @@ class SharedHyperband(optuna.pruners.BasePruner):
     Optuna hands a sampler only the trials of the current trial's bracket when the study's
     pruner *is* a ``HyperbandPruner``, so TPE learns from a quarter of the study and
     samples at random until that bracket alone holds its 10 startup trials: in a short
-    search most trials are then sampled at random. Which configurations are good does not depend on the bracket a trial was hashed to, and TPE
-    already ranks pruned trials by how far they got, so the sampler sees them all; the
+    search most trials are then sampled at random. Which configurations are good does not
+    depend on the bracket a trial was hashed to, and TPE already ranks pruned trials by how
+    far they got, so the sampler sees them all; the
     brackets still decide, each on its own trials, whom to stop. Delegating instead of
     subclassing is what keeps the sampler's view whole.
 

@@ -238,7 +238,8 @@ class Objective:
             record.finish("COMPLETE", **{RunTag.EPOCHS: str(len(history))})
             return values
         finally:
-            del model  # no gc.collect() here: it costs a noticeable share of a short trial; refcounting frees it
+            # No gc.collect() here: it costs a share of a short trial; refcounting frees it.
+            del model
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 

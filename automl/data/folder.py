@@ -299,24 +299,16 @@ def load_folder(
     *,
     group_level: bool = False,
 ) -> ImageData:
+    """An image folder as ``ImageData``: scanned, inspected, cleaned, checked, split,
+    decoded once into a cache under ``data_dir`` and read back from it."""
     progress = progress or (lambda stage, done, total: None)
     label = f"imagefolder:{root}"
     cache_dir = data_dir / "cache"
     entries, loose = scan(root, group_level)
     inspect(root, entries, cache_dir, progress)
-    dropped: dict[str, list[str]] = {}
-    if loose:
-        dropped["outside class folders"] = loose
+    dropped: dict[str, list[str]] = {"outside class folders": loose} if loose else {}
     kept = clean(entries, dropped)
-    classes = sorted({e.label for e in entries})
-    present = {e.label for e in kept}
-    for name in classes:
-        if name not in present:
-            raise ConfigError(f"--dataset {label}: class folder '{name}' has no readable image")
-    if len(classes) < 2:
-        raise ConfigError(
-            f"--dataset {label}: needs at least two class folders, found {len(classes)}"
-        )
+    classes = _checked_classes(label, entries, kept)
     size, size_rule = choose_size(kept, image_size)
     if min(size) < MIN_SIDE:
         raise ConfigError(
@@ -326,42 +318,20 @@ def load_folder(
     channels = 1 if all(e.mode in GRAY_MODES for e in kept) else 3
     splits = assign_splits(kept, classes)
     check_split_sizes(label, {s: [e.label for e in splits[s]] for s in SPLITS}, classes)
-    ordered = [(name, e) for name in SPLITS for e in splits[name]]
-    key_source = json.dumps(
-        {
-            "version": CACHE_VERSION,
-            "size": size,
-            "channels": channels,
-            "files": [(e.rel, e.sha, e.label, e.group, s) for s in SPLITS for e in splits[s]],
-        }
-    )
-    cache = cache_dir / f"folder-{hashlib.sha256(key_source.encode()).hexdigest()[:24]}"
-    meta_path = cache / "meta.json"
+    cache = cache_dir / f"folder-{_cache_key(splits, size, channels)}"
     decoded = 0
-    if not meta_path.exists():
+    if not (cache / "meta.json").exists():
+        ordered = [(name, e) for name in SPLITS for e in splits[name]]
         decoded = _build_cache(
             root, cache, ordered, classes=classes, channels=channels, size=size, progress=progress
         )
-    meta = json.loads(meta_path.read_text())
-    images = np.load(cache / "images.npy", mmap_mode="c")
-    labels = np.load(cache / "labels.npy")
-    groups = np.load(cache / "groups.npy")
-    group_names = tuple(meta["groups"])
-    bounds = np.cumsum([0, *meta["counts"]])
-    train, val, test = (
-        Split(
-            torch.from_numpy(images[a:b]),
-            torch.from_numpy(labels[a:b]).long(),
-            torch.from_numpy(groups[a:b]).long() if group_level else None,
-        )
-        for a, b in itertools.pairwise(bounds)
-    )
+    (train, val, test), meta = _read_cache(cache, group_level)
     small = [e.rel for e in kept if min(e.height, e.width) * SMALL_FACTOR < min(size)]
     report = DataReport(
         source=label,
         classes=classes,
         files_found=len(entries) + len(loose),
-        kept=int(bounds[-1]),
+        kept=len(train) + len(val) + len(test),
         image_size=size,
         channels=channels,
         size_rule=size_rule,
@@ -375,18 +345,57 @@ def load_folder(
         decoded=decoded,
     )
     mean, std = channel_stats(train.images)
+    groups = tuple(meta["groups"]) if group_level else ()
     return ImageData(
-        f"imagefolder:{root.name}",
-        tuple(classes),
-        train,
-        val,
-        test,
-        mean,
-        std,
-        label,
-        report,
-        group_names if group_level else (),
+        f"imagefolder:{root.name}", tuple(classes), train, val, test, mean, std, label, report,
+        groups,
+    )  # fmt: skip
+
+
+def _checked_classes(label: str, entries: list[Entry], kept: list[Entry]) -> list[str]:
+    """The class names; each must keep a readable image, and there must be two."""
+    classes = sorted({e.label for e in entries})
+    present = {e.label for e in kept}
+    for name in classes:
+        if name not in present:
+            raise ConfigError(f"--dataset {label}: class folder '{name}' has no readable image")
+    if len(classes) < 2:
+        raise ConfigError(
+            f"--dataset {label}: needs at least two class folders, found {len(classes)}"
+        )
+    return classes
+
+
+def _cache_key(splits: dict[str, list[Entry]], size: tuple[int, int], channels: int) -> str:
+    """What the decoded arrays depend on: the files (by content), their split, the size
+    and the channels; any change makes another cache."""
+    source = json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "size": size,
+            "channels": channels,
+            "files": [(e.rel, e.sha, e.label, e.group, s) for s in SPLITS for e in splits[s]],
+        }
     )
+    return hashlib.sha256(source.encode()).hexdigest()[:24]
+
+
+def _read_cache(cache: Path, group_level: bool) -> tuple[tuple[Split, Split, Split], Any]:
+    """The three splits from a cache (the images memory-mapped), and its metadata."""
+    meta = json.loads((cache / "meta.json").read_text())
+    images = np.load(cache / "images.npy", mmap_mode="c")
+    labels = np.load(cache / "labels.npy")
+    groups = np.load(cache / "groups.npy")
+    bounds = np.cumsum([0, *meta["counts"]])
+    train, val, test = (
+        Split(
+            torch.from_numpy(images[a:b]),
+            torch.from_numpy(labels[a:b]).long(),
+            torch.from_numpy(groups[a:b]).long() if group_level else None,
+        )
+        for a, b in itertools.pairwise(bounds)
+    )
+    return (train, val, test), meta
 
 
 def _build_cache(

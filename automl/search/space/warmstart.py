@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from automl.errors import ConfigError
+from automl.records import by_merit
 from automl.search.space import SearchSpace
 from automl.search.space.specs import CategoricalSpec, FixedSpec, FloatSpec, IntSpec
 from automl.stores import close_storage, open_storage
@@ -70,11 +71,8 @@ def fitting(space: SearchSpace, params: dict[str, Any]) -> tuple[dict[str, Any],
 
 def best_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The ``k`` best complete trials by the study's first objective."""
-    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    complete = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values
-    ]
-    return sorted(complete, key=lambda t: (sign * t.values[0], t.number))[:k]
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return by_merit(study.get_trials(deepcopy=False), maximize=maximize)[:k]
 
 
 def warm_start(spec: str, storage: str, space: SearchSpace) -> WarmStart:

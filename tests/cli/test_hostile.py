@@ -84,6 +84,7 @@ def one_clear_line(capsys, args: list[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.hostile("inputs")
 @pytest.mark.parametrize("name", NAMES, ids=range(len(NAMES)))
 def test_odd_names_are_one_line_exit_2_and_write_nothing(stores, capsys, monkeypatch, name):
     monkeypatch.chdir(stores)
@@ -95,6 +96,7 @@ def test_odd_names_are_one_line_exit_2_and_write_nothing(stores, capsys, monkeyp
     assert snapshot(stores) == before
 
 
+@pytest.mark.hostile("stores")
 def test_a_missing_local_store_is_said_and_not_made(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for args in commands("digits-default", str(tmp_path)):
@@ -103,12 +105,14 @@ def test_a_missing_local_store_is_said_and_not_made(tmp_path, capsys, monkeypatc
     assert list(tmp_path.iterdir()) == []  # no mlflow.db, automl.db or lock file
 
 
+@pytest.mark.hostile("security")
 def test_a_terminal_escape_in_a_name_is_shown_not_acted_on(stores, capsys, monkeypatch):
     monkeypatch.chdir(stores)
     line = one_clear_line(capsys, ["models", "\x1b[2Jgone"])
     assert "\\x1b[2Jgone" in line
 
 
+@pytest.mark.hostile("inputs")
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

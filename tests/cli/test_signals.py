@@ -25,6 +25,7 @@ class SignalledWhileCollected:
         time.sleep(0.2)  # the handler runs here, and Python ignores what it raises
 
 
+@pytest.mark.hostile("signals")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost raise
 @pytest.mark.parametrize(("signum", "kind"), [(signal.SIGINT, KeyboardInterrupt),
                                               (signal.SIGTERM, Terminated)])  # fmt: skip

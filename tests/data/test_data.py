@@ -58,6 +58,7 @@ def messy(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.hostile("data")
 def test_messy_folder_report(messy, tmp_path):
     data = load_dataset(f"imagefolder:{messy}", tmp_path / "cache")
     report = data.report
@@ -157,6 +158,7 @@ def test_cached_pixels_are_exactly_what_the_served_model_computes(tmp_path):
     torch.testing.assert_close(served, torch.from_numpy(stored).float(), atol=1e-3, rtol=0)
 
 
+@pytest.mark.hostile("data")
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -188,6 +190,7 @@ def test_bad_folders_are_one_clear_config_error(tmp_path, make, message):
     assert str(info.value).startswith(f"--dataset imagefolder:{root}")
 
 
+@pytest.mark.hostile("data")
 def test_symlink_loops_are_walked_once(tmp_path):
     root = tmp_path / "loop"
     for label in ("a", "b"):
@@ -199,6 +202,7 @@ def test_symlink_loops_are_walked_once(tmp_path):
     assert report.kept == 8
 
 
+@pytest.mark.hostile("data")
 @pytest.mark.slow
 def test_a_folder_of_20k_tiny_files_fails_fast_and_clearly(tmp_path):
     root = tmp_path / "tiny"
@@ -299,6 +303,7 @@ def test_cifar10_from_pickle_batches(tmp_path):
     assert torch.equal(data.test.images.reshape(10, -1), torch.from_numpy(tx))
 
 
+@pytest.mark.hostile("security")
 def test_cifar100_from_pickle_files_and_no_code_runs(tmp_path):
     folder = tmp_path / "cifar-100-python"
     x, y = fake_split(200, (3072,), 0, classes=100)
@@ -357,6 +362,7 @@ def test_encoded_png_roundtrip_helper():
     assert buffer.getvalue()[:4] == b"\x89PNG"
 
 
+@pytest.mark.hostile("data")
 @pytest.mark.parametrize(
     ("per_class", "message"), [(1, "the val and test splits"), (2, "the test split")]
 )

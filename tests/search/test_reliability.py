@@ -55,6 +55,7 @@ def load(storage: str, name: str):
 # ---------------------------------------------------------------------------- crashes
 
 
+@pytest.mark.hostile("stores")
 @pytest.mark.slow
 def test_kill_9_then_restart_loses_nothing_finished(tmp_path):
     space = tmp_path / "slow.yaml"
@@ -113,6 +114,7 @@ def wait_healthy(port: int, limit: float = 120) -> None:
     wait_for_http(f"http://127.0.0.1:{port}/health", limit=limit)
 
 
+@pytest.mark.hostile("stores")
 @pytest.mark.slow
 def test_tracking_server_away_mid_study_is_ridden_out(tmp_path):
     port = free_port()
@@ -217,6 +219,7 @@ class Proxy:
             self.sockets = []
 
 
+@pytest.mark.hostile("stores")
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_database_away_mid_study_is_ridden_out(tmp_path):
@@ -258,6 +261,7 @@ def _ride_out_a_database_away(tmp_path: Path, database: str) -> None:
         proxy.cut()
 
 
+@pytest.mark.hostile("stores")
 def test_unreachable_stores_at_start_are_one_line(tmp_path, capsys, monkeypatch, tiny_space_file):
     from automl.cli import main
 
@@ -328,6 +332,7 @@ def chattr(path: Path, flag: str) -> bool:
     )
 
 
+@pytest.mark.hostile("stores")
 @pytest.mark.slow
 def test_an_unwritable_artifact_store_fails_the_trial_not_the_study(tmp_path):
     from automl.search.hooks import Hooks
@@ -375,6 +380,7 @@ space_like = st.dictionaries(
 )
 
 
+@pytest.mark.hostile("inputs")
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(space_like)
 def test_fuzzed_spaces_load_or_fail_with_one_line(data):
@@ -382,12 +388,14 @@ def test_fuzzed_spaces_load_or_fail_with_one_line(data):
     check_space_text(text)
 
 
+@pytest.mark.hostile("inputs")
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=400))
 def test_fuzzed_text_loads_or_fails_with_one_line(text):
     check_space_text(text)
 
 
+@pytest.mark.hostile("security")
 @pytest.mark.parametrize(
     "text",
     [
@@ -421,6 +429,7 @@ def check_space_text(text: str) -> None:
     TrialConfig.from_params(space.sample(trial))  # a valid space gives a valid configuration
 
 
+@pytest.mark.hostile("data")
 def test_images_too_large_and_links_outside_are_dropped(tmp_path):
     from PIL import Image
 
@@ -452,6 +461,7 @@ def test_images_too_large_and_links_outside_are_dropped(tmp_path):
 # ---------------------------------------------------------------------------- secrets
 
 
+@pytest.mark.hostile("security")
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_passwords_never_reach_logs_params_tags_or_the_terminal(tmp_path):

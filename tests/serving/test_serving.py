@@ -58,6 +58,7 @@ def test_decode_grayscale_and_color_files():
     assert decode_image(encode(rgba)).shape == (4, 4, 3)  # alpha dropped by conversion
 
 
+@pytest.mark.hostile("serving")
 def test_decompression_bomb_is_refused_from_its_header():
     with pytest.raises(ImageInputError, match="larger than the limit"):
         decode_image(png_claiming_size(100_000, 100_000))  # refused by Pillow's own guard
@@ -65,6 +66,7 @@ def test_decompression_bomb_is_refused_from_its_header():
         decode_image(png_claiming_size(10_000, 5_000))  # under Pillow's, over ours
 
 
+@pytest.mark.hostile("serving")
 def test_truncated_and_non_images_are_refused():
     data = encode(np.zeros((64, 64), dtype=np.uint8) + 100, "JPEG")
     with pytest.raises(ImageInputError, match="damaged image"):
@@ -108,6 +110,7 @@ def test_rgb_to_gray_uses_luma_weights():
     assert match_channels(torch.zeros(1, 1, 2, 2), 3).shape == (1, 3, 2, 2)
 
 
+@pytest.mark.hostile("serving")
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

@@ -188,6 +188,7 @@ def port_outside_the_ephemeral_range() -> int:
     raise AssertionError("no free port below the ephemeral range")
 
 
+@pytest.mark.hostile("proxy")
 def test_a_worker_rides_out_a_proxy_restart(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOML_STORE_RETRY_SECONDS", "60")  # a failure fails in a minute
     url, port = f"sqlite:///{tmp_path / 'automl.db'}", port_outside_the_ephemeral_range()
@@ -223,6 +224,7 @@ def test_a_worker_rides_out_a_proxy_restart(tmp_path, monkeypatch):
     assert [t.state for t in stored] == [TrialState.COMPLETE] * 2  # what reached the database
 
 
+@pytest.mark.hostile("proxy")
 def test_optunas_own_proxy_is_refused_in_one_line(tmp_path):
     """Optuna's proxy has no atomic claim nor heartbeats: a search must not run on it."""
     from optuna.storages._grpc.server import make_server
@@ -260,6 +262,7 @@ def one_line_error(args: list[str], capsys) -> str:
     return lines[0]
 
 
+@pytest.mark.hostile("proxy")
 @pytest.mark.parametrize("command", [["study", "status", "s"], ["worker", "--study", "s"]])
 def test_a_storage_proxy_that_does_not_answer_is_one_line(command, capsys):
     url = f"grpc://127.0.0.1:{closed_port()}"
@@ -267,6 +270,7 @@ def test_a_storage_proxy_that_does_not_answer_is_one_line(command, capsys):
     assert f"--storage {url}: no storage proxy answers there within 2 s" in line
 
 
+@pytest.mark.hostile("proxy")
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -279,6 +283,7 @@ def test_a_malformed_proxy_address_is_one_line(url, message, capsys):
     assert message in line and "secret" not in line
 
 
+@pytest.mark.hostile("proxy")
 def test_the_proxy_refuses_bad_ports_addresses_and_stores_before_creating_anything(
     tmp_path, capsys
 ):

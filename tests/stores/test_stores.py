@@ -12,6 +12,7 @@ from automl.stores import mask_url
 SECRET = "S3cret-PW"
 
 
+@pytest.mark.hostile("security")
 @pytest.mark.parametrize(
     "url",
     [
@@ -41,6 +42,7 @@ def test_urls_without_credentials_are_unchanged(url):
     assert mask_url(url) == url
 
 
+@pytest.mark.hostile("security")
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30))
 def test_any_password_in_userinfo_or_query_is_masked(secret):
     secret = secret.replace("@", "").replace("/", "").replace("&", "").replace("#", "")
@@ -67,6 +69,7 @@ def test_a_relative_local_store_is_named_by_its_absolute_path(tmp_path, monkeypa
     assert absolute_sqlite("sqlite:///:memory:") == "sqlite:///:memory:"
 
 
+@pytest.mark.hostile("stores")
 def test_a_store_killed_while_it_is_made_is_not_left_half_made(tmp_path):
     """kill -9 while a new local store is built: nothing at its name, and the next
     command makes a whole one."""
@@ -101,6 +104,7 @@ def test_a_store_killed_while_it_is_made_is_not_left_half_made(tmp_path):
     assert len(optuna.load_study(study_name="after", storage=open_storage(url)).trials) == 2
 
 
+@pytest.mark.hostile("stores")
 @pytest.mark.parametrize(
     ("store", "args", "option"),
     [
@@ -123,6 +127,7 @@ def test_a_broken_store_is_one_line_naming_the_file_and_the_way_out(
     assert f"(mv {store} {store}.broken)" in lines[0]
 
 
+@pytest.mark.hostile("stores")
 def test_a_half_migrated_tracking_store_is_one_line_with_the_way_out(tmp_path):
     """A store whose last migration was cut off: its columns exist, its recorded revision
     is the one before (MLflow then fails on "duplicate column name"). A new process opens

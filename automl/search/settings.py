@@ -266,7 +266,7 @@ class SearchSettings:
 
     @property
     def progress_grid(self) -> int:
-        """Steps of the grid trials report their progress on (``pruning.grid_steps``)."""
+        """Steps of the grid trials report their progress on (``strategy.pruners.grid_steps``)."""
         from automl.search.strategy.pruners import grid_steps
 
         return grid_steps(self.epoch_limit)

@@ -7,7 +7,7 @@ through the storage, runs the objective on it and tells the result; it stops whe
 ticket is left. A trial that dies with its worker (no heartbeat) is failed by the next
 worker, its MLflow run closed, and its configuration queued again as a new ticket. A
 retry whose trial left a checkpoint (``TrialAttr.CHECKPOINT_EPOCH``) resumes from it
-(``search/checkpoints.py``) and is claimed before any other ticket.
+(``search/trial/checkpoints.py``) and is claimed before any other ticket.
 """
 
 from __future__ import annotations

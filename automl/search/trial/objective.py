@@ -5,7 +5,7 @@ How a trial ends is decided in one place, ``ending_of``: pruned by the pruner, s
 a problem of its own (``TrialError``: out of memory, diverged, too large, unwritable
 artifacts), failed by any other exception; the study goes on. Only an interrupt or a
 fatal ``AutomlError`` escapes, after the trial's record is closed: an interrupt hands the
-trial back with a checkpoint of its last epoch (``search/checkpoints.py``), which its retry
+trial back with a checkpoint of its last epoch (``trial/checkpoints.py``), which its retry
 resumes from. Storage calls are timed and retried by the study's storage
 (``stores.cached.StudyStorage``); the trial's MLflow run is owned by a ``TrialRecorder``.
 """
@@ -303,7 +303,7 @@ class Objective:
         self, trial: optuna.Trial, record: TrialRecorder, result: EpochResult, total: int
     ) -> int:
         """Record an epoch on the run and report it to the pruner, as a share of the
-        trial's own schedule (see ``pruning``); returns the step it was reported at."""
+        trial's own schedule (see ``strategy.pruners``); returns the step it was reported at."""
         record.log_epoch(result.epoch, result.metrics())
         step = pruners.progress_step(result.epoch, total, self.settings.progress_grid)
         with self.clock():

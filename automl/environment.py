@@ -34,9 +34,6 @@ class Variable(Generic[T]):
             return self.default
         return self.kind(raw)
 
-    def is_set(self) -> bool:
-        return bool(os.environ.get(self.name))
-
 
 def _one(raw: str) -> bool:
     return raw.strip() == "1"

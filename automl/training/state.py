@@ -76,7 +76,7 @@ class TrainingState:
         """Write atomically: a temporary file beside ``path``, then a rename, so a reader
         (or a process killed mid-write) never sees half a checkpoint."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(prefix=_draft_prefix(path), dir=path.parent)
         try:
             with os.fdopen(handle, "wb") as file:
                 file.write(self.to_bytes())
@@ -90,6 +90,17 @@ class TrainingState:
     @classmethod
     def load(cls, path: Path) -> TrainingState:
         return cls.from_bytes(path.read_bytes())
+
+    @staticmethod
+    def drafts(path: Path) -> list[Path]:
+        """The temporary files ``save`` left beside ``path`` when it was killed mid-write."""
+        if not path.parent.is_dir():
+            return []
+        return sorted(path.parent.glob(f"{_draft_prefix(path)}*"))
+
+
+def _draft_prefix(path: Path) -> str:
+    return f".{path.name}."
 
 
 def on_cpu(value: Any) -> Any:

@@ -69,10 +69,8 @@ class FolderStore:
     def delete(self, slot: Slot) -> None:
         """The checkpoint, and any draft a worker killed mid-write left beside it."""
         path = self.path(slot)
-        path.unlink(missing_ok=True)
-        if path.parent.is_dir():
-            for draft in path.parent.glob(f".{path.name}.*"):
-                draft.unlink(missing_ok=True)
+        for stale in (path, *TrainingState.drafts(path)):
+            stale.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

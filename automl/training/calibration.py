@@ -61,6 +61,20 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     return _temperature_for(logits, supported, low=temperature)
 
 
+def nll(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> float:
+    """The mean negative log-likelihood of ``labels`` under ``logits / temperature``."""
+    return float(F.cross_entropy(logits.float().cpu() / temperature, labels.cpu()))
+
+
+def helpful_temperature(logits: Tensor, labels: Tensor) -> float:
+    """``fit_temperature``'s temperature if it lowers the split's negative log-likelihood,
+    else 1: a temperature that makes the split it was fitted on less likely is a broken
+    fit (a bound reached, a cap that disagrees with the likelihood), and the network's
+    own logits are the better guess."""
+    temperature = fit_temperature(logits, labels)
+    return temperature if nll(logits, labels, temperature) <= nll(logits, labels) else 1.0
+
+
 def _mean_confidence(logits: Tensor, temperature: float) -> float:
     return float((logits / temperature).softmax(1).max(1).values.mean())
 
@@ -128,7 +142,8 @@ def calibrate(
     device: torch.device = CPU,
 ) -> tuple[nn.Module, dict[str, float]]:
     """``model`` with a temperature (fitted on the validation split unless given: a refit
-    model has trained on that split, and keeps the temperature of the search's model), and
+    model has trained on that split, and keeps the temperature of the search's model; 1
+    when the fit would not lower the split's negative log-likelihood), and
     the figures that justify it: the temperature and the test split's ECE before and after.
     The logits are computed on ``device`` as the model is served; the model ends on the CPU."""
     model = model.to(CPU).eval()
@@ -137,7 +152,7 @@ def calibrate(
         if len(data.val) == 0:
             return model, {}
         val_logits = served_logits(model, data.val.images, norm, device)
-        temperature = fit_temperature(val_logits, data.val.labels)
+        temperature = helpful_temperature(val_logits, data.val.labels)
     logits = served_logits(model, data.test.images, norm, device)
     labels = data.test.labels.numpy()
     before, _ = expected_calibration_error(labels, logits.softmax(1).numpy())

@@ -13,6 +13,8 @@ from automl.training.calibration import (
     calibrate,
     expected_calibration_error,
     fit_temperature,
+    helpful_temperature,
+    nll,
 )
 from automl.training.config import AugConfig, OptimConfig, TrainConfig
 from automl.training.loop import Normalizer, Setup, fit, predict_logits
@@ -43,6 +45,24 @@ def test_a_split_with_every_image_right_does_not_make_the_model_certain():
     confidence = float((logits / temperature).softmax(1).max(1).values.mean())
     assert temperature > 0.1
     assert confidence == pytest.approx(270 / 271, abs=1e-4)
+
+
+@pytest.mark.parametrize("margin", [5.0, 10.0])
+def test_the_temperature_kept_never_makes_the_validation_split_less_likely(margin):
+    """Every image right: the cap of the split's support lifts the temperature above 1 when
+    the logits are already surer than the split allows (margin 10); that makes the split less
+    likely than the network's own logits, so the temperature kept is 1. Below (margin 5),
+    the fitted temperature sharpens and is kept."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (269,), generator=generator)
+    logits = torch.randn(269, 10, generator=generator)
+    logits[torch.arange(269), labels] += margin
+    fitted, kept = fit_temperature(logits, labels), helpful_temperature(logits, labels)
+    assert nll(logits, labels, kept) <= nll(logits, labels)
+    if margin == 10.0:
+        assert fitted > 1.0 and kept == 1.0
+    else:
+        assert fitted < 1.0 and kept == fitted
 
 
 def test_calibrated_network_keeps_every_prediction_and_exports():

@@ -59,6 +59,12 @@ CHECKPOINT_SECONDS = Variable(
     "A running trial saves a checkpoint after an epoch at most this often.",
     option="--checkpoint-seconds",
 )  # fmt: skip
+UI_URL = Variable(
+    "AUTOML_UI_URL", str, "",
+    "The MLflow UI's address printed links open on. [default: the tracking server, else "
+    "http://127.0.0.1:5000/, where `mlflow ui` serves]",
+    option="--ui-url",
+)  # fmt: skip
 STUDY = Variable("AUTOML_STUDY", str, "", "The study an `automl worker` joins.", option="--study")
 DASHBOARD_PUBLISHED_ON = Variable(
     "AUTOML_DASHBOARD_PUBLISHED_ON", str, "",

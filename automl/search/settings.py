@@ -108,6 +108,20 @@ class SearchSettings:
         envvar=environment.TRACKING_URI.name,
         secret=True,
     )
+    ui_url: str = option(
+        "",
+        "The MLflow UI's address the printed links open on (`mlflow ui --port 5055`: "
+        "http://127.0.0.1:5055). [default: the tracking server, else http://127.0.0.1:5000]",
+        "local",
+        envvar=environment.UI_URL.name,
+        show_default=False,
+        secret=True,
+        check=lambda url: (
+            None
+            if not url or re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", url)
+            else f"must be an http(s)://HOST[:PORT] address, got '{mask_url(url)}'"
+        ),
+    )
     experiment: str | None = option(None, "MLflow experiment. [default: the study name]", "study")
     model_name: str | None = option(
         None, "Registered model name. [default: the study name]", "study"

@@ -4,6 +4,7 @@ the same conclusion for a study whose trials ``automl worker`` processes ran."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import optuna
 from optuna.trial import TrialState
@@ -74,18 +75,24 @@ def finish_study(session: Session) -> SearchOutcome:
 def _conclude(session: Session, run: TrialsRun) -> SearchOutcome:
     """Conclude and close the search's run. A tracking store that fails here is one line,
     and the run is closed as FAILED: the trials are safe in the study, and the next search
-    on it registers its best."""
-    conclusion = Conclusion()
+    on it registers its best. Ctrl-C or SIGTERM here (registering, evaluating) closes it as
+    KILLED with what was concluded so far, as during the trials."""
+    concluded: list[Conclusion] = [Conclusion()]  # what is done so far, step by step
     try:
-        conclusion = register(session)
-        conclusion = evaluate(session, conclusion)
+        session.close_abandoned()  # searches killed while this one ran
+        concluded.append(register(session))
+        concluded.append(evaluate(session, concluded[-1]))
     except CONCLUSION_ERRORS as exc:
         with contextlib.suppress(Exception):  # the store may be the very thing that failed
-            close_parent_run(session, run, conclusion, "FAILED")
+            close_parent_run(session, run, concluded[-1], "FAILED")
         what = str(exc) if isinstance(exc, StoreError) else f"{session.tracker.what}: {exc}"
         raise StoreError(
             f"registering the best model failed ({what.splitlines()[0]}); the trials are "
             f"kept in study '{session.study.study_name}': the next search on it (--trials 1) "
             "registers its best"
         ) from None
-    return close_parent_run(session, run, conclusion, "FINISHED")
+    except KeyboardInterrupt as stop:
+        stopped = dataclasses.replace(run, interrupted=True)
+        outcome = close_parent_run(session, stopped, concluded[-1], "KILLED")
+        raise Interrupted(outcome, stop) from None
+    return close_parent_run(session, run, concluded[-1], "FINISHED")

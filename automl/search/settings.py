@@ -466,10 +466,13 @@ def _plain(value: Any) -> Any:
 
 
 def _study_name(dataset: str, space: Path) -> str:
-    """A study's name when none is given: the data's and the space's (``digits-small``)."""
+    """A study's name when none is given: the data's and the space's (``digits-small``);
+    the data's alone when both are the same word (a folder ``photos`` in the space
+    ``photos`` is ``photos``, not ``photos-photos``)."""
     if dataset.startswith("imagefolder:"):
         dataset = Path(dataset.split(":", 1)[1]).expanduser().resolve().name or "images"
-    return re.sub(r"[^\w.\-]+", "-", f"{dataset}-{space.stem}")
+    name = dataset if dataset == space.stem else f"{dataset}-{space.stem}"
+    return re.sub(r"[^\w.\-]+", "-", name)
 
 
 def _unresolved(name: str) -> AutomlError:

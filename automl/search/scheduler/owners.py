@@ -50,6 +50,26 @@ def alive(study: optuna.Study, owners: set[str]) -> set[str]:
     return {o for o, r in beats.items() if isinstance(r, dict) and now - r["beat"] <= grace}
 
 
+def silent(study: optuna.Study) -> set[str]:
+    """The searches that stopped beating without saying they were gone (killed): their
+    last heartbeat is older than the grace period and was never set to 0."""
+    records = compat.storage_of(study).get_study_system_attrs(compat.study_id(study))
+    prefix, now, grace = search_beat_key(""), time.time(), GRACE_SECONDS.get()
+    return {
+        key.removeprefix(prefix)
+        for key, record in records.items()
+        if key.startswith(prefix) and isinstance(record, dict)
+        and 0 < record.get("beat", 0) < now - grace
+    }  # fmt: skip
+
+
+def forget(study: optuna.Study, owner: str) -> None:
+    """Mark the search ``owner`` as gone and dealt with (its heartbeat 0, as on a clean
+    exit), so it is not looked at again."""
+    storage = compat.storage_of(study)
+    storage.set_study_system_attr(compat.study_id(study), search_beat_key(owner), {"beat": 0.0})
+
+
 def adopt(study: optuna.Study, owner: Owner, wanted: int) -> int:
     """Take up to ``wanted`` tickets left by searches that are gone; returns how many."""
     if wanted <= 0:

@@ -37,6 +37,7 @@ from automl.stores.compat import StudyStorage
 from automl.tracking import Tracker, ended_tags
 from automl.training.device import make_deterministic, resolve_device
 
+ABANDONED = "closed the parent run {} of a search that stopped without it"
 CRASHED = "the process running it died (its heartbeat went silent)"
 
 
@@ -67,6 +68,14 @@ class Session:
             self.settings, self.space, self.data, self.tracker, self.parent_run_id,
             device or self.device, self.clock, self.hooks,
         )  # fmt: skip
+
+    def close_abandoned(self) -> None:
+        """Close the parent runs of other searches killed meanwhile (``close_abandoned``)."""
+        checkpoints = open_store(self.settings, self.tracker)
+        for run_id in close_abandoned(
+            self.study, self.tracker, checkpoints, besides=self.parent_run_id
+        ):
+            self.hooks.on_note(ABANDONED.format(run_id))
 
     def with_hooks(self, hooks: Hooks) -> Session:
         return replace(self, hooks=hooks)
@@ -139,9 +148,9 @@ def prepare(
     tracker = Tracker(settings.tracking_uri, settings.experiment_name)
     study, clock = _open(settings, store, pruner, parallel=not settings.alone)
     _same_data(study, data)  # before anything is written for this search
-    abandoned = _close_abandoned(study, tracker, open_store(settings, tracker))
-    if abandoned:
-        hooks.on_note(f"closed the parent run {abandoned} of a search that stopped without it")
+    _same_space(study, space, settings)
+    for abandoned in close_abandoned(study, tracker, open_store(settings, tracker)):
+        hooks.on_note(ABANDONED.format(abandoned))
     parent = _start_parent_run(study, settings, data, device=device, tracker=tracker, mode=mode)
     study.set_user_attr(StudyAttr.PARENT_RUN_ID, parent)
     recipe = replace(settings, dataset=data.spec or settings.dataset).to_recipe()
@@ -171,6 +180,37 @@ def _same_data(study: optuna.Study, data: ImageData) -> None:
             f"{searched_on}, here {data.digest()}: other files, folder or --image-size); "
             "resume it on the same data, or use another --study-name"
         )
+
+
+def _same_space(study: optuna.Study, space: SearchSpace, settings: SearchSettings) -> None:
+    """A study resumes in the space it was searched in: its trials were drawn from it, its
+    sampler learns from their distributions, and Optuna cannot mix two (a parameter's
+    choices that changed fail the first new trial). Checked before anything is written."""
+    recipe = StudyRecord.of(study).recipe or {}
+    text = recipe.get(RecipeKey.SPACE_YAML)
+    if not text or not study.get_trials(deepcopy=False):
+        return
+    try:
+        searched = parse_space(text, f"study {study.study_name}")
+    except ConfigError:  # recorded by an older automl: nothing to compare with
+        return
+    changed = _changed_params(searched, space)
+    if not changed:
+        return
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    was = recipe.get(RecipeKey.SPACE) or recipe.get(RecipeKey.SPACE_NAME) or "another space"
+    raise ConfigError(
+        f"--space: study '{study.study_name}' was searched in {was}; "
+        f"{settings.space_file.name} draws {shown} otherwise. Resume it with that space, "
+        f"or use another --study-name (--warm-start {study.study_name} starts from its best)"
+    )
+
+
+def _changed_params(before: SearchSpace, after: SearchSpace) -> list[str]:
+    """The parameters two spaces draw differently (added, removed or redefined)."""
+    old = {p.name: p for p in (*before.params, *before.stage_params)}
+    new = {p.name: p for p in (*after.params, *after.stage_params)}
+    return sorted(n.replace("{}", "N") for n in old.keys() | new.keys() if old.get(n) != new.get(n))
 
 
 def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> Session:
@@ -211,13 +251,15 @@ def join(local: SearchSettings, *, job: int = 0, hooks: Hooks | None = None) -> 
     return Session(settings, space, data, device, tracker, study, parent, hooks, clock)
 
 
-def _close_abandoned(study: optuna.Study, tracker: Tracker, checkpoints: Store) -> str | None:
-    """A killed search leaves its parent run RUNNING: close it as FAILED when nothing runs
-    under it any more (its dead trials are failed and queued again first) and its
-    heartbeat has stopped."""
-    previous = StudyRecord.of(study).parent_run_id
-    if not previous:
-        return None
+def close_abandoned(
+    study: optuna.Study, tracker: Tracker, checkpoints: Store, *, besides: str = ""
+) -> list[str]:
+    """A killed search leaves its parent run RUNNING: close, as FAILED, every one whose
+    search's heartbeat has stopped and under which nothing runs any more (dead trials are
+    failed and queued again first). Every search that ever ran on the study left its
+    heartbeat there, so one killed while a later search still ran is found too; the
+    latest parent is looked at even without one (killed before its first beat).
+    ``besides``: the calling search's own run. Returns the runs closed."""
 
     def close(trial: FrozenTrial) -> None:
         run_id = TrialRecord.of(trial).run_id
@@ -226,18 +268,29 @@ def _close_abandoned(study: optuna.Study, tracker: Tracker, checkpoints: Store) 
         forget_exhausted(checkpoints, study, trial)
 
     fail_stale(study, close)
-    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        return None
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    busy = {TrialRecord.of(t).owner for t in running}
+    suspects = owners.silent(study) | {StudyRecord.of(study).parent_run_id or ""}
+    closed = []
+    for previous in sorted(suspects - busy - {"", besides}):
+        if owners.alive(study, {previous}):  # still concluding: registering, evaluating
+            continue
+        if _close_parent(tracker, previous):
+            closed.append(previous)
+        owners.forget(study, previous)  # looked at once: its run is closed or not ours
+    return closed
+
+
+def _close_parent(tracker: Tracker, run_id: str) -> bool:
+    """Close a search's parent run left RUNNING (True), or leave any other run alone."""
     try:
-        info = tracker.run_info(previous)
+        info = tracker.run_info(run_id)
     except Exception:  # deleted, or in another store: nothing to close
-        return None
+        return False
     if info["status"] != "RUNNING" or StudyRunTags.of(info["tags"]).mode != "search":
-        return None
-    if owners.alive(study, {str(previous)}):  # still concluding: registering, evaluating
-        return None
-    tracker.close_run(previous, "FAILED", {RunTag.STATE: StudyState.ABANDONED})
-    return str(previous)
+        return False
+    tracker.close_run(run_id, "FAILED", {RunTag.STATE: StudyState.ABANDONED})
+    return True
 
 
 def _start_parent_run(

@@ -68,6 +68,14 @@ class ConstraintViolated(TrialError):
         super().__init__("constraint", message)
 
 
+def _forget(trial: optuna.Trial, kept: TrialCheckpoints) -> None:
+    """Drop a finished trial's checkpoints, and the epoch its attributes said one reached:
+    nothing is left to resume (Optuna cannot delete an attribute; None reads as none)."""
+    kept.forget()
+    if trial.user_attrs.get(TrialAttr.CHECKPOINT_EPOCH):
+        trial.set_user_attr(TrialAttr.CHECKPOINT_EPOCH, None)
+
+
 def ending_of(exc: BaseException) -> Ending:
     """The one translation from what went wrong to how the trial ends."""
     if isinstance(exc, optuna.TrialPruned):
@@ -115,15 +123,18 @@ class Objective:
             record = self._record(trial, params)
             kept = self._checkpoints(trial, params, record)
             result = TrialResult(TrialState.COMPLETE, self._run(trial, params, record, kept))
-            kept.forget()
+            _forget(trial, kept)
             return result
         except BaseException as exc:
             ending = ending_of(exc)
+            handed_back = None
             if kept is not None and isinstance(exc, KeyboardInterrupt):
-                self._hand_back(trial, record, kept)
+                handed_back = self._hand_back(trial, record, kept)
             elif kept is not None:
-                kept.forget()
+                _forget(trial, kept)
             self._close(trial, record, ending)
+            if handed_back is not None:  # said once the records are closed: a terminal
+                self.hooks.on_note(handed_back)  # gone (a pipe closed) cannot keep them open
             if ending.fatal:
                 raise
             return TrialResult(ending.state)
@@ -184,13 +195,13 @@ class Objective:
 
     def _hand_back(
         self, trial: optuna.Trial, record: TrialRecorder | None, kept: TrialCheckpoints
-    ) -> None:
-        """Ctrl-C or SIGTERM: save the last epoch's state for the retry, and say so."""
+    ) -> str:
+        """Ctrl-C or SIGTERM: save the last epoch's state for the retry; returns what to say."""
         epoch = kept.hand_back()
         if record is not None and epoch:
             record.set_tags({RunTag.CHECKPOINT_EPOCH: str(epoch)})
         where = f"from its checkpoint after epoch {epoch}" if epoch else "from the start"
-        self.hooks.on_note(f"trial {trial.number} handed back: its retry resumes {where}")
+        return f"trial {trial.number} handed back: its retry resumes {where}"
 
     def _run(
         self,
@@ -288,15 +299,8 @@ class Objective:
             raise optuna.TrialPruned(
                 f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} fell behind"
             )
-        if (
-            not last
-            and self.settings.pruner != "none"
-            and pruners.stuck_at_chance(result.epoch, result.val_acc, self._chance)
-        ):
-            raise optuna.TrialPruned(
-                f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} "
-                f"is still at chance ({self._chance:.2f})"
-            )
+        if not last and self.settings.pruner != "none":
+            self._chance.check(trial, result.epoch, total, result.val_acc)
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def _report(
@@ -314,9 +318,8 @@ class Objective:
         return step
 
     @functools.cached_property
-    def _chance(self) -> float:
-        labels = self.data.val.labels.numpy()
-        return pruners.chance_level(labels, self.data.num_classes)
+    def _chance(self) -> pruners.ChanceRule:
+        return pruners.ChanceRule.of(self.data)
 
     def _keeps_weights(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
         """Among the ``--ensemble`` best so far (one objective: ties go to the earlier

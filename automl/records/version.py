@@ -40,6 +40,7 @@ class VersionTag:
     REFIT_EPOCHS = "refit_epochs"
     TEST_ACC_SEARCH = "test_acc_search"  # before the refit
     ENSEMBLE = "ensemble"  # the trials it averages, best first: "3,1,7"
+    ENSEMBLE_WEIGHTS = "ensemble_weights"  # JSON: each member's weight, {"3": 0.5, ...}
     TEST_ACC_SINGLE = "test_acc_single"  # its best member alone
     TTA = "tta"  # mirror or none: what the validation split chose
     VAL_ACC_UNMIRRORED = "val_acc_unmirrored"
@@ -135,6 +136,15 @@ class VersionTags:
     @property
     def members(self) -> tuple[int, ...]:
         return tuple(int(n) for n in (self.ensemble or "").split(",") if n)
+
+    @property
+    def member_weights(self) -> dict[int, float]:
+        """Each member's weight in the average (equal for versions registered before the
+        members were weighted)."""
+        recorded = json.loads(self.tags.get(VersionTag.ENSEMBLE_WEIGHTS) or "{}")
+        if recorded:
+            return {int(number): float(weight) for number, weight in recorded.items()}
+        return {number: 1 / len(self.members) for number in self.members}
 
     @property
     def params(self) -> str | None:

@@ -24,13 +24,15 @@ from automl.records import RunTag, TrialRecord, VersionTag, VersionTags, by_meri
 from automl.records.ranking import merit
 from automl.records.version import figure, mirror_tags
 from automl.release.publish import NewVersion, preprocessing, publish
-from automl.release.rebuild import CPU, retrained, trained_model, trial_epochs
+from automl.release.rebuild import CPU, retrained, trained_model, trial_config, trial_epochs
 from automl.tracking import Registry, Tracker
-from automl.training.calibration import calibrate
-from automl.training.ensemble import Ensemble, Mirrored, mirror_if_better
-from automl.training.loop import Normalizer, measure
+from automl.training.calibration import Calibrated, calibrate, helpful_temperature
+from automl.training.ensemble import Ensemble, Mirrored, mirror_if_better, select_members
+from automl.training.loop import Normalizer, measure, served_logits
+from automl.training.train import build_network
 
 MAX_PARETO = 10  # the most accurate models of a Pareto front that are registered
+POOL = 12  # the best trials an ensemble is chosen among (those whose weights were kept)
 CANDIDATE = "candidate"  # the alias a search's registered model takes
 
 
@@ -122,7 +124,7 @@ def register_best(
     multi = len(study.directions) > 1
     ranked = by_merit(study.get_trials(deepcopy=False)) if not multi else []
     trials = sorted(study.best_trials, key=merit)[:MAX_PARETO] if multi else ranked[:1]
-    members = ranked[: how.ensemble] if how.ensemble > 1 else []
+    members = ranked[: max(POOL, how.ensemble)] if how.ensemble > 1 else []
     with tracker.timed():
         registry = Registry(tracker.tracking_uri)
     context = Context(data, tracker, registry, device, on_stage)
@@ -182,11 +184,13 @@ def _identity(
     members: list[optuna.trial.FrozenTrial],
 ) -> dict[str, str]:
     """The tags that make two registrations the same model: the trial, and how it was
-    concluded (refit, the ensemble's members, test-time mirroring asked for). A search
-    resumed with nothing better reuses its version; one concluded otherwise registers anew."""
+    concluded (refit, the trials an ensemble of at most K is chosen among, test-time
+    mirroring asked for). A search resumed with nothing better reuses its version; one
+    concluded otherwise registers anew."""
+    among = ",".join(str(t.number) for t in members)
     steps = [
         "refit" if how.refit else "",
-        "ensemble " + ",".join(str(t.number) for t in members) if len(members) > 1 else "",
+        f"ensemble of {how.ensemble} among {among}" if len(members) > 1 else "",
         "tta" if how.mirror else "",
     ]
     return {
@@ -294,20 +298,35 @@ def ensemble(
     how: Concluding,
     context: Context,
 ) -> Candidate:
-    """The best trial's network and the next ones' (their logged weights, or retrained),
-    each calibrated on the validation split, averaged. The ensemble is calibrated once
-    more as a whole when it is published."""
+    """The best trial's network and those of the next trials whose weights were kept, each
+    calibrated on the validation split, chosen and weighted by greedy forward selection on
+    that split (at most ``how.ensemble`` of them), averaged. A trial joins only if it makes
+    the ensemble answer more validation images right (or as many, more surely); when none
+    does, the best trial is registered alone and the note says so. The ensemble is
+    calibrated once more as a whole when it is published."""
     data, device = context.data, context.device
-    context.on_stage(f"averaging the {len(others) + 1} best trials")
-    networks = [
-        candidate.model,
-        *(trained_model(t, data, context.tracker, device, how.weights_dir)[0] for t in others),
-    ]
-    model = Ensemble([calibrate(n, data, device=device)[0] for n in networks]).eval()
+    context.on_stage(f"choosing an ensemble among the {len(others) + 1} best trials")
+    pool = [(candidate.trial, candidate.model), *_kept_networks(others, context)]
+    networks, probabilities = [], []
+    for _, network in pool:  # each calibrated on the split its probabilities are chosen on
+        logits = served_logits(network, data.val.images, Normalizer(data.mean, data.std), device)
+        temperature = helpful_temperature(logits, data.val.labels)
+        networks.append(Calibrated(network, temperature).eval())
+        probabilities.append((logits / temperature).softmax(1))
+    counts = select_members(probabilities, data.val.labels, most=how.ensemble)
+    chosen = sorted(
+        (i for i, count in enumerate(counts) if count), key=lambda i: (i != 0, -counts[i], i)
+    )
+    if len(chosen) < 2:
+        return candidate.but(note=f"ensemble: none of the next {len(pool) - 1} trials helped "
+                             "on validation, the best is registered alone")  # fmt: skip
+    model = Ensemble([networks[i] for i in chosen], [float(counts[i]) for i in chosen]).eval()
     test_acc, val_acc = context.test_acc(model), context.val_acc(model)
-    numbers = (candidate.trial.number, *(t.number for t in others))
+    numbers = tuple(pool[i][0].number for i in chosen)
+    weights = {str(pool[i][0].number): round(counts[i] / sum(counts), 4) for i in chosen}
     tags = {
         VersionTag.ENSEMBLE: ",".join(map(str, numbers)),
+        VersionTag.ENSEMBLE_WEIGHTS: json.dumps(weights),
         VersionTag.TEST_ACC_SINGLE: candidate.tags[VersionTag.TEST_ACC],
         VersionTag.TEST_ACC: figure(test_acc),
         VersionTag.VAL_ACC: figure(val_acc),
@@ -316,6 +335,25 @@ def ensemble(
         model=model, test_acc=test_acc, val_acc=val_acc, members=numbers,
         test_acc_single=candidate.test_acc, tags=tags,
     )  # fmt: skip
+
+
+def _kept_networks(
+    trials: list[optuna.trial.FrozenTrial], context: Context
+) -> list[tuple[optuna.trial.FrozenTrial, torch.nn.Module]]:
+    """The trials whose logged weights load, with their networks: an ensemble is chosen
+    among the networks the search trained, none retrained for it."""
+    kept = []
+    for trial in trials:
+        run_id = TrialRecord.of(trial).run_id
+        if run_id is None:
+            continue
+        network = build_network(trial_config(trial), context.data)
+        try:
+            network.load_state_dict(context.tracker.load_weights(run_id))
+        except Exception:  # not kept, or unreadable: not a candidate member
+            continue
+        kept.append((trial, network.to(CPU).eval()))
+    return kept
 
 
 def mirror(candidate: Candidate, context: Context) -> Candidate:

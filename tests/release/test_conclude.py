@@ -4,6 +4,8 @@ as one model; one search, registered three ways."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -74,11 +76,18 @@ def test_an_ensemble_of_the_best_trials_registers_and_exports_like_any_model(sea
     complete = [t for t in outcome.study.trials if t.state.name == "COMPLETE"]
     order = sorted(complete, key=lambda t: (-t.values[0], t.number))
     assert len(order) >= 2, "the search must leave two complete trials to average"
-    assert version.tags["ensemble"] == ",".join(str(t.number) for t in order)
     assert reg.trial_number == order[0].number
+    if not reg.members:  # no other trial helped on validation: the best alone, said so
+        assert "the best is registered alone" in reg.note and "ensemble" not in version.tags
+        return
+    assert reg.members[0] == order[0].number and set(reg.members) <= {t.number for t in order}
+    assert version.tags["ensemble"] == ",".join(map(str, reg.members))
+    weights = json.loads(version.tags["ensemble_weights"])
+    assert [int(n) for n in weights] == list(reg.members)
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
+    assert float(version.tags["val_acc"]) >= order[0].values[0] - 1e-4  # never below its best
     single = float(version.tags["test_acc_single"])
     assert 0 < single <= 1 and reg.test_acc_single == pytest.approx(single, abs=1e-4)
-    assert reg.members == tuple(t.number for t in order)
     model = load_image_model(reg.uri, outcome.settings.tracking_uri)
     predicted = model.predict(digits.test.hwc()[:50])
     probabilities = np.stack(predicted["probabilities"].to_numpy())
@@ -143,7 +152,7 @@ def test_an_ensemble_larger_than_the_complete_trials_says_so(searched):
     reg, version = register(outcome, "fit-short", ensemble=len(complete) + 1)
     done = f"{len(complete)} trial{'' if len(complete) == 1 else 's'} completed"
     assert f"--ensemble {len(complete) + 1}: {done}, so" in reg.note
-    assert len(reg.members) == (len(complete) if len(complete) > 1 else 0)
+    assert len(reg.members) <= len(complete) and len(reg.members) != 1
     assert version.tags.get("ensemble", "") == ",".join(map(str, reg.members))
 
 
@@ -165,9 +174,14 @@ def test_by_default_the_three_best_keep_their_weights_and_register_as_one(tmp_pa
     reg = outcome.registration
     version = Registry(settings.tracking_uri).version(reg.name, reg.version)
     complete = [t for t in outcome.study.trials if t.state.name == "COMPLETE"]
-    order = sorted(complete, key=lambda t: (-t.values[0], t.number))[:3]
-    assert len(order) == 3
-    assert version.tags["ensemble"] == ",".join(str(t.number) for t in order)
+    order = sorted(complete, key=lambda t: (-t.values[0], t.number))
+    runs = {t.number: outcome.tracker.run_info(t.user_attrs["mlflow_run_id"]) for t in order}
+    kept = [t.number for t in order if runs[t.number]["tags"].get("has_weights")]
+    assert len(kept) >= 3 and kept[:3] == [t.number for t in order[:3]]
+    assert reg.members, reg.note  # digits: some trial beside the best helps on validation
+    assert reg.members[0] == order[0].number and set(reg.members) <= set(kept)
+    assert len(reg.members) <= 3
+    assert version.tags["ensemble"] == ",".join(map(str, reg.members))
     assert "retrained" not in reg.note, reg.note
     model = load_image_model(reg.uri, settings.tracking_uri)
     best = outcome.tracker.load_weights(order[0].user_attrs["mlflow_run_id"])

@@ -6,7 +6,8 @@ seed), and the searches drift apart as soon as one prunes what the other keeps. 
 run without pruning (``--pruner none``) records every trial's whole curve on the progress
 grid; this script feeds those curves, trial by trial in the order they ran, to each
 pruner with the rules ``automl search`` adds to it (no pruning past half a schedule, never
-at the last epoch, a trial still at chance after two epochs stops), and prints for each:
+at the last epoch, a trial still at chance after a fair number of optimizer steps stops,
+unless the study was given its configuration), and prints for each:
 the trials it would have stopped and when, the seconds that would have saved (each
 trial's time spread evenly over its epochs), and which of the search's best trials (by
 final validation accuracy: the ensemble ``automl search`` would register) it would have
@@ -19,7 +20,8 @@ What it cannot tell: which configurations the sampler would have drawn with the 
 on these trials, not the accuracy a pruned search would reach. Asserts nothing.
 
     python benchmarks/pruning_replay.py STORAGE [STORAGE ...] [--study NAME]
-        [--pruners hyperband median asha] [--top 3] [--classes 10] [--trials]
+        [--pruners hyperband median asha] [--top 3] [--classes 10] [--train-images N]
+        [--trials]
 
 STORAGE: an Optuna storage URL or a SQLite file (``automl.db`` of a finished search, e.g.
 one that ``benchmarks/cifar_budget.py --configs "tpe, no pruning"`` left in its scratch
@@ -35,7 +37,17 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.search.strategy.pruners import grid_steps, make_pruner, prunable, stuck_at_chance
+from automl.records import TrialRecord
+from automl.search.strategy.pruners import (
+    CHANCE_STEPS,
+    batch_size,
+    exempt,
+    grid_steps,
+    make_pruner,
+    optimizer_steps,
+    prunable,
+    stuck_at_chance,
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,21 @@ def recorded(study: optuna.Study) -> list[FrozenTrial]:
     return sorted((t for t in complete if t.intermediate_values), key=lambda t: t.number)
 
 
+def steps_after(frozen: FrozenTrial, epoch: int, train_images: int | None) -> int:
+    """Optimizer steps after ``epoch`` epochs; unknown ``train_images``: a large data set,
+    on which two epochs are past ``CHANCE_STEPS``."""
+    if train_images is None:
+        return CHANCE_STEPS
+    return optimizer_steps(epoch, train_images, batch_size(TrialRecord.of(frozen).params))
+
+
 def replay(
-    trials: list[FrozenTrial], pruner_name: str, study_name: str, grid: int, chance: float
+    trials: list[FrozenTrial],
+    pruner_name: str,
+    study_name: str,
+    grid: int,
+    chance: float,
+    train_images: int | None = None,
 ) -> list[Replayed]:
     """Each recorded curve reported, epoch by epoch, to a fresh in-memory study whose
     pruner is ``pruner_name``, with the rules the search's objective applies around it."""
@@ -83,7 +108,9 @@ def replay(
                 break
             if prunable(step, max(grid, len(steps))) and trial.should_prune():
                 stopped, why = epoch, "pruned"
-            elif stuck_at_chance(epoch, value, chance):
+            elif not exempt(frozen) and stuck_at_chance(
+                epoch, steps_after(frozen, epoch, train_images), value, chance
+            ):
                 stopped, why = epoch, "at chance"
             if stopped is not None:
                 break
@@ -107,6 +134,9 @@ def main() -> None:
     parser.add_argument("--pruners", nargs="+", default=["hyperband", "median", "asha"])
     parser.add_argument("--top", type=int, default=3, help="best trials that matter [3]")
     parser.add_argument("--classes", type=int, default=10, help="for the chance rule [10]")
+    parser.add_argument(
+        "--train-images", type=int, help="the search's training images, for the chance rule"
+    )
     parser.add_argument("--trials", action="store_true", help="a line per trial too")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -124,7 +154,8 @@ def main() -> None:
         best = ", ".join(f"{t.number} ({t.value:.4f})" for t in top)
         print(f"\n{text}: {len(trials)} complete trials, {total:.0f} s, grid {grid}; best {best}")
         for name in args.pruners:
-            rows = replay(trials, name, study.study_name, grid, 1.0 / args.classes)
+            chance = 1.0 / args.classes
+            rows = replay(trials, name, study.study_name, grid, chance, args.train_images)
             stopped = [r for r in rows if r.stopped_at is not None]
             saved = sum(r.saved for r in rows)
             lost = [r.number for r in stopped if r.number in {t.number for t in top}]

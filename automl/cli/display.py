@@ -14,17 +14,18 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
 from automl import retry
-from automl.insight.story import key_params
+from automl.insight.story import key_params, plural
 from automl.records import TrialRecord, by_merit, last_val_acc, ranked
 from automl.search.hooks import Hooks
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # types only: `automl study status` must not load torch to pr
 
     from automl.data import DataReport
     from automl.insight.evaluate import Evaluation
+    from automl.insight.story import StoryLinks
     from automl.pipeline import SearchOutcome
     from automl.release.conclude import Registration
     from automl.training.loop import EpochResult
@@ -57,10 +59,9 @@ class SearchDisplay:
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            _Counted(),
             TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            _Eta(),
             console=console,
             transient=False,
         )
@@ -101,19 +102,20 @@ class SearchDisplay:
 
     def stage(self, message: str) -> None:
         if self.live and self.current is not None:
-            self.progress.update(self.current, description=f"[dim]{message}")
+            self.progress.update(self.current, description=f"[dim]{escape(message)}")
         else:
-            self.console.print(f"[dim]{message}…")
+            self.console.print(f"[dim]{escape(message)}…")
 
     def note(self, message: str) -> None:
-        self.console.print(f"[yellow]note[/]: {message}")
+        """A note holds user text (paths, names, a hint in brackets): never markup."""
+        self.console.print(f"[yellow]note[/]: {escape(message)}")
 
     def work(self, stage: str, done: int, total: int) -> None:
         """Long set-up work (inspecting and decoding images): a bar, or a line per tenth."""
         if self.live and self.current is not None:
-            self.progress.update(self.current, description=f"{stage} {done:,}/{total:,}")
+            self.progress.update(self.current, description=f"{escape(stage)} {done:,}/{total:,}")
         elif done == total or done % max(1, total // 10) < 200:
-            self.console.print(f"[dim]{stage}: {done:,}/{total:,}")
+            self.console.print(f"[dim]{escape(stage)}: {done:,}/{total:,}")
 
     def data(self, report: DataReport) -> None:
         print_data_report(self.console, report)
@@ -140,12 +142,37 @@ class SearchDisplay:
         self.top = by_merit([*self.top, trial])[:5]
         first = self.top[0] if self.top else None
         best = f"best {first.values[0]:.4f} (#{first.number})" if first else "no result yet"
-        self.console.print(trial_line(trial, f"{self.done}/{self.trials} {best}"), soft_wrap=True)
+        count = f"{self.done:>{len(str(self.trials))}}/{self.trials}"  # no shift at 10/30
+        self.console.print(trial_line(trial, f"{count} {best}"), soft_wrap=True)
         if self.live and self.task is not None:
             self.progress.update(self.task, completed=self.done, description=f"trials · {best}")
             ranked = " · ".join(f"#{t.number} {t.values[0]:.4f}" for t in self.top)
             self.progress.top_line = f"[dim]top 5: {ranked}" if ranked else ""
             self.progress.refresh()
+
+
+class _Counted(MofNCompleteColumn):
+    """``3/10`` for the trials; nothing for the running trial's line, which has no count."""
+
+    def render(self, task: Task) -> Text:
+        return super().render(task) if task.total is not None else Text("")
+
+
+class _Eta(ProgressColumn):
+    """The time left at the search's average pace so far (every trial finished since it
+    started, over the time it took): a rate sampled over the last seconds only is
+    wrong by a multiple when one trial takes longer than that window."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        elapsed = task.elapsed or 0.0
+        if not task.completed or not elapsed:
+            return Text("eta -:--:--", style="progress.remaining")
+        left = elapsed / task.completed * max(0.0, task.total - task.completed)
+        minutes, seconds = divmod(int(left), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"eta {hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
 class _SearchProgress(Progress):
@@ -176,13 +203,14 @@ def trial_line(trial: FrozenTrial, tail: str = "") -> str:
 
 
 def print_data_report(console: Console, report: DataReport, max_classes: int = 20) -> None:
-    """What the data holds and what cleaning dropped, before any trial starts."""
+    """What the data holds and what cleaning dropped, before any trial starts. Paths, class
+    and file names are the user's text: shown as they are, never read as markup."""
     dropped = sum(len(v) for v in report.dropped.values())
     (height, width), channels = report.image_size, report.channels
     console.print(
-        f"[bold]{report.source}[/]: {report.files_found:,} files, {report.kept:,} kept, "
-        f"{dropped:,} dropped; {len(report.classes)} classes; {height}x{width}x{channels} "
-        f"({report.size_rule}); largest/smallest class {report.imbalance:.2f}"
+        f"[bold]{escape(report.source)}[/]: {report.files_found:,} files, {report.kept:,} "
+        f"kept, {dropped:,} dropped; {len(report.classes)} classes; {height}x{width}x{channels} "
+        f"({escape(report.size_rule)}); largest/smallest class {report.imbalance:.2f}"
     )
     if report.dropped:
         table = Table(title="Dropped", title_justify="left")
@@ -190,9 +218,8 @@ def print_data_report(console: Console, report: DataReport, max_classes: int = 2
         table.add_column("files", justify="right")
         table.add_column("examples", overflow="fold")
         for reason, files in sorted(report.dropped.items()):
-            table.add_row(
-                reason, str(len(files)), "; ".join(files[:3]) + (" …" if len(files) > 3 else "")
-            )
+            examples = "; ".join(files[:3]) + (" …" if len(files) > 3 else "")
+            table.add_row(Text(reason), str(len(files)), Text(examples))
         console.print(table)
     if (len(report.classes) <= max_classes and report.files_found != report.kept) or report.dropped:
         table = Table(title="Images per class and split", title_justify="left")
@@ -200,21 +227,24 @@ def print_data_report(console: Console, report: DataReport, max_classes: int = 2
         for split in report.counts:
             table.add_column(split, justify="right")
         for name in report.classes:
-            table.add_row(name, *(str(report.counts[s].get(name, 0)) for s in report.counts))
+            counts = (str(report.counts[s].get(name, 0)) for s in report.counts)
+            table.add_row(Text(name), *counts)
         console.print(table)
     if report.small_images:
         console.print(
             f"[yellow]{len(report.small_images)} images are far smaller than {height}x{width}[/] "
-            f"(e.g. {report.small_images[0]}); they are upscaled"
+            f"(e.g. {escape(report.small_images[0])}); they are upscaled"
         )
     if report.imbalance >= 3:
         console.print(
             "[yellow]the classes are imbalanced[/]: consider searching "
-            "training.balance: [none, weighted_loss, balanced_sampling]"
+            + escape("training.balance: [none, weighted_loss, balanced_sampling]")
         )
+    for note in report.notes:
+        console.print(f"[yellow]note[/]: {escape(note)}")
     if report.cache:
         state = f"built now, {report.decoded:,} images decoded" if report.decoded else "reused"
-        console.print(f"[dim]image cache {report.cache} ({state})")
+        console.print(f"[dim]image cache {escape(report.cache)} ({state})")
 
 
 def _objective_value(name: str, value: float | None) -> str:
@@ -256,7 +286,7 @@ def leaderboard(
             *(_objective_value(n, v) for n, v in zip(names, values, strict=True)),
             str(TrialRecord.of(trial).epochs_run),
             f"{seconds:.1f}",
-            key_params(params),
+            Text(key_params(params)),  # values from a space file: text, not markup
         )
     return table
 
@@ -267,19 +297,28 @@ def print_summary(console: Console, outcome: SearchOutcome) -> None:
     console.print()
     _print_trials(console, outcome)
     if outcome.registration is not None:
-        _print_registration(console, outcome.registration, outcome.pareto[1:])
+        _print_registration(console, outcome.registration, outcome.pareto[1:], outcome.study)
     elif not outcome.interrupted:
         console.print("[yellow]no trial completed: nothing was registered[/]")
+        console.print(f"[yellow]{escape(_why_nothing_completed(outcome))}[/]")
     if outcome.evaluation is not None:
         _print_evaluation(console, outcome.evaluation)
     for note in outcome.notes:
-        console.print(f"[yellow]note[/]: {note}")
+        console.print(f"[yellow]note[/]: {escape(note)}")
     if outcome.interrupted:
         console.print(
             "[yellow]interrupted[/]: the running trials were failed and queued again; "
             "run the same command again to finish the search"
         )
-    print_links(console, outcome)
+    if outcome.story is not None:
+        print_links(console, outcome.story, outcome.settings.tracking_uri, outcome.settings.ui_url)
+
+
+def _why_nothing_completed(outcome: SearchOutcome) -> str:
+    from automl.search.strategy.nothing_completed import why_nothing_completed
+
+    data, timeout = outcome.data, outcome.settings.timeout
+    return why_nothing_completed(outcome.trials_run, len(data.train), data.num_classes, timeout)
 
 
 def _print_trials(console: Console, outcome: SearchOutcome) -> None:
@@ -300,27 +339,36 @@ def _print_trials(console: Console, outcome: SearchOutcome) -> None:
     )
     ran = len(outcome.trials_run)
     console.print(
-        f"study [bold]{study.study_name}[/]: {len(trials)} trials ({counts}); this run: {ran} "
-        f"trials, {outcome.epochs_run} epochs in {outcome.wall_seconds:.1f} s"
+        f"study [bold]{escape(study.study_name)}[/]: {plural(len(trials), 'trial')} ({counts}); "
+        f"this run: {plural(ran, 'trial')}, {plural(outcome.epochs_run, 'epoch')} in "
+        f"{outcome.wall_seconds:.1f} s"
     )
 
 
-def _print_registration(console: Console, reg: Registration, front: list[Registration]) -> None:
+def _print_registration(
+    console: Console, reg: Registration, front: list[Registration], study: optuna.Study
+) -> None:
+    """What was registered, named as what it is: an ensemble's figures are the ensemble's,
+    with its best member's own beside them (the progress bar's best is that member's)."""
     how = "already registered as" if reg.reused else "registered as"
     which = f"best trial {reg.trial_number}"
     if reg.members:
         which = f"ensemble of trials {', '.join(map(str, reg.members))}"
     console.print(
         f"{which}: val_acc {reg.val_acc:.4f}, test_acc "
-        f"[bold]{reg.test_acc:.4f}[/]; {how} [bold]{reg.uri}[/] (version {reg.version})"
+        f"[bold]{reg.test_acc:.4f}[/]; {how} [bold]{escape(reg.uri)}[/] (version {reg.version})"
     )
-    if reg.members and reg.test_acc_single is not None:
+    if reg.members:
+        own = last_val_acc(study.get_trials(deepcopy=False)[reg.trial_number])
+        alone = [f"val_acc {own:.4f}"] if own is not None else []
+        if reg.test_acc_single is not None:
+            alone.append(f"test_acc {reg.test_acc_single:.4f}")
         console.print(
-            f"  its best trial {reg.trial_number} alone: test_acc {reg.test_acc_single:.4f} "
-            "(--ensemble 1 registers it alone)"
+            f"  its best member, trial {reg.trial_number}, alone: "
+            f"{', '.join(alone) or 'no figures'} (--ensemble 1 registers it alone)"
         )
     if reg.note:
-        console.print(f"[yellow]note[/]: {reg.note}")
+        console.print(f"[yellow]note[/]: {escape(reg.note)}")
     if reg.reloaded_test_acc is not None and abs(reg.reloaded_test_acc - reg.test_acc) > 1e-6:
         console.print(
             f"[red]warning[/]: the reloaded model scores {reg.reloaded_test_acc:.4f} on test"
@@ -328,7 +376,7 @@ def _print_registration(console: Console, reg: Registration, front: list[Registr
     for other in front:
         console.print(
             f"Pareto front: trial {other.trial_number} (val_acc {other.val_acc:.4f}, test_acc "
-            f"{other.test_acc:.4f}) registered as {other.uri}"
+            f"{other.test_acc:.4f}) registered as {escape(other.uri)}"
         )
 
 
@@ -343,18 +391,15 @@ def _print_evaluation(console: Console, evaluation: Evaluation) -> None:
     console.print(table)
 
 
-def print_links(console: Console, outcome: SearchOutcome) -> None:
-    """Where the MLflow UI tells the study's story (full URLs for a server, else the
-    command that starts the UI and the paths to open in it)."""
-    story = outcome.story
-    if story is None:
-        return
-    if story.open.startswith("open "):
-        console.print(f"see the study in MLflow ({escape(story.open[5:])}):")
-    else:
-        console.print(
-            f"see the study in MLflow: [bold]{escape(story.open)}[/], then open "
-            f"{story.address} followed by"
-        )
-    for what, link in story.lines():
-        console.print(f"  {what:<34} {escape(link)}", soft_wrap=True, highlight=False)
+def print_links(console: Console, story: StoryLinks, tracking_uri: str, ui_url: str = "") -> None:
+    """Where the MLflow UI tells the study's story: each link a whole URL on the UI's
+    address (``--ui-url``, the server, or where ``mlflow ui`` serves), alone on its line
+    and never wrapped, so a terminal opens it and a copy takes all of it."""
+    from automl.tracking.ui import address  # mlflow: only after a search
+
+    base = address(tracking_uri, ui_url)
+    start = f" (start it with: {story.open})" if story.open else ""
+    console.print(f"see the study in the MLflow UI{start}:", markup=False, highlight=False)
+    for what, link in story.lines(base):
+        console.print(f"  {what}:", markup=False, highlight=False)
+        console.print(f"    {link}", soft_wrap=True, markup=False, highlight=False)

@@ -42,9 +42,6 @@ def test_a_short_and_a_long_schedule_meet_at_the_same_share():
 def test_chance_is_the_commonest_class_share():
     assert pruners.chance_level(np.array([0, 1, 2, 3]), 4) == 0.25
     assert pruners.chance_level(np.array([0, 0, 0, 1]), 2) == 0.75
-    assert not pruners.stuck_at_chance(1, 0.1, 0.1)  # one epoch is not enough to tell
-    assert pruners.stuck_at_chance(2, 0.15, 0.1)
-    assert not pruners.stuck_at_chance(2, 0.25, 0.1)
 
 
 @pytest.mark.slow
@@ -78,17 +75,3 @@ def test_no_pruner_stops_a_trial_past_half_its_schedule(tmp_path):
     [trial] = outcome.study.trials
     assert trial.state == TrialState.COMPLETE  # asked at steps 5 and 10; never at 15 or 20
     assert sorted(trial.intermediate_values) == [5, 10, 15, 20]
-
-
-@pytest.mark.slow
-def test_a_trial_stuck_at_chance_stops_after_two_epochs(tmp_path):
-    hopeless = TINY_SPACE.replace("epochs: 2", "epochs: 4").replace(
-        "lr: {type: float, low: 0.02, high: 0.2, log: true}", "lr: 1.0e-7"
-    )
-    settings = search_settings(tmp_path, hopeless, trials=1, study_name="chance", max_epochs=4)
-    outcome = run_search(settings, pruner=optuna.pruners.NopPruner())
-    assert outcome.registration is None  # nothing completed, nothing registered
-    [trial] = outcome.study.trials
-    assert trial.state == TrialState.PRUNED
-    assert len(trial.intermediate_values) == 2
-    assert "still at chance" in trial.user_attrs["message"]

@@ -20,10 +20,15 @@ Three rules, shared by every pruner:
   step 27 of the ``photos`` space's 30-step grid stopped trials near their end, good ones
   among them. On a 20-step grid Hyperband's rungs (1, 3, 9) all sit in the first half, so
   the rule changes nothing there.
-- **A trial stuck at chance stops.** After ``CHANCE_EPOCHS`` epochs, a validation accuracy
+- **A trial stuck at chance stops, once it has had a fair chance.** After
+  ``CHANCE_STEPS`` optimizer steps (and ``CHANCE_EPOCHS`` epochs), a validation accuracy
   still within a tenth of the way from chance to perfect means the configuration cannot
   learn this data (a receptive field too small, a learning rate far off); no bracket of
-  any pruner should pay for the rest of its schedule.
+  any pruner should pay for the rest of its schedule. Steps, not epochs: an epoch of 40
+  photos a class is a handful of steps, and every trial of such a search sat at chance
+  after two epochs, the ones that went on to learn among them. The configurations given
+  to the study (the space's baseline, a portfolio, warm starts: a trial with an
+  ``origin``) are known to learn, and the rule never stops them (``exempt``).
 
 ``docs/design.md`` gives the reasons and the measurements behind each rule.
 
@@ -37,16 +42,24 @@ percentile keeps alive the small, fast models that trade accuracy for latency.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from automl.records import TrialAttr, TrialRecord
 
+if TYPE_CHECKING:
+    from automl.data import ImageData
+
 PERCENTILE = 25.0
 STARTUP_TRIALS = 5
 WARMUP_STEPS = 1
-CHANCE_EPOCHS = 2
+CHANCE_EPOCHS = 2  # epochs, at least, before a trial may be judged at chance
+CHANCE_STEPS = 200  # optimizer steps, at least, before a trial may be judged at chance
+AT_CHANCE = "is still at chance"  # how the rule's verdict reads in a pruned trial's message
 MIN_GRID = 20  # steps of the progress grid, at least (see grid_steps)
 CHANCE_MARGIN = 0.1  # share of the way from chance to perfect accuracy a trial must pass
 PRUNE_UNTIL = 0.5  # share of a schedule after which no pruner stops a trial
@@ -122,8 +135,66 @@ def chance_level(labels: np.ndarray, num_classes: int) -> float:
     )
 
 
-def stuck_at_chance(epoch: int, val_acc: float, chance: float) -> bool:
-    return epoch >= CHANCE_EPOCHS and val_acc < chance + CHANCE_MARGIN * (1.0 - chance)
+def optimizer_steps(epochs: int, train_images: int, batch_size: int) -> int:
+    """The optimizer steps ``epochs`` epochs take on ``train_images`` images: as the
+    training loop runs them, a batch at most the whole split, the ragged last one dropped."""
+    batch = max(1, min(batch_size, train_images))
+    return epochs * max(1, train_images // batch)
+
+
+def fair_chance(epoch: int, steps: int) -> bool:
+    """Whether a trial has trained long enough to be judged by the chance rule."""
+    return epoch >= CHANCE_EPOCHS and steps >= CHANCE_STEPS
+
+
+def stuck_at_chance(epoch: int, steps: int, val_acc: float, chance: float) -> bool:
+    """After a fair chance (``epoch`` epochs, ``steps`` optimizer steps), still within
+    ``CHANCE_MARGIN`` of the way from ``chance`` to perfect accuracy."""
+    return fair_chance(epoch, steps) and val_acc < chance + CHANCE_MARGIN * (1.0 - chance)
+
+
+def exempt(trial: Any) -> bool:
+    """A configuration given to the study rather than sampled (the space's baseline, a
+    portfolio entry, a warm start): its ``origin`` says where it came from. It is known
+    to learn, and it also gauges the machine and the data, so the chance rule never
+    stops it."""
+    return TrialRecord.of(trial).origin is not None
+
+
+def batch_size(params: dict[str, Any]) -> int:
+    """The batch size a trial's flat params train with."""
+    from automl.training.config import TrialConfig
+
+    return TrialConfig.from_params(params).train.batch_size
+
+
+@dataclass(frozen=True)
+class ChanceRule:
+    """The chance rule on one data set: its chance level on the validation split, and the
+    training images an epoch steps through."""
+
+    chance: float
+    train_images: int
+
+    @classmethod
+    def of(cls, data: ImageData) -> ChanceRule:
+        labels = data.val.labels.numpy()
+        return cls(chance_level(labels, data.num_classes), len(data.train))
+
+    def steps(self, params: dict[str, Any], epoch: int) -> int:
+        return optimizer_steps(epoch, self.train_images, batch_size(params))
+
+    def check(self, trial: optuna.Trial, epoch: int, total: int, val_acc: float) -> None:
+        """Prune ``trial`` (raise ``optuna.TrialPruned``) when it is stuck at chance after
+        epoch ``epoch`` of ``total``; a given configuration goes on."""
+        if epoch < CHANCE_EPOCHS or exempt(trial):
+            return
+        steps = self.steps(TrialRecord.of(trial).params, epoch)
+        if stuck_at_chance(epoch, steps, val_acc, self.chance):
+            raise optuna.TrialPruned(
+                f"val_acc {val_acc:.4f} at epoch {epoch} of {total} {AT_CHANCE} "
+                f"({self.chance:.2f}) after {steps} optimizer steps"
+            )
 
 
 def record(trial: optuna.Trial, step: int, value: float) -> None:

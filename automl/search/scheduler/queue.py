@@ -297,7 +297,7 @@ class Queuing(Protocol):
 def queue_trials(session: Queuing, owner: Owner = WORKERS, *, lazy: bool = False) -> Queued:
     """Queue this search's ``--trials`` tickets for ``owner``: first the tickets of
     searches that are gone (adopted), then new ones. A new study starts with the
-    warm-start configurations, then the space's baseline.
+    warm-start configurations, then the space's baseline and portfolio.
 
     ``lazy``: queue one ticket now (the first fixed configuration, if any); the search adds
     the others one at a time as it runs (``queue.Refill``), so a budget that ends leaves
@@ -317,14 +317,13 @@ def queue_trials(session: Queuing, owner: Owner = WORKERS, *, lazy: bool = False
     fixed: list[Fixed] = []
     if warm:
         fixed = [(dict(p), o) for p, o in zip(warm.configurations, warm.origins, strict=True)]
-    baseline = session.space.baseline
-    if baseline and all(params != baseline for params, _ in fixed):
-        fixed.append((dict(baseline), "baseline"))
+    fixed += [(p, o) for p, o in session.space.queued_first if all(p != q for q, _ in fixed)]
     fixed = fixed[:new]
     now = 1 if lazy else new
     add_tickets(study, now, [p for p, _ in fixed], [o for _, o in fixed], owner=owner)
     notes += list(warm.skipped) if warm else []
     for number, (_, origin) in enumerate(fixed):
-        what = "the space's baseline" if origin == "baseline" else f"warm start from {origin}"
+        given = origin == "baseline" or origin.startswith("portfolio")
+        what = f"the space's {origin}" if given else f"warm start from {origin}"
         notes.append(f"trial {number} is {what}")
     return Queued(notes, tuple(fixed[now:]) if lazy else ())

@@ -4,6 +4,7 @@ file, the key path and the problem (see ``space`` for the format)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from automl.search.space.specs import (
     Spec,
 )
 from automl.training.config import MAX_STAGES, SECTION_MODELS, SECTIONS, StageConfig
+
+QUEUED = ("baseline", "portfolio")  # sections of configurations queued first, not searched
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -46,9 +49,25 @@ def longest_schedule(path: Path) -> int | None:
         return None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last silently, so ``kernel_size: 3`` then ``kernel_size: 5`` would search 5 unsaid)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_space(text: str, source: str = "<space>") -> SearchSpace:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -80,12 +99,28 @@ def _build(data: Any, source: str) -> SearchSpace:
             stage_params = _stage_block(entries["per_stage"], f"{section}.per_stage", params, fail)
     if stage_params and not any(p.name == "arch.stages" for p in params):
         params.insert(0, ParamDef("arch.stages", FixedSpec(type="fixed", value=1)))
-    space = SearchSpace(source, tuple(params), tuple(stage_params))
+    return _with_queued(SearchSpace(source, tuple(params), tuple(stage_params)), data, fail)
+
+
+def _with_queued(space: SearchSpace, data: dict[str, Any], fail: Any) -> SearchSpace:
+    """The space with its baseline and portfolio, each checked against it."""
     if "baseline" in data:
-        space = SearchSpace(
-            source, space.params, space.stage_params, _baseline(space, data["baseline"], fail)
-        )
+        space = replace(space, baseline=_baseline(space, data["baseline"], fail))
+    if "portfolio" in data:
+        space = replace(space, portfolio=_portfolio(space, data["portfolio"], fail))
     return space
+
+
+def _portfolio(space: SearchSpace, raw: Any, fail: Any) -> tuple[dict[str, Any], ...]:
+    """Configurations queued after the baseline, each as complete and in range as it."""
+    if not isinstance(raw, list):
+        raise fail("portfolio", f"expected a list of configurations, got {_kind(raw)}")
+    entries = tuple(_baseline(space, entry, fail, f"portfolio[{i}]") for i, entry in enumerate(raw))
+    known = [space.baseline, *entries]
+    for i, entry in enumerate(entries):
+        if entry in known[: i + 1]:
+            raise fail(f"portfolio[{i}]", "the same configuration as one before it")
+    return entries
 
 
 def _check_sections(data: Any, fail: Any) -> None:
@@ -95,8 +130,8 @@ def _check_sections(data: Any, fail: Any) -> None:
     if not isinstance(data, dict):
         raise fail("", f"expected a mapping of sections, got {_kind(data)}")
     for section in data:
-        if section not in SECTIONS and section != "baseline":
-            allowed = [*SECTIONS, "baseline"]
+        if section not in SECTIONS and section not in QUEUED:
+            allowed = [*SECTIONS, *QUEUED]
             raise fail(str(section), unknown_name("section", str(section), allowed))
 
 
@@ -120,26 +155,45 @@ def _param(
     return ParamDef(f"{prefix}.{key}", spec, when)
 
 
-def _baseline(space: SearchSpace, raw: Any, fail: Any) -> dict[str, Any]:
-    """A complete, in-range configuration of the space (its sampled params only)."""
+def _baseline(space: SearchSpace, raw: Any, fail: Any, path: str = "baseline") -> dict[str, Any]:
+    """A complete configuration of the space, every value one the space can draw (its
+    sampled params only)."""
     from optuna.trial import FixedTrial
 
     if not isinstance(raw, dict):
-        raise fail("baseline", f"expected a mapping of flat parameter names, got {_kind(raw)}")
+        raise fail(path, f"expected a mapping of flat parameter names, got {_kind(raw)}")
     for name, value in raw.items():
         spec = space.spec_of(str(name))
         if spec is None:
-            raise fail(f"baseline.{name}", unknown_name("parameter", str(name), space.names))
-        if isinstance(spec, CategoricalSpec) and value not in spec.choices:
-            raise fail(f"baseline.{name}", f"{value!r} is not one of {spec.choices}")
-        if isinstance(spec, IntSpec | FloatSpec) and not spec.low <= value <= spec.high:
-            raise fail(f"baseline.{name}", f"{value!r} is outside [{spec.low}, {spec.high}]")
+            raise fail(f"{path}.{name}", unknown_name("parameter", str(name), space.names))
+        problem = _off_spec(spec, value)
+        if problem:
+            raise fail(f"{path}.{name}", problem)
     try:
         sampled = space.sample(FixedTrial(dict(raw)))
     except (ValueError, KeyError) as exc:
-        raise fail("baseline", f"incomplete: {exc}") from None
+        raise fail(path, f"incomplete: {exc}") from None
     fixed = {p.name for p in space.params if isinstance(p.spec, FixedSpec)}
     return {k: v for k, v in sampled.items() if k not in fixed}
+
+
+def _off_spec(spec: Spec, value: Any) -> str:
+    """Why ``spec`` can never draw ``value`` ("" when it can): not a choice, not a number,
+    outside the range, or between two steps of its grid."""
+    if isinstance(spec, CategoricalSpec):
+        return "" if value in spec.choices else f"{value!r} is not one of {spec.choices}"
+    if not isinstance(spec, IntSpec | FloatSpec):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r} is not a number"
+    if isinstance(spec, IntSpec) and value != int(value):
+        return f"{value!r} is not a whole number"
+    if not spec.low <= value <= spec.high:
+        return f"{value!r} is outside [{spec.low}, {spec.high}]"
+    steps = (value - spec.low) / spec.step if spec.step else 0.0
+    if abs(steps - round(steps)) > 1e-9:
+        return f"{value!r} is off the grid (from {spec.low} in steps of {spec.step})"
+    return ""
 
 
 def _stage_block(raw: Any, path: str, params: list[ParamDef], fail: Any) -> list[ParamDef]:

@@ -46,6 +46,14 @@ class SearchSpace:
     params: tuple[ParamDef, ...]
     stage_params: tuple[ParamDef, ...] = ()
     baseline: dict[str, Any] = field(default_factory=dict)  # flat params of a known-good trial
+    portfolio: tuple[dict[str, Any], ...] = ()  # other proven configurations, after it
+
+    @property
+    def queued_first(self) -> list[tuple[dict[str, Any], str]]:
+        """The configurations a new study trains before sampling, with where each comes
+        from: the baseline, then the portfolio's entries in order."""
+        first = [(dict(self.baseline), "baseline")] if self.baseline else []
+        return first + [(dict(p), f"portfolio {i + 1}") for i, p in enumerate(self.portfolio)]
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Draw one configuration as flat params, each a value the space can produce (a

@@ -148,7 +148,7 @@ def main() -> None:
                 device=args.device,
                 evaluate=False,
                 ensemble=args.ensemble,
-                **CONFIGS[name],
+                **CONFIGS.get(name, {}),
             )
             if name in BASELINES:
                 run = baseline_for_budget(settings, args.budget, BASELINES[name])

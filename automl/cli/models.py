@@ -29,6 +29,8 @@ def _row(version: VersionInfo) -> dict[str, Any]:
         "dataset": tags.dataset,
         "study": tags.study,
         "trial": tags.trial_number,
+        "ensemble": list(tags.members),  # the trials it averages, best first ([]: one trial)
+        "test_acc_best_member": tags.test_acc_single,
         "created": version.created.isoformat(timespec="seconds") if version.created else None,
         "uri": version.uri,
     }
@@ -36,6 +38,16 @@ def _row(version: VersionInfo) -> dict[str, Any]:
 
 def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "-"
+
+
+def _what(row: dict[str, Any]) -> str:
+    """``trial 28``, or ``ensemble 28,9,10 (28 alone: test_acc 0.9851)``: the figures
+    beside it are the ensemble's, never its best member's."""
+    if not row["ensemble"]:
+        return f"trial {row['trial']}" if row["trial"] else "-"
+    members, alone = row["ensemble"], row["test_acc_best_member"]
+    single = f" ({members[0]} alone: test_acc {alone:.4f})" if alone is not None else ""
+    return f"ensemble {','.join(map(str, members))}{single}"
 
 
 def models(
@@ -64,17 +76,23 @@ def models(
     if not rows:
         console.print("no registered models yet: run [bold]automl search[/] first")
         return
-    table = Table(title=f"Registered models in {tracking_uri}", title_justify="left")
-    for column in ("model", "version", "aliases", "val_acc", "test_acc", "dataset", "study",
-                   "trial", "created"):  # fmt: skip
-        table.add_column(column, justify="right" if column in ("version", "trial") else "left")
+    from rich.text import Text
+
+    from automl.stores import mask_url
+
+    title = Text(f"Registered models in {mask_url(tracking_uri)}")  # never markup
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "version", "aliases", "val_acc", "test_acc", "made of", "dataset",
+                   "study", "created"):  # fmt: skip
+        table.add_column(column, justify="right" if column == "version" else "left")
     for row in rows:
         created = (row["created"] or "-")[:16].replace("T", " ")
-        table.add_row(
+        cells = (
             row["model"], str(row["version"]), ", ".join(row["aliases"]) or "-",
-            _fmt(row["val_acc"]), _fmt(row["test_acc"]), row["dataset"] or "-",
-            row["study"] or "-", row["trial"] or "-", created,
+            _fmt(row["val_acc"]), _fmt(row["test_acc"]), _what(row), row["dataset"] or "-",
+            row["study"] or "-", created,
         )  # fmt: skip
+        table.add_row(*(Text(cell) for cell in cells))  # names and paths are not markup
     console.print(table)
 
 

@@ -158,13 +158,29 @@ def _summary(study: optuna.Study, parent: dict[str, Any] | None) -> str:
     params = sorted(TrialRecord.of(best).params.items())
     rows = [[cell for pair in params[i : i + 3] for cell in pair] for i in range(0, len(params), 3)]
     html += _table(["parameter", "value"] * min(3, len(params)), rows)
-    if parent:
-        registered = StudyRunTags.of(parent.get("tags", {})).registered_model
-        if registered:
-            test_acc = parent.get("metrics", {}).get("test_acc")
-            figure = f", test_acc <b>{test_acc:.4f}</b>" if test_acc is not None else ""
-            html += f"<p>Registered model: <code>{escape(registered)}</code>{figure}.</p>"
-    return html
+    return html + (_registered(parent) if parent else "")
+
+
+def _registered(parent: dict[str, Any]) -> str:
+    """The registered model, named as what it is: an ensemble's figures are the
+    ensemble's, its best member's own beside them."""
+    tags = StudyRunTags.of(parent.get("tags", {}))
+    if not tags.registered_model:
+        return ""
+    metrics = parent.get("metrics", {})
+    pairs = (("val_acc", metrics.get("best_val_acc")), ("test_acc", metrics.get("test_acc")))
+    figures = [f"{name} <b>{value:.4f}</b>" for name, value in pairs if value is not None]
+    shown = f": {', '.join(figures)}" if figures else ""
+    html = f"<p>Registered model: <code>{escape(tags.registered_model)}</code>"
+    if not tags.members:
+        return f"{html}{shown}.</p>"
+    members = ", ".join(map(str, tags.members))
+    alone = tags.test_acc_single
+    single = f", test_acc {alone:.4f}" if alone is not None else ""
+    return (
+        f"{html}, the <b>ensemble</b> of trials {members}{shown}. Its best member, trial "
+        f"{tags.members[0]}, alone{single} (val_acc in the leaderboard below).</p>"
+    )
 
 
 def _value(value: Any) -> Any:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.records import TrialRecord, last_val_acc, ranked
+from automl.records import RunTag, TrialRecord, last_val_acc, ranked
+from automl.records.version import figure
 
 if TYPE_CHECKING:
     import optuna
@@ -25,8 +26,28 @@ if TYPE_CHECKING:
     from automl.tracking.ui import UiLinks
 
 ROWS = 10  # trials in the parent run's leaderboard
+NOTE_COLUMNS = ("#", "trial", "val_acc", "epochs", "state", "key params")
+PAD = "&nbsp;&nbsp;"  # the UI draws a note's tables without cell padding: headers carry it
 COMPARED = 5  # trials on the compare page
 VIEW_PARAMS = 8  # sampled parameters shown as columns of the runs table
+# The parameters that matter most in the searches measured (learning rate and optimizer
+# first), so the runs table opens with them in view; the others follow by name.
+FIRST_PARAMS = (
+    "optim.lr", "optim.name", "train.batch_size", "train.epochs", "optim.weight_decay",
+    "aug.strength", "arch.stages", "arch.backbone",
+)  # fmt: skip
+
+
+def by_importance(names: set[str]) -> list[str]:
+    """Sampled parameters in the order the runs table shows them: ``FIRST_PARAMS``, then
+    the stages' widths, then the rest by name."""
+
+    def rank(name: str) -> tuple[int, str]:
+        if name in FIRST_PARAMS:
+            return FIRST_PARAMS.index(name), name
+        return len(FIRST_PARAMS) + (0 if name.endswith(".width") else 1), name
+
+    return sorted(names, key=rank)
 
 
 def key_params(params: dict[str, Any]) -> str:
@@ -47,6 +68,11 @@ def key_params(params: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def plural(count: int, word: str) -> str:
+    """``1 trial``, ``3 trials``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def state_text(trial: FrozenTrial) -> str:
     """``complete``, ``pruned @ 3`` (the epoch it was cut at) or ``failed (reason)``."""
     record = TrialRecord.of(trial)
@@ -60,24 +86,25 @@ def state_text(trial: FrozenTrial) -> str:
 
 @dataclass(frozen=True)
 class StoryLinks:
-    """Where to look in the MLflow UI: full URLs for a server, else paths in the UI that
-    ``open`` (the command that starts it) serves."""
+    """Where to look in the MLflow UI: paths in the UI (``#/...``), made whole URLs on the
+    UI's address by ``lines``; ``open`` is how to start the UI over a local store ("" for
+    a server, which is the UI)."""
 
     open: str
-    address: str  # of the UI
     parent: str
     trials: str
     compare: str | None = None
     model: str | None = None
 
-    def lines(self) -> list[tuple[str, str]]:
+    def lines(self, base: str = "") -> list[tuple[str, str]]:
+        """What each link shows and the link on the UI at ``base`` ("": relative)."""
         found = [
             ("leaderboard (this search's run)", self.parent),
             ("top five side by side", self.compare),
             ("every trial by val_acc", self.trials),
             ("registered model", self.model),
         ]
-        return [(what, link) for what, link in found if link]
+        return [(what, base + link) for what, link in found if link]
 
 
 class Registered(Protocol):
@@ -95,6 +122,10 @@ class Registered(Protocol):
     def val_acc(self) -> float: ...
     @property
     def test_acc(self) -> float: ...
+    @property
+    def members(self) -> tuple[int, ...]: ...
+    @property
+    def test_acc_single(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -116,7 +147,6 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
     """Write the story into MLflow (descriptions, the saved view) and return its links."""
     from automl.tracking.ui import (
         DURATION,
-        address,
         column,
         describe_experiment,
         describe_run,
@@ -124,6 +154,7 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
         open_command,
         runs_view,
         save_view,
+        served,
         view_key,
     )
 
@@ -133,7 +164,7 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
     links = links_for(tracker)
     quoted = name.replace("'", "\\'")
     metrics = ["val_acc", *search.objectives[1:]]
-    sampled = sorted({k for t in trials for k in t.distributions})[:VIEW_PARAMS]
+    sampled = by_importance({k for t in trials for k in t.distributions})[:VIEW_PARAMS]
     columns = [
         column("tags", "state"),
         *(column("metrics", m) for m in metrics),
@@ -150,18 +181,27 @@ def tell(search: Search, tracker: Tracker) -> StoryLinks:
     key = view_key(name)
     save_view(tracker, key, f"{name}: trials by val_acc", view)
     describe_run(tracker, search.parent_run_id, parent_story(search, links, key))
-    describe_experiment(tracker, experiment_story(search, links, key))
-    full = links.full(search.tracking_uri)
-    top = _top(trials)
     reg = search.registration
+    if reg is not None and reg.members:  # the report names the ensemble from these
+        tracker.set_run_tags(search.parent_run_id, ensemble_tags(reg))
+    describe_experiment(tracker, experiment_story(search, links, key))
+    top = _top(trials)
     return StoryLinks(
-        open=open_command(search.tracking_uri),
-        address=address(search.tracking_uri),
-        parent=full.run(search.parent_run_id),
-        trials=full.view(key),
-        compare=full.compare(top) if top else None,
-        model=full.model_version(reg.name, reg.version) if reg else None,
+        open="" if served(search.tracking_uri) else open_command(search.tracking_uri),
+        parent=links.run(search.parent_run_id),
+        trials=links.view(key),
+        compare=links.compare(top) if top else None,
+        model=links.model_version(reg.name, reg.version) if reg else None,
     )
+
+
+def ensemble_tags(reg: Registered) -> dict[str, str]:
+    """The parent run's record of an ensemble it registered: its members, best first,
+    and its best member's test figure alone."""
+    return {
+        RunTag.ENSEMBLE: ",".join(map(str, reg.members)),
+        RunTag.TEST_ACC_SINGLE: figure(reg.test_acc_single),
+    }
 
 
 def _run_id(trial: FrozenTrial) -> str:
@@ -192,7 +232,7 @@ def _counts(trials: list[FrozenTrial]) -> str:
         )
         if state in states
     ]
-    return f"{len(trials)} trials ({', '.join(parts)})" if parts else "no trials"
+    return f"{plural(len(trials), 'trial')} ({', '.join(parts)})" if parts else "no trials"
 
 
 def _link_line(search: Search, links: UiLinks, key: str, parent: bool) -> str:
@@ -213,13 +253,24 @@ def _link_line(search: Search, links: UiLinks, key: str, parent: bool) -> str:
 
 
 def _best(search: Search, links: UiLinks) -> str:
+    """What was registered, named as what it is: an ensemble's figures are the ensemble's,
+    and its best member's own figures stand beside them, so no number is read as another's."""
     reg = search.registration
     if reg is None:
         return "No trial completed: nothing was registered."
-    trial = search.study.get_trials(deepcopy=False)[reg.trial_number]
+    trials = search.study.get_trials(deepcopy=False)
+    best = trials[reg.trial_number]
+    figures = f"val_acc **{reg.val_acc:.4f}**, test_acc **{reg.test_acc:.4f}**"
+    if not reg.members:
+        return f"Best: {_trial_link(best, links)}, {figures}; registered as `{reg.uri}`."
+    members = ", ".join(_trial_link(trials[n], links) for n in reg.members)
+    own = last_val_acc(best)
+    alone = [f"val_acc {own:.4f}"] if own is not None else []
+    if reg.test_acc_single is not None:
+        alone.append(f"test_acc {reg.test_acc_single:.4f}")
     return (
-        f"Best: {_trial_link(trial, links)}, val_acc **{reg.val_acc:.4f}**, test_acc "
-        f"{reg.test_acc:.4f}; registered as `{reg.uri}`."
+        f"Registered as `{reg.uri}`: the **ensemble** of {members}, {figures}. Its best "
+        f"member {_trial_link(best, links)} alone: {', '.join(alone) or 'no figures'}."
     )
 
 
@@ -237,7 +288,7 @@ def parent_story(search: Search, links: UiLinks, key: str) -> str:
         "",
         _link_line(search, links, key, parent=False),
         "",
-        "| # | trial | val_acc | epochs | state | key params |",
+        "|" + "|".join(f"{PAD}{h}{PAD}" for h in NOTE_COLUMNS) + "|",
         "|--:|:--|--:|--:|:--|:--|",
     ]
     rank = 0

@@ -47,6 +47,8 @@ class RunTag:
     BEST_TRIAL = "best_trial"
     BEST_TRIAL_RUN_ID = "best_trial_run_id"
     REGISTERED_VERSION = "registered_version"  # NAME/V
+    ENSEMBLE = "ensemble"  # the trials its registered model averages, best first: "3,1,7"
+    TEST_ACC_SINGLE = "test_acc_single"  # that ensemble's best member alone (four decimals)
     VERSION_PREFIX = "version."  # version.<package>: the versions the search ran with
 
 
@@ -98,3 +100,17 @@ class StudyRunTags:
     @property
     def best_trial(self) -> str | None:
         return self.tags.get(RunTag.BEST_TRIAL)
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The trials the registered model averages, best first (empty: one trial)."""
+        raw = self.tags.get(RunTag.ENSEMBLE) or ""
+        return tuple(int(n) for n in raw.split(",") if n.strip().isdigit())
+
+    @property
+    def test_acc_single(self) -> float | None:
+        """The registered ensemble's best member alone on the test split."""
+        try:
+            return float(self.tags[RunTag.TEST_ACC_SINGLE])
+        except (KeyError, ValueError):
+            return None

@@ -7,7 +7,13 @@ version page, and the runs table opened on a view kept in the experiment's tags
 its filter, its sort and its columns. Links in descriptions stay relative (``#/...``): they
 work inside the UI whatever host name a person reaches it by (a worker's server URL, such
 as ``http://mlflow:5000`` in docker compose, is not the browser's). Printed links are full
-URLs when the tracking URI is a server.
+URLs on the UI's address: ``--ui-url`` (``AUTOML_UI_URL``), else the tracking server,
+else where ``mlflow ui`` serves by default. Every link into an experiment says
+``workflowType=machine_learning``: MLflow 3 otherwise opens an experiment in its GenAI
+mode (traces, evaluations) and remembers the last mode in the browser.
+
+No link or shown URL carries a password: a store URL shown is masked (``mask_url``), and
+a link's address drops its credentials (``without_credentials``: the browser asks).
 """
 
 from __future__ import annotations
@@ -18,14 +24,16 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from automl.records.run import RunTag
+from automl.stores import mask_url
 from automl.tracking.runs import Tracker
 
 VIEW_TAG = "mlflow.sharedViewState."  # experiment tag prefix of the UI's saved views
 MAX_NOTE = 5000  # characters of a description (MLflow takes 8000 for a run tag)
 LOCAL_UI = "http://127.0.0.1:5000/"  # where `mlflow ui` serves by default
+ML_MODE = "workflowType=machine_learning"  # else MLflow 3 may open its GenAI mode
 
 
 def served(tracking_uri: str) -> bool:
@@ -45,48 +53,68 @@ class UiLinks:
     experiment_id: str
     base: str = ""
 
-    def full(self, tracking_uri: str, local: str = "") -> UiLinks:
-        """The same links as full URLs when the tracking URI is a server; else on ``local``
-        (as given: "" keeps them relative)."""
-        return replace(self, base=address(tracking_uri) if served(tracking_uri) else local)
+    def full(self, tracking_uri: str, local: str = "", ui_url: str = "") -> UiLinks:
+        """The same links as full URLs on ``ui_url`` when given, on the server when the
+        tracking URI is one; else on ``local`` ("" keeps them relative)."""
+        if ui_url or served(tracking_uri):
+            return self.on(address(tracking_uri, ui_url))
+        return self.on(local)
+
+    def on(self, base: str) -> UiLinks:
+        """The same links on the UI at ``base`` (as ``address`` gives it; "": relative)."""
+        return replace(self, base=address("", base) if base else "")
 
     def run(self, run_id: str) -> str:
-        return f"{self.base}#/experiments/{self.experiment_id}/runs/{run_id}"
+        return f"{self.base}#/experiments/{self.experiment_id}/runs/{run_id}?{ML_MODE}"
 
     def compare(self, run_ids: Iterable[str]) -> str:
         """The UI's compare page (``?runs=["id",...]&experiments=["id"]``), encoded so the
         link survives Markdown and terminals."""
         runs = quote(json.dumps(list(run_ids), separators=(",", ":")))
         experiments = quote(json.dumps([self.experiment_id]))
-        return f"{self.base}#/compare-runs?runs={runs}&experiments={experiments}"
+        return f"{self.base}#/compare-runs?runs={runs}&experiments={experiments}&{ML_MODE}"
 
     def view(self, key: str) -> str:
         """The runs table opened on the saved view ``key`` (see ``save_view``)."""
-        return f"{self.base}#/experiments/{self.experiment_id}/runs?viewStateShareKey={key}"
+        return (
+            f"{self.base}#/experiments/{self.experiment_id}/runs?viewStateShareKey={key}&{ML_MODE}"
+        )
 
     def model_version(self, name: str, version: int | str) -> str:
-        return f"{self.base}#/models/{quote(name, safe='')}/versions/{version}"
+        return f"{self.base}#/models/{quote(name, safe='')}/versions/{version}?{ML_MODE}"
 
     def experiment(self) -> str:
-        return f"{self.base}#/experiments/{self.experiment_id}/runs"
+        return f"{self.base}#/experiments/{self.experiment_id}/runs?{ML_MODE}"
 
 
 def links_for(tracker: Tracker) -> UiLinks:
     return UiLinks(str(tracker.experiment_id))
 
 
-def address(tracking_uri: str) -> str:
-    """Where a person opens the UI: the server, or the address `mlflow ui` serves."""
-    return tracking_uri.rstrip("/") + "/" if served(tracking_uri) else LOCAL_UI
+def address(tracking_uri: str, ui_url: str = "") -> str:
+    """Where a person opens the UI: ``ui_url`` when given (``--ui-url``), else the
+    server, else the address `mlflow ui` serves; without credentials, ending in ``/``."""
+    chosen = urlsplit(ui_url or (tracking_uri if served(tracking_uri) else LOCAL_UI))
+    page = urlunsplit((chosen.scheme, chosen.netloc, chosen.path, "", ""))  # no query: links
+    return without_credentials(page).rstrip("/") + "/"
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@`` (a link opened in a browser, which asks for
+    them) and with any secret its query holds masked."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    return mask_url(urlunsplit(parts))
 
 
 def open_command(tracking_uri: str) -> str:
-    """How a person opens the UI over this store."""
+    """How a person opens the UI over this store (any password in it masked)."""
     if served(tracking_uri):
-        return f"open {tracking_uri}"
+        return f"open {without_credentials(tracking_uri)}"
     if tracking_uri == "sqlite:///mlflow.db":
         return "mlflow ui"
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {mask_url(tracking_uri)}"
 
 
 def view_key(name: str) -> str:

@@ -178,8 +178,8 @@ def test_subprocess_search_end_to_end(tmp_path, tiny_space_file):
     out = result.stdout
     assert "Leaderboard" in out
     assert "registered as models:/digits-tiny@candidate (version 1)" in out
-    assert "see the study in MLflow: mlflow ui, then open http://127.0.0.1:5000/" in out
-    assert re.search(r"top five side by side +#/compare-runs\?runs=%5B%22\w{32}%22", out)
+    assert "see the study in the MLflow UI (start it with: mlflow ui):" in out
+    assert re.search(r"\n    http://127.0.0.1:5000/#/compare-runs\?runs=%5B%22\w{32}%22", out)
     assert (tmp_path / "automl.db").exists() and (tmp_path / "mlflow.db").exists()
     assert any((tmp_path / "mlartifacts").rglob("network.pt2"))
     assert "Traceback" not in result.stderr

@@ -197,6 +197,7 @@ def test_only_trials_that_beat_the_best_so_far_log_weights(searched):
 # ---------------------------------------------------------------------------- the story
 
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")  # a Markdown link: text, target
+ML = "workflowType=machine_learning"  # every link opens MLflow 3 in its machine-learning mode
 
 
 def expected_ranking(study) -> list:
@@ -221,18 +222,18 @@ def test_the_parent_run_and_the_experiment_tell_the_study(searched):
     ranking = expected_ranking(outcome.study)
     for trial in ranking:  # six trials: every one in the leaderboard, a link to its run
         run_id = trial.user_attrs["mlflow_run_id"]
-        assert links[f"trial-{trial.number:04d}"] == f"#/experiments/{eid}/runs/{run_id}"
+        assert links[f"trial-{trial.number:04d}"] == f"#/experiments/{eid}/runs/{run_id}?{ML}"
     rows = [line for line in note.splitlines() if line.startswith("| ") and "trial-" in line]
     assert [int(re.search(r"trial-(\d+)", r).group(1)) for r in rows] == [t.number for t in ranking]
     assert "| pruned @ 1 |" in rows[3] and "| failed (error) |" in rows[5]
     compare = links["top five side by side"]
-    runs = re.fullmatch(r"#/compare-runs\?runs=(.+)&experiments=(.+)", compare)
+    runs = re.fullmatch(rf"#/compare-runs\?runs=(.+)&experiments=(.+)&{ML}", compare)
     top_five = [t.user_attrs["mlflow_run_id"] for t in ranking[:5]]
     assert json.loads(unquote(runs.group(1))) == top_five
     assert json.loads(unquote(runs.group(2))) == [eid]
     view = links["every trial by val_acc"]
-    assert view == f"#/experiments/{eid}/runs?viewStateShareKey=automl-e2e"
-    version = f"#/models/e2e/versions/{reg.version}"
+    assert view == f"#/experiments/{eid}/runs?viewStateShareKey=automl-e2e&{ML}"
+    version = f"#/models/e2e/versions/{reg.version}?{ML}"
     assert links[f"registered model e2e v{reg.version}"] == version
 
     # The saved view: the UI runs its filter (the study's trials only), sorts by val_acc
@@ -250,7 +251,7 @@ def test_the_parent_run_and_the_experiment_tell_the_study(searched):
     assert dict(LINK.findall(first)) == {
         "top five side by side": compare,
         "every trial by val_acc": view,
-        "the latest search": f"#/experiments/{eid}/runs/{outcome.parent_run_id}",
+        "the latest search": f"#/experiments/{eid}/runs/{outcome.parent_run_id}?{ML}",
         f"registered model e2e v{reg.version}": version,
     }
 

@@ -11,15 +11,16 @@ from automl.tracking.ui import UiLinks, open_command, view_key
 
 def test_links_stay_in_the_ui_for_a_local_store_and_are_full_for_a_server():
     links = UiLinks("7")
-    assert links.run("abc") == "#/experiments/7/runs/abc"
+    assert links.run("abc") == "#/experiments/7/runs/abc?workflowType=machine_learning"
     assert links.full("sqlite:///x/mlflow.db") == links
     assert links.full("sqlite:///m.db", local="http://127.0.0.1:5000/").run("a") == (
-        "http://127.0.0.1:5000/#/experiments/7/runs/a"
+        "http://127.0.0.1:5000/#/experiments/7/runs/a?workflowType=machine_learning"
     )
     server = links.full("https://mlflow.example.org/team/")
-    assert server.run("abc") == "https://mlflow.example.org/team/#/experiments/7/runs/abc"
+    assert server.run("abc").startswith("https://mlflow.example.org/team/#/experiments/7/runs/abc?")
     assert server.view("automl-x") == (
         "https://mlflow.example.org/team/#/experiments/7/runs?viewStateShareKey=automl-x"
+        "&workflowType=machine_learning"
     )
     assert open_command("http://host:5000") == "open http://host:5000"
     assert open_command("sqlite:///mlflow.db") == "mlflow ui"
@@ -35,7 +36,7 @@ def test_the_compare_link_carries_the_runs_as_the_ui_reads_them():
     assert json.loads(params["runs"][0]) == ["r1", "r2"]
     assert json.loads(params["experiments"][0]) == ["3"]
     version = urlsplit(UiLinks("3").model_version("my model/v", 4)).fragment
-    assert unquote(version) == "/models/my model/v/versions/4"
+    assert unquote(version) == "/models/my model/v/versions/4?workflowType=machine_learning"
     assert view_key("digits: my study") == "automl-digits-my-study"
 
 

@@ -61,6 +61,8 @@ def _from_official(
     source: str,
 ) -> ImageData:
     """Official train/test arrays (N, C, H, W); validation carved from train."""
+    for part, (_, labels) in (("train", train), ("test", test)):
+        _check_labels(name, labels, len(classes), f"the {part} split ({source})")
     images, labels = train
     keep, val = stratified_indices(labels, (TORCHVISION_VAL_SHARE,))
     splits = (
@@ -69,6 +71,15 @@ def _from_official(
         take(test[0], test[1], np.arange(len(test[1]))),
     )
     return _assemble(name, classes, splits, source)
+
+
+def _check_labels(name: str, labels: np.ndarray, classes: int, where: str) -> None:
+    """Every label must name a class: one beyond them would fail deep inside training."""
+    bad = labels[(labels < 0) | (labels >= classes)]
+    if bad.size:
+        raise ConfigError(
+            f"--dataset {name}: label {int(bad[0])} in {where}, beyond the {classes} classes"
+        )
 
 
 def _download(name: str, folder: Path, fetch: Callable[[], Any]) -> None:
@@ -154,7 +165,21 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _read_batch(path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
         data = _ArrayUnpickler(handle, encoding="latin1").load()
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a dictionary, found a {type(data).__name__}")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in data.items()}
+
+
+BATCH_ERRORS = (OSError, KeyError, ValueError, TypeError, pickle.UnpicklingError, EOFError)
+
+
+def _class_names(batch: dict[str, Any], key: str) -> tuple[str, ...]:
+    names = batch[key]
+    if not isinstance(names, list | tuple) or not names:
+        raise ValueError(f"{key} is not a list of names")
+    if not all(isinstance(c, str | bytes) for c in names):
+        raise ValueError(f"{key} is not a list of names")
+    return tuple(c.decode() if isinstance(c, bytes) else c for c in names)
 
 
 def _cifar(
@@ -171,6 +196,12 @@ def _cifar(
         if not all((folder / f).exists() for f in [*train_files, test_file, meta_file]):
             dataset = tvd.CIFAR100 if name == "cifar100" else tvd.CIFAR10
             _download(name, folder, lambda: dataset(str(data_dir), train=True, download=True))
+        try:
+            classes = _class_names(_read_batch(folder / meta_file), names_key)
+        except BATCH_ERRORS as exc:
+            raise ConfigError(
+                f"--dataset {name}: cannot read {folder / meta_file}: {exc}"
+            ) from None
 
         def read(batches: list[str]) -> tuple[np.ndarray, np.ndarray]:
             images, labels = [], []
@@ -178,20 +209,16 @@ def _cifar(
                 try:
                     batch = _read_batch(folder / file)
                     images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                    labels.append(np.asarray(batch[label_key], dtype=np.int64))
-                except (OSError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+                    labels.append(np.asarray(batch[label_key], dtype=np.int64).reshape(-1))
+                    if len(labels[-1]) != len(images[-1]):
+                        raise ValueError(f"{len(images[-1])} images, {len(labels[-1])} labels")
+                except BATCH_ERRORS as exc:
                     raise ConfigError(
                         f"--dataset {name}: cannot read {folder / file}: {exc}"
                     ) from None
+                _check_labels(name, labels[-1], len(classes), file)
             return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
 
-        try:
-            names = _read_batch(folder / meta_file)[names_key]
-            classes = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in names)
-        except (OSError, KeyError, pickle.UnpicklingError, EOFError) as exc:
-            raise ConfigError(
-                f"--dataset {name}: cannot read {folder / meta_file}: {exc}"
-            ) from None
         return _from_official(
             name, classes, read(train_files), read([test_file]), f"{folder_name} ({folder})"
         )

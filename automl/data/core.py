@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -23,6 +24,8 @@ SPLIT_SEED = 0
 VAL_SHARE = 0.15
 TEST_SHARE = 0.15
 SPLITS = ("train", "val", "test")
+SMALL_VALIDATION = 20  # images a class below which validation accuracy is too coarse to rank
+CARVED_MINIMUM = 3  # images a class needs to reach train, val and test when they are carved
 
 
 @dataclass(frozen=True)
@@ -206,13 +209,63 @@ def simple_report(source: str, classes: tuple[str, ...], splits: dict[str, Split
         channels=int(first.images.shape[1]),
         size_rule="native",
         counts=counts,
+        notes=split_notes(counts, list(classes)),
     )
 
 
-def check_split_sizes(source: str, labels: dict[str, list[str]], classes: list[str]) -> None:
-    """Refuse, before anything is decoded or trained, data that cannot be split: an empty
-    split, or a class with no training image. Carving val and test from train stratified
-    takes one image of each class for each, so a class needs at least 3."""
+def split_notes(counts: dict[str, dict[str, int]], classes: list[str]) -> list[str]:
+    """Warnings about splits too small to measure with: a validation split so small that
+    one image moves accuracy by whole points, and classes absent from val or test (a class
+    of one or two images, say), whose accuracy is then never measured there. Neither is
+    refused: the data is the user's, and the search still runs."""
+    notes = []
+    val = sum(counts["val"].values())
+    if 0 < val < SMALL_VALIDATION * len(classes):
+        notes.append(
+            f"validation holds {val} images ({val / len(classes):.0f} a class): one image is "
+            f"worth {100 / val:.1f} accuracy points, so trials closer than that are not told "
+            f"apart; at least {SMALL_VALIDATION} a class is advised"
+        )
+    absent: dict[tuple[str, ...], list[str]] = {}
+    for name in classes:
+        missing = tuple(s for s in ("val", "test") if not counts[s].get(name))
+        if missing:
+            absent.setdefault(missing, []).append(name)
+    for missing, names in absent.items():
+        notes.append(_absent_note(missing, names, counts))
+    return notes
+
+
+UNMEASURED = {  # what a class missing from these splits loses: said of one, of several
+    ("val", "test"): ("its accuracy is never measured", "their accuracy is never measured"),
+    ("val",): ("it is never validated", "they are never validated"),
+    ("test",): ("it is never tested", "they are never tested"),
+}
+
+
+def _absent_note(
+    missing: tuple[str, ...], names: list[str], counts: dict[str, dict[str, int]]
+) -> str:
+    one, several = UNMEASURED[missing]
+    advice = f"a class needs at least {CARVED_MINIMUM} images when val and test are carved from it"
+    where = " or ".join(missing)
+    if len(names) == 1:
+        total = sum(counts[s].get(names[0], 0) for s in SPLITS)
+        images = "image" if total == 1 else "images"
+        return (
+            f"class '{names[0]}' has no image in {where} ({total} {images} in all): {one}; {advice}"
+        )
+    shown = ", ".join(f"'{n}'" for n in names[:5]) + (" ..." if len(names) > 5 else "")
+    return f"{len(names)} classes have no image in {where} ({shown}): {several}; {advice}"
+
+
+def check_split_sizes(
+    source: str, labels: Mapping[str, Collection[str]], classes: list[str]
+) -> None:
+    """Refuse, before anything is trained, data that cannot be split: an empty split, or a
+    class with no training image (``labels``: each split's labels, or their counts).
+    Carving val and test from train stratified takes one image of each class for each, so
+    a class needs at least 3."""
     empty = [name for name in SPLITS if not labels[name]]
     if empty:
         raise ConfigError(

@@ -7,8 +7,12 @@
 - a content found under two classes is a label conflict: every copy is dropped;
 - exact duplicates keep one copy, preferring test over val over train, so a duplicate
   never sits in two splits;
-- the kept images are decoded once, converted to the common channels and size with the
-  same resize the served model uses, and stored as uint8 ``.npy`` files ordered by split.
+- only regular files are read: broken links, link loops, FIFOs, sockets and devices are
+  listed, never opened (a FIFO would block the read forever);
+- the kept images are decoded once (upright, at 8 bits, as the served model decodes them),
+  converted to the common channels and size with the same resize the served model uses,
+  and stored as uint8 ``.npy`` files ordered by split (see ``automl.data.cache``);
+- a class that loses every image in decoding is refused, like one with none readable.
 
 The cache is keyed by the files' content and the preprocessing settings; a second search
 on the same folder maps it into memory and decodes nothing.
@@ -16,12 +20,16 @@ on the same folder maps it into memory and decodes nothing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import itertools
 import json
 import os
+import secrets
+import stat
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +37,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
+from automl.data.cache import publish, scratch, write_rows
 from automl.data.core import (
     SPLITS,
     TEST_SHARE,
@@ -40,6 +49,7 @@ from automl.data.core import (
     Split,
     channel_stats,
     check_split_sizes,
+    split_notes,
     stratified_indices,
 )
 from automl.errors import ConfigError
@@ -51,13 +61,20 @@ from automl.serving.automl_serving import (
     prepare,
 )
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: EXIF orientation applied, 16-bit, 32-bit and float pixels rescaled
 MAX_SIDE = 128  # the default size is the median size, capped at this side
 MIN_SIDE = 4
 SMALL_FACTOR = 4  # images whose shorter side is this many times under the target's are reported
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_FILES = 5_000_000
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # which copy of a duplicate is kept
+SIDEWAYS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+SPECIAL_FILES = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 Progress = Callable[[str, int, int], None]
 
 
@@ -155,17 +172,46 @@ def _files_in(folder: Path, root: Path) -> list[str]:
 def _class_entries(
     root: Path, class_dir: Path, split: str | None, group: str, seen: set[tuple[int, int]]
 ) -> Iterator[Entry]:
-    """The files of one class folder; a link leading out of the folder is refused."""
+    """The files of one class folder; what is not a regular file inside the folder is
+    refused (a link leading out of the folder, a broken link, a FIFO ...)."""
     inside = root.resolve()
     for path in _walk(class_dir, seen, inside):
         entry = Entry(path.relative_to(root).as_posix(), class_dir.name, split, group)
-        if not path.resolve().is_relative_to(inside):  # a link leading out
+        entry.error = _not_a_file(path)
+        if not entry.error and not path.resolve().is_relative_to(inside):  # a link leading out
             entry.error = "outside the folder: a link to a file elsewhere"
         yield entry
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as an image file ('' when it can)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"broken link: points to {os.readlink(path)}"
+        return "unreadable: removed while the folder was read"
+    except OSError as exc:  # a link loop, a folder we may not enter
+        return f"unreadable: {exc.strerror}"
+    if stat.S_ISREG(mode):
+        return ""
+    return f"not a regular file: {SPECIAL_FILES.get(stat.S_IFMT(mode), 'a special file')}"
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of a regular file. Opened without blocking and checked before reading, so
+    a file swapped for a FIFO after the scan is refused, never waited on."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = SPECIAL_FILES.get(stat.S_IFMT(mode), "a special file")
+            raise OSError(errno.EINVAL, f"not a regular file: {kind}")
+        return handle.read()
+
+
 def _manifest_path(cache_dir: Path, root: Path) -> Path:
-    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{CACHE_VERSION}:{root.resolve()}".encode()).hexdigest()[:20]
     return cache_dir / f"manifest-{key}.json"
 
 
@@ -184,8 +230,12 @@ def inspect(root: Path, entries: list[Entry], cache_dir: Path, progress: Progres
         path = root / entry.rel
         if entry.error:  # refused while scanning (a link leading out): never read
             continue
-        stat = path.stat()
-        entry.size, entry.mtime_ns = stat.st_size, stat.st_mtime_ns
+        try:
+            info = path.stat()
+        except OSError as exc:  # removed since the scan
+            entry.error = f"unreadable: {exc.strerror}"
+            continue
+        entry.size, entry.mtime_ns = info.st_size, info.st_mtime_ns
         old = known.get(entry.rel)
         if old and old["size"] == entry.size and old["mtime_ns"] == entry.mtime_ns:
             entry.sha, entry.width, entry.height = old["sha"], old["width"], old["height"]
@@ -195,25 +245,41 @@ def inspect(root: Path, entries: list[Entry], cache_dir: Path, progress: Progres
             read += 1
         if done % 500 == 0 or done == len(entries):
             progress("inspecting files", done, len(entries))
-    cache_dir.mkdir(parents=True, exist_ok=True)
     fields = ("size", "mtime_ns", "sha", "width", "height", "mode", "error")
-    table = {e.rel: {f: getattr(e, f) for f in fields} for e in entries}
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table))
-    tmp.replace(manifest_path)
+    _save_manifest(manifest_path, {e.rel: {f: getattr(e, f) for f in fields} for e in entries})
     return read
+
+
+def _save_manifest(path: Path, table: dict[str, Any]) -> None:
+    """Written under a name of this process's own, then renamed: two searches may inspect
+    one folder at once. The manifest only spares a second read of unchanged files, so a
+    ``--data-dir`` that cannot take it is not an error here; a cache that must be written
+    there is where that is said."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(table))
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_header(path: Path, entry: Entry) -> None:
     if entry.size > MAX_FILE_BYTES:
         entry.error = f"too large: {entry.size:,} bytes"
         return
-    data = path.read_bytes()
+    try:
+        data = read_regular(path)
+    except OSError as exc:
+        entry.error = f"unreadable: {exc.strerror or exc}"
+        return
     entry.sha = hashlib.sha256(data).hexdigest()
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             entry.width, entry.height = image.size
             entry.mode = image.mode
+            if _orientation(image) in SIDEWAYS:  # decoded upright: the sides swap
+                entry.width, entry.height = entry.height, entry.width
     except Image.DecompressionBombError:
         entry.error = "too large: over Pillow's decompression-bomb limit"
         return
@@ -225,6 +291,17 @@ def _read_header(path: Path, entry: Entry) -> None:
         return
     if entry.width * entry.height > MAX_PIXELS:
         entry.error = f"too large: {entry.width}x{entry.height} pixels"
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation when the header holds it (JPEG, WebP, TIFF; a PNG's when its
+    EXIF comes before the pixels): asking a PNG for EXIF it has not met yet decodes it."""
+    if "exif" not in image.info and image.format != "TIFF":
+        return 1
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except (OSError, ValueError, TypeError, SyntaxError):
+        return 1
 
 
 def clean(entries: list[Entry], dropped: dict[str, list[str]]) -> list[Entry]:
@@ -323,10 +400,13 @@ def load_folder(
     if not (cache / "meta.json").exists():
         ordered = [(name, e) for name in SPLITS for e in splits[name]]
         decoded = _build_cache(
-            root, cache, ordered, classes=classes, channels=channels, size=size, progress=progress
-        )
-    (train, val, test), meta = _read_cache(cache, group_level)
-    small = [e.rel for e in kept if min(e.height, e.width) * SMALL_FACTOR < min(size)]
+            root, cache, ordered, classes=classes, channels=channels, size=size,
+            progress=progress, label=label,
+        )  # fmt: skip
+    meta = json.loads((cache / "meta.json").read_text())
+    counts: dict[str, dict[str, int]] = meta["class_counts"]
+    _check_decoded(label, classes, counts, meta)
+    train, val, test = _read_cache(cache, meta, group_level)
     report = DataReport(
         source=label,
         classes=classes,
@@ -335,12 +415,10 @@ def load_folder(
         image_size=size,
         channels=channels,
         size_rule=size_rule,
-        counts={
-            name: {c: int((part.labels == i).sum()) for i, c in enumerate(classes)}
-            for name, part in zip(SPLITS, (train, val, test), strict=True)
-        },
+        counts=counts,
         dropped={**dropped, **meta.get("dropped", {})},
-        small_images=small,
+        small_images=[e.rel for e in kept if min(e.height, e.width) * SMALL_FACTOR < min(size)],
+        notes=split_notes(counts, classes),
         cache=str(cache),
         decoded=decoded,
     )
@@ -366,6 +444,28 @@ def _checked_classes(label: str, entries: list[Entry], kept: list[Entry]) -> lis
     return classes
 
 
+def _check_decoded(
+    label: str, classes: list[str], counts: dict[str, dict[str, int]], meta: dict[str, Any]
+) -> None:
+    """The checks made on the headers, made again on what decoded: a class whose every
+    file is damaged (truncated, say) is refused as one with no readable file is, and the
+    splits must still hold every class's training images."""
+    damaged: dict[str, list[str]] = defaultdict(list)
+    texts = meta["dropped"].get("damaged", [])
+    for name, text in zip(meta["damaged_labels"], texts, strict=True):
+        damaged[name].append(text)
+    for name in classes:
+        if not any(counts[split][name] for split in SPLITS):
+            lost = sorted(damaged[name]) or ["?"]
+            raise ConfigError(
+                f"--dataset {label}: class folder '{name}' has no image that decodes "
+                f"({len(damaged[name])} damaged, e.g. {lost[0]})"
+            )
+    check_split_sizes(
+        label, {s: Counter({c: n for c, n in counts[s].items() if n}) for s in SPLITS}, classes
+    )
+
+
 def _cache_key(splits: dict[str, list[Entry]], size: tuple[int, int], channels: int) -> str:
     """What the decoded arrays depend on: the files (by content), their split, the size
     and the channels; any change makes another cache."""
@@ -380,9 +480,8 @@ def _cache_key(splits: dict[str, list[Entry]], size: tuple[int, int], channels: 
     return hashlib.sha256(source.encode()).hexdigest()[:24]
 
 
-def _read_cache(cache: Path, group_level: bool) -> tuple[tuple[Split, Split, Split], Any]:
-    """The three splits from a cache (the images memory-mapped), and its metadata."""
-    meta = json.loads((cache / "meta.json").read_text())
+def _read_cache(cache: Path, meta: dict[str, Any], group_level: bool) -> tuple[Split, Split, Split]:
+    """The three splits from a cache, the images memory-mapped (copy on write)."""
     images = np.load(cache / "images.npy", mmap_mode="c")
     labels = np.load(cache / "labels.npy")
     groups = np.load(cache / "groups.npy")
@@ -395,7 +494,7 @@ def _read_cache(cache: Path, group_level: bool) -> tuple[tuple[Split, Split, Spl
         )
         for a, b in itertools.pairwise(bounds)
     )
-    return (train, val, test), meta
+    return train, val, test
 
 
 def _build_cache(
@@ -407,50 +506,79 @@ def _build_cache(
     channels: int,
     size: tuple[int, int],
     progress: Progress,
+    label: str,
 ) -> int:
     """Decode ``ordered`` (split, entry) into ``cache``; returns how many files were decoded.
 
     A file that passed the header check but fails to decode (truncated, say) is dropped
-    here and listed as damaged; the arrays are then compacted once.
+    here and listed as damaged; the arrays are then compacted once. The cache is built in
+    a folder of its own and moved into place complete (``automl.data.cache``).
     """
-    cache.mkdir(parents=True, exist_ok=True)
     shape = (len(ordered), channels, *size)
-    images = np.lib.format.open_memmap(cache / "images.tmp.npy", "w+", np.uint8, shape)
+    needed = int(np.prod(shape)) + 16 * len(ordered) + 64 * 1024  # pixels, labels, the rest
     good = np.ones(len(ordered), dtype=bool)
-    damaged: list[str] = []
+    damaged: list[tuple[str, str]] = []  # (class, "file (why)")
+    with scratch(cache, label, needed) as work:
+        rows = _decoded(root, ordered, channels, size, progress, good, damaged)
+        with (work / "images.npy").open("wb") as handle:
+            write_rows(handle, shape, rows)
+        if not good.all():
+            _compact(work / "images.npy", good)
+        kept = [item for item, ok in zip(ordered, good, strict=True) if ok]
+        np.save(work / "labels.npy", np.array([classes.index(e.label) for _, e in kept], np.int64))
+        group_names = sorted({e.group for _, e in ordered})
+        np.save(
+            work / "groups.npy", np.array([group_names.index(e.group) for _, e in kept], np.int64)
+        )
+        meta: dict[str, Any] = {
+            "counts": [sum(1 for split, _ in kept if split == name) for name in SPLITS],
+            "class_counts": _class_counts(kept, classes),
+            "dropped": {"damaged": [text for _, text in damaged]} if damaged else {},
+            "damaged_labels": [name for name, _ in damaged],
+            "groups": group_names,
+        }
+        (work / "meta.json").write_text(json.dumps(meta))
+        publish(work, cache)
+    return len(ordered)
+
+
+def _class_counts(kept: list[tuple[str, Entry]], classes: list[str]) -> dict[str, dict[str, int]]:
+    """Images per split and class, every class named in every split."""
+    found = Counter((split, e.label) for split, e in kept)
+    return {name: {c: found[name, c] for c in classes} for name in SPLITS}
+
+
+def _decoded(
+    root: Path,
+    ordered: list[tuple[str, Entry]],
+    channels: int,
+    size: tuple[int, int],
+    progress: Progress,
+    good: np.ndarray,
+    damaged: list[tuple[str, str]],
+) -> Iterator[np.ndarray]:
+    """Each file decoded and resized, in order; a damaged one is a blank row, marked in
+    ``good`` and listed in ``damaged``."""
+    blank = np.zeros((channels, *size), dtype=np.uint8)
     for index, (_, entry) in enumerate(ordered):
         try:
-            images[index] = prepare(decode_image((root / entry.rel).read_bytes()), channels, size)
+            row = prepare(decode_image(read_regular(root / entry.rel)), channels, size)
         except (ImageInputError, OSError) as exc:
+            row = blank
             good[index] = False
-            damaged.append(f"{entry.rel} ({exc})")
+            damaged.append((entry.label, f"{entry.rel} ({exc})"))
+        yield row
         if (index + 1) % 200 == 0 or index + 1 == len(ordered):
             progress("decoding images", index + 1, len(ordered))
-    if not good.all():
-        compact = np.lib.format.open_memmap(
-            cache / "images.compact.npy", "w+", np.uint8, (int(good.sum()), channels, *size)
+
+
+def _compact(path: Path, good: np.ndarray) -> None:
+    """Drop the blank rows of damaged files from the array at ``path``."""
+    source = np.load(path, mmap_mode="r")
+    compact = path.with_name("images.compact.npy")
+    with compact.open("wb") as handle:
+        write_rows(
+            handle, (int(good.sum()), *source.shape[1:]), (source[i] for i in np.flatnonzero(good))
         )
-        compact[:] = images[good]
-        compact.flush()
-        del compact
-        (cache / "images.tmp.npy").unlink()
-        (cache / "images.compact.npy").replace(cache / "images.tmp.npy")
-    else:
-        images.flush()
-    del images
-    kept = [item for item, ok in zip(ordered, good, strict=True) if ok]
-    labels = np.array([classes.index(e.label) for _, e in kept], dtype=np.int64)
-    np.save(cache / "labels.npy", labels)
-    group_names = sorted({e.group for _, e in ordered})
-    np.save(
-        cache / "groups.npy",
-        np.array([group_names.index(e.group) for _, e in kept], dtype=np.int64),
-    )
-    (cache / "images.tmp.npy").replace(cache / "images.npy")
-    meta: dict[str, Any] = {
-        "counts": [sum(1 for split, _ in kept if split == name) for name in SPLITS],
-        "dropped": {"damaged": damaged} if damaged else {},
-        "groups": group_names,
-    }
-    (cache / "meta.json").write_text(json.dumps(meta))  # written last: marks the cache complete
-    return len(ordered)
+    del source
+    compact.replace(path)

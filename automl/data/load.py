@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,23 @@ def check_dataset_name(name: str) -> None:
         raise ConfigError(f"--dataset: {unknown_name('dataset', name, DATASET_NAMES)}")
 
 
+def check_data_dir(folder: Path) -> None:
+    """A ``--data-dir`` that is a file, or lies below one, is refused in one line: nothing
+    could be read or written there. One that cannot be written is said where a write is
+    needed (a cache built earlier on a read-only mount is still read)."""
+    for path in (folder, *folder.parents):
+        try:
+            mode = path.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # made when needed
+        except OSError:
+            return  # said by the first write that needs it
+        if not stat.S_ISDIR(mode):
+            where = "" if path == folder else f" ({path} is a file)"
+            raise ConfigError(f"--data-dir {folder}: not a folder{where}")
+        return
+
+
 def load_dataset(
     name: str,
     data_dir: Path | None = None,
@@ -38,6 +56,7 @@ def load_dataset(
     """``group_level``: an image folder laid out as ``<group>/<class>/...`` (fairness by group)."""
     check_dataset_name(name)
     folder = (data_dir or DEFAULT_DATA_DIR).expanduser()
+    check_data_dir(folder)
     if name.startswith(FOLDER_PREFIX):
         from automl.data.folder import load_folder
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
 MAX_PIXELS = 40_000_000  # larger images are refused before decoding: decompression bombs
@@ -50,8 +50,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     f"{max_pixels:,} pixels"
                 )
             image.load()
-            mode = "L" if image.mode in GRAY_MODES else "RGB"
-            array = np.asarray(image.convert(mode), dtype=np.uint8)
+            ImageOps.exif_transpose(image, in_place=True)  # a photo's orientation tag
+            array = _to_8_bit(image)
     except ImageInputError:
         raise
     except Image.DecompressionBombError:
@@ -63,6 +63,28 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageInputError(f"damaged image: {exc}") from None
     return array[..., None] if array.ndim == 2 else array
+
+
+def _to_8_bit(image: Image.Image) -> np.ndarray:
+    """Gray or RGB uint8 pixels, whatever the mode. Pillow's own conversion clips 16-bit,
+    32-bit and float gray to 0..255 (a 16-bit image turns white), so those are rescaled by
+    their depth: integers as 16-bit (0..65535), floats as 0..1, or as 0..255 when a value
+    passes 1. Values outside that range are refused, not guessed at."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return np.asarray(image.convert("L" if image.mode in GRAY_MODES else "RGB"), np.uint8)
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ImageInputError("float pixels that are not numbers (NaN or infinite)")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    kind = "float" if image.mode == "F" else "integer"
+    top = (1.0 if high <= 1.0 else 255.0) if kind == "float" else 65535.0
+    if low < 0.0 or high > top:
+        raise ImageInputError(
+            f"{kind} pixels span {low:g}..{high:g}, outside 0..{top:g}: "
+            "save the images with 8 or 16 bits"
+        )
+    scaled: np.ndarray = np.rint(values * (255.0 / top)).astype(np.uint8)
+    return scaled
 
 
 def _decode_cell(value: Any) -> np.ndarray:

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from automl.cli.common import DataDirOption, StorageOption, TrackingOption, console
+from automl.cli.common import (
+    DataDirOption,
+    StorageOption,
+    TrackingOption,
+    console,
+    setting_option,
+)
 from automl.errors import ConfigError
 from automl.records import RunArtifact, StudyRecord, StudyRunTags, VersionTag, VersionTags
 from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
@@ -95,6 +101,7 @@ def report(
     ),
     storage: StorageOption = DEFAULT_STORAGE,
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
+    ui_url: setting_option("ui_url") = "",  # type: ignore[valid-type]
 ) -> None:
     """One self-contained HTML page: summary, leaderboard, data, study plots, evaluation."""
     import optuna
@@ -124,7 +131,7 @@ def report(
             tracker.download(parent_id, RunArtifact.EVALUATION, folder) if parent_id else None
         )
         plots, skipped = study_plots(study, folder / "plots")
-        pages = _mlflow_pages(tracker, study.study_name, parent_id, parent)
+        pages = _mlflow_pages(tracker, study.study_name, parent_id, parent, ui_url)
         html = build_report(
             study,
             parent=parent,
@@ -143,7 +150,11 @@ def report(
 
 
 def _mlflow_pages(
-    tracker: Tracker, study: str, parent_id: str | None, parent: dict[str, Any] | None
+    tracker: Tracker,
+    study: str,
+    parent_id: str | None,
+    parent: dict[str, Any] | None,
+    ui_url: str = "",
 ) -> MlflowPages | None:
     """Where the report links to in the MLflow UI (None without the study's run)."""
     from automl.insight.report import MlflowPages
@@ -154,7 +165,7 @@ def _mlflow_pages(
         return None
     uri = tracker.tracking_uri
     experiment_id = str(parent["experiment_id"])
-    links = UiLinks(experiment_id).full(uri, local=address(uri))
+    links = UiLinks(experiment_id).full(uri, local=address(uri, ui_url), ui_url=ui_url)
     tags = StudyRunTags.of(parent["tags"])
     model = None
     name, best_trial = tags.registered_name, tags.best_trial

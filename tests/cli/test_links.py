@@ -229,3 +229,14 @@ def test_a_password_in_the_tracking_uri_is_shown_nowhere(server_search, capsys, 
     assert SECRET not in html + capsys.readouterr().out
     hrefs = re.findall(r'href="([^"]+)"', html)
     assert hrefs and all(h.startswith(f"http://{host}/#/") and ML_MODE in h for h in hrefs)
+
+
+@pytest.mark.slow
+def test_the_report_links_open_on_the_ui_url(server_search, tmp_path):
+    settings, _, _ = server_search
+    report = tmp_path / "report.html"
+    args = ["report", "secret", "-o", str(report), "--storage", settings.storage]
+    ui = "http://127.0.0.1:5055"
+    assert main([*args, "--tracking-uri", settings.tracking_uri, "--ui-url", ui]) == 0
+    hrefs = re.findall(r'href="([^"]+)"', report.read_text())
+    assert hrefs and all(h.startswith(f"{ui}/#/") for h in hrefs)

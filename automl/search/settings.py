@@ -167,9 +167,10 @@ class SearchSettings:
     )
     ensemble: int | None = option(
         None,
-        "Register the K best complete trials as one model averaging their calibrated "
-        f"probabilities; 1: the best alone. [default: {ENSEMBLE}; 1 with --refit or "
-        "several objectives]",
+        "Register at most K complete trials as one model averaging their calibrated "
+        "probabilities, chosen and weighted on the validation split (greedy forward "
+        f"selection from the best); 1: the best alone. [default: {ENSEMBLE}; 1 with "
+        "--refit or several objectives]",
         "run",
         check=at_least(1, 20),
         metavar="K",
@@ -287,9 +288,9 @@ class SearchSettings:
 
     @property
     def members(self) -> int:
-        """How many trials the registered model averages: ``--ensemble``, or by default
+        """The most trials the registered model averages: ``--ensemble``, or by default
         ``ENSEMBLE`` for one objective without ``--refit`` (averaging the three best beat
-        the single best on every data set measured: ``docs/search.md``), else the best
+        the single best on every data set measured: ``docs/design.md``), else the best
         alone."""
         if self.ensemble is not None:
             return self.ensemble

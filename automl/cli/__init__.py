@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from automl import __version__
-from automl.cli import continual, dashboard, distributed, insight, models, proxy, search
+from automl.cli import compare, continual, dashboard, distributed, insight, models, proxy, search
 from automl.cli.common import (
     LONGEST,
     USAGE,
@@ -49,6 +49,7 @@ app.command()(models.export)
 app.command()(models.serve)
 app.command()(insight.evaluate)
 app.command()(insight.report)
+app.command()(compare.compare)
 app.command()(continual.retrain)
 app.command()(continual.drift)
 app.add_typer(distributed.study_app, name="study")

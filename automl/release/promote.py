@@ -125,7 +125,27 @@ def promote(
 
     The gate is the test split both versions recorded (it must be the same), or the test
     split of ``dataset`` when named; then each version's own recorded split is scored too.
+    Moves of the store's aliases take turns: the champion is read, scored against and
+    replaced with no other move in between, so one asked twice at once is done once.
     """
+    with registry.moving_aliases():
+        return _promote(
+            registry, name, version=version, from_alias=from_alias, alias=alias, force=force,
+            data_dir=data_dir, dataset=dataset,
+        )  # fmt: skip
+
+
+def _promote(
+    registry: Registry,
+    name: str,
+    *,
+    version: int | None,
+    from_alias: str,
+    alias: str,
+    force: bool,
+    data_dir: Path | None,
+    dataset: str | None,
+) -> Promotion:
     if version is not None:
         candidate = registry.version(name, version)
     else:
@@ -214,7 +234,14 @@ class Rollback:
 
 
 def rollback(registry: Registry, name: str, alias: str = "champion") -> Rollback:
-    """Give ``alias`` back to the version that held it before the current one."""
+    """Give ``alias`` back to the version that held it before the current one, undoing
+    the last move; rollbacks take turns with every move, so two at once undo two moves,
+    never one move and then the undo."""
+    with registry.moving_aliases():
+        return _rollback(registry, name, alias)
+
+
+def _rollback(registry: Registry, name: str, alias: str) -> Rollback:
     current = registry.by_alias(name, alias)
     if current is None:
         raise ConfigError(f"no version of '{name}' holds the alias '{alias}'")

@@ -6,6 +6,7 @@ The names below load nothing heavy: the tracking layer and the CLI use the URL h
 without paying for Optuna or SQLAlchemy, which are imported when a store is opened.
 """
 
+from automl.stores.locking import taking_turns
 from automl.stores.opening import (
     OPTUNA_TABLES,
     check_study_tables,
@@ -55,5 +56,6 @@ __all__ = [
     "require_existing",
     "sqlite_file",
     "store_lock",
+    "taking_turns",
     "tune_sqlite",
 ]

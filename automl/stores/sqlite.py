@@ -43,15 +43,17 @@ def absolute_sqlite(url: str) -> str:
 
 
 @contextmanager
-def store_lock(url: str) -> Iterator[None]:
+def store_lock(url: str, purpose: str = "") -> Iterator[None]:
     """Hold a lock beside a local store (``FILE.lock``) while it is created or migrated:
     searches started at the same moment on a new store then take turns instead of racing
-    in its schema migration. Servers serialise this themselves."""
+    in its schema migration. Servers serialise this themselves. ``purpose`` names another
+    lock of the same store (``FILE.PURPOSE.lock``), for changes that must take turns too."""
     path = sqlite_file(url)
     if path is None or not path.parent.is_dir():
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a+") as handle:
+    suffix = f".{purpose}.lock" if purpose else ".lock"
+    with open(path.with_name(path.name + suffix), "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

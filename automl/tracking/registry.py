@@ -7,6 +7,7 @@ import io
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from automl.errors import ConfigError
+from automl.stores import absolute_sqlite, taking_turns
 from automl.tracking.common import REGISTERED, client_for, first_line, store_errors
 from automl.tracking.integrity import digest_tags
 from automl.tracking.listing import VersionInfo, missing_model
@@ -140,14 +142,24 @@ class Registry:
             for start in range(0, len(batch), 1000):
                 self.client.log_batch(info.run_id, metrics=batch[start : start + 1000])
 
+    @contextlib.contextmanager
+    def moving_aliases(self) -> Iterator[None]:
+        """Hold the store's alias lock: a move reads who holds an alias and its history,
+        then writes both, so two moves at once would each act on what the other is
+        changing (a promotion recorded twice, a rollback to the version rolled back)."""
+        with taking_turns(absolute_sqlite(self.tracking_uri), "aliases"):
+            yield
+
     def alias_history(self, name: str, alias: str) -> list[int]:
-        """Versions that held ``alias``, oldest first, as automl moved it."""
+        """Versions that held ``alias``, oldest first, as automl moved it; a version
+        written twice in a row (by moves that raced before they took turns) counts once."""
         model = self.client.get_registered_model(name)
         raw = (model.tags or {}).get(HISTORY_TAG.format(alias=alias), "[]")
         try:
-            return [int(v) for v in json.loads(raw)]
+            versions = [int(v) for v in json.loads(raw)]
         except (ValueError, TypeError):
             return []
+        return [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
 
     def set_alias_history(self, name: str, alias: str, history: list[int]) -> None:
         self.client.set_registered_model_tag(

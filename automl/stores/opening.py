@@ -100,14 +100,14 @@ def open_database(
     else:  # a server may drop idle connections; a file cannot
         kwargs["pool_pre_ping"] = True
 
+    # Read before the store is opened: a bad value is named as such, not as a bad store.
+    heartbeat, grace = environment.HEARTBEAT_SECONDS.get(), environment.GRACE_SECONDS.get()
+
     def storage(at: str) -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                at,
-                engine_kwargs=kwargs,
-                heartbeat_interval=environment.HEARTBEAT_SECONDS.get(),
-                grace_period=environment.GRACE_SECONDS.get(),
+                at, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace
             )
 
     for attempt in range(CREATE_TRIES):

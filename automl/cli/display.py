@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from automl import retry
+from automl.insight.gains import bought
 from automl.insight.story import key_params, plural
 from automl.records import TrialRecord, by_merit, last_val_acc, ranked
 from automl.search.hooks import Hooks
@@ -353,7 +354,10 @@ def _print_registration(
     how = "already registered as" if reg.reused else "registered as"
     which = f"best trial {reg.trial_number}"
     if reg.members:
-        which = f"ensemble of trials {', '.join(map(str, reg.members))}"
+        weighed = zip(reg.members, reg.weights or [None] * len(reg.members), strict=True)
+        which = "ensemble of trials " + ", ".join(
+            f"{n} (weight {w:.2f})" if w is not None else str(n) for n, w in weighed
+        )
     console.print(
         f"{which}: val_acc {reg.val_acc:.4f}, test_acc "
         f"[bold]{reg.test_acc:.4f}[/]; {how} [bold]{escape(reg.uri)}[/] (version {reg.version})"
@@ -367,6 +371,10 @@ def _print_registration(
             f"  its best member, trial {reg.trial_number}, alone: "
             f"{', '.join(alone) or 'no figures'} (--ensemble 1 registers it alone)"
         )
+    if len(study.directions) == 1:
+        line = bought(study.get_trials(deepcopy=False), reg.val_acc, len(reg.members))
+        if line:
+            console.print(f"what the search bought (val_acc): {line}", highlight=False)
     if reg.note:
         console.print(f"[yellow]note[/]: {escape(reg.note)}")
     if reg.reloaded_test_acc is not None and abs(reg.reloaded_test_acc - reg.test_acc) > 1e-6:

@@ -70,3 +70,10 @@ class Gains:
                 f"{registered_as} {self.conclusion_points:+.1f} points over the best trial alone"
             )
         return "; ".join(parts)
+
+
+def bought(trials: Iterable[Any], registered: float, members: int = 0) -> str:
+    """What the search bought, one line, for a registered model with validation accuracy
+    ``registered`` (an ensemble of ``members`` trials, or 0 for one)."""
+    name = f"the ensemble of {members}" if members else "the registered model"
+    return Gains.of(trials, registered).line(name)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.insight import gains
 from automl.records import RunTag, TrialRecord, last_val_acc, ranked
 from automl.records.version import figure
 
@@ -274,6 +275,15 @@ def _best(search: Search, links: UiLinks) -> str:
     )
 
 
+def bought(search: Search) -> str:
+    """What the search bought, as a sentence ("" when there is nothing to compare)."""
+    reg = search.registration
+    if reg is None or len(search.objectives) > 1:
+        return ""
+    line = gains.bought(search.study.get_trials(deepcopy=False), reg.val_acc, len(reg.members))
+    return f"What the search bought (validation accuracy): {line}." if line else ""
+
+
 def parent_story(search: Search, links: UiLinks, key: str) -> str:
     """The parent run's description: what happened, the links, the leaderboard."""
     trials = search.study.get_trials(deepcopy=False)
@@ -284,7 +294,7 @@ def parent_story(search: Search, links: UiLinks, key: str) -> str:
     stopped = " It was interrupted." if search.interrupted else ""
     lines = [
         f"Study **{search.study.study_name}**: {_counts(trials)}; {this}.{stopped} "
-        f"{_best(search, links)}",
+        f"{_best(search, links)} {bought(search)}".rstrip(),
         "",
         _link_line(search, links, key, parent=False),
         "",

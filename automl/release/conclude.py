@@ -61,9 +61,10 @@ class Registration:
     reloaded_test_acc: float | None
     reused: bool
     note: str = ""
-    run_id: str = ""  # the trial's run: the version's source run, and it names the version
+    run_id: str = ""  # the best trial's run (a single trial's is the version's source run)
     members: tuple[int, ...] = ()  # an ensemble's trials, best first (empty: one trial)
     test_acc_single: float | None = None  # an ensemble's best member alone
+    weights: tuple[float, ...] = ()  # each member's weight in the average, as ``members``
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,12 @@ def _reused(
     return Registration(
         model_name, number, f"models:/{model_name}/{number}", trial.number, val_acc, test_acc,
         None, True, "", run, members=tags.members, test_acc_single=tags.test_acc_single,
+        weights=_weights(tags),
     )  # fmt: skip
+
+
+def _weights(tags: VersionTags) -> tuple[float, ...]:
+    return tuple(tags.member_weights[n] for n in tags.members)
 
 
 def first_candidate(
@@ -377,16 +383,18 @@ def mirror(candidate: Candidate, context: Context) -> Candidate:
 
 
 def register(candidate: Candidate, how: Concluding, context: Context) -> Registration:
-    """Publish the candidate as a new version. The trial's run is the source run: its page
-    lists the registered version, and the version's page names the trial. The search's
-    run stands in for a trial without one."""
+    """Publish the candidate as a new version. A single trial's run is the source run: its
+    page lists the registered version, and the version's page names the trial. An
+    ensemble's source run is the search's (its figures, and the evaluation logged on the
+    version, are no member's own); so is a trial's without a run."""
     preprocess = preprocessing(context.data)
     if VersionTag.WEIGHTS in candidate.tags:
         preprocess["weights"] = candidate.tags[VersionTag.WEIGHTS]
     params = TrialRecord.of(candidate.trial).params
+    source = "" if candidate.members else candidate.run_id
     with context.tracker.timed():
         new = NewVersion(
-            model_name=how.model_name, run_id=candidate.run_id or how.parent_run_id,
+            model_name=how.model_name, run_id=source or how.parent_run_id,
             params=params, tags=candidate.tags, preprocess=preprocess,
             temperature=candidate.temperature,
         )  # fmt: skip
@@ -400,4 +408,5 @@ def register(candidate: Candidate, how: Concluding, context: Context) -> Registr
         how.model_name, version, f"models:/{how.model_name}/{version}", candidate.trial.number,
         candidate.val_acc, candidate.test_acc, reloaded, False, "; ".join(candidate.notes),
         candidate.run_id, candidate.members, candidate.test_acc_single,
+        _weights(VersionTags.of(candidate.tags)),
     )  # fmt: skip

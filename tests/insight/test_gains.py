@@ -3,6 +3,7 @@ the best configuration the study was given, and the registered model over the be
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
@@ -39,3 +40,32 @@ def test_a_search_that_found_nothing_better_says_so():
 def test_without_given_configurations_or_results_only_what_is_known_is_said():
     assert Gains.of([trial(0, 0.5)], registered=None).line() == ""
     assert Gains.of([], registered=None).search_points is None
+
+
+def test_the_parent_note_says_what_the_search_bought():
+    from dataclasses import dataclass
+
+    from automl.insight.story import Search, bought
+
+    @dataclass
+    class Registered:
+        name: str = "m"
+        version: int = 1
+        uri: str = "models:/m/1"
+        trial_number: int = 2
+        val_acc: float = 0.87
+        test_acc: float = 0.85
+        members: tuple[int, ...] = (2, 0)
+        test_acc_single: float | None = 0.84
+
+    study = optuna.create_study(direction="maximize")
+    for made in [trial(0, 0.80, "baseline"), trial(1, 0.70), trial(2, 0.85)]:
+        study.add_trial(made)
+    search = Search(study, "run", Registered(), [0, 1, 2], ("val_acc",), "s.yaml", "d", "uri")
+    assert bought(search) == (
+        "What the search bought (validation accuracy): search +5.0 points over the best "
+        "given configuration (trial 0, val_acc 0.8000); the ensemble of 2 +2.0 points over "
+        "the best trial alone."
+    )
+    two = Search(study, "run", Registered(), [], ("val_acc", "params"), "s.yaml", "d", "uri")
+    assert bought(two) == ""  # a Pareto front has no single best to credit

@@ -82,8 +82,10 @@ def test_an_ensemble_of_the_best_trials_registers_and_exports_like_any_model(sea
         return
     assert reg.members[0] == order[0].number and set(reg.members) <= {t.number for t in order}
     assert version.tags["ensemble"] == ",".join(map(str, reg.members))
+    assert version.run_id == outcome.parent_run_id  # no member's run holds its figures
     weights = json.loads(version.tags["ensemble_weights"])
     assert [int(n) for n in weights] == list(reg.members)
+    assert reg.weights == tuple(weights.values())
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
     assert float(version.tags["val_acc"]) >= order[0].values[0] - 1e-4  # never below its best
     single = float(version.tags["test_acc_single"])

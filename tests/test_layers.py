@@ -38,7 +38,7 @@ ALLOWED = {
     "serving": set(),
     "base": {"base"},  # the modules and folders in BASE
 }
-BASE = {"errors", "retry", "provenance", "environment", "stores", "records"}
+BASE = {"errors", "retry", "provenance", "environment", "stores", "records", "files"}
 
 
 def _modules() -> dict[str, Path]:

@@ -18,6 +18,7 @@ from automl.cli.common import (
     setting_option,
 )
 from automl.errors import ConfigError
+from automl.files import check_output_file, check_output_folder, replacing_in, write_atomic
 from automl.records import RunArtifact, StudyRecord, StudyRunTags, VersionTag, VersionTags
 from automl.stores import DEFAULT_STORAGE, DEFAULT_TRACKING
 
@@ -50,9 +51,15 @@ def evaluate(
     from automl.insight.evaluate import evaluate_model, summary_rows, write_evaluation
     from automl.tracking import Registry, load_image_model
 
+    if output is not None:  # before the model is fetched: a file there is said at once
+        check_output_folder(output)
     model = load_image_model(model_uri, tracking_uri)
     registry = Registry(tracking_uri) if model_uri.startswith("models:/") else None
     version = registry.resolve(model_uri) if registry is not None else None  # a folder: none
+    folder = output or Path(
+        f"evaluation-{version.name}-v{version.version}" if version else RunArtifact.EVALUATION
+    )
+    check_output_folder(folder)
     with console.status("loading the test split…"):
         if dataset is None and version is not None and VersionTags.of(version.tags).dataset:
             data = load_recorded(version.tags, data_dir)
@@ -74,10 +81,8 @@ def evaluate(
         evaluation = evaluate_model(
             model, data.test, groups=groups, progress=lambda s: status.update(f"{s}…")
         )
-    folder = output or Path(
-        f"evaluation-{version.name}-v{version.version}" if version else RunArtifact.EVALUATION
-    )
-    files = write_evaluation(evaluation, folder)
+    with replacing_in(folder) as drafts:  # each file replaced whole, never through a link
+        files = [folder / path.name for path in write_evaluation(evaluation, drafts)]
     table = Table(
         title=f"{model_uri} on {data.name}: {len(data.test)} test images", title_justify="left"
     )
@@ -111,6 +116,7 @@ def report(
     from automl.stores import open_storage
     from automl.tracking import Tracker
 
+    check_output_file(output)  # before the study is read
     store = open_storage(storage, create=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=store)
@@ -141,7 +147,7 @@ def report(
             evaluation=evaluation,
             pages=pages,
         )
-    output.write_text(html)
+    write_atomic(output, html)  # replaced whole, never written through a link
     images = html.count("<img ")
     console.print(
         f"wrote {output} ({len(html) / 1e6:.1f} MB, {len(SECTIONS)} sections, {images} images); "

@@ -195,8 +195,11 @@ def predict(
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
     """Predict the classes of images with a registered model."""
+    from rich.markup import escape
+    from rich.text import Text
+
     from automl.errors import ConfigError
-    from automl.release.predict import collect_files, predict_files
+    from automl.release.predict import collect_files, predict_files, shown
     from automl.tracking import load_image_model
 
     if top_k < 1:
@@ -206,13 +209,17 @@ def predict(
     with console.status(f"predicting {len(files)} images…"):
         predictions, skipped = predict_files(model, files, top_k)
     for path, reason in [*missing, *skipped]:
-        errors.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
+        errors.print(
+            f"[yellow]skipped[/] {escape(shown(path))}: {escape(reason)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if not predictions:
         raise ConfigError(f"no readable image among {len(files) + len(missing)} paths")
     if as_json:
         for p in predictions:
             top = [{"label": label, "probability": prob} for label, prob in p.top]
-            print(json.dumps({"path": str(p.path), "predictions": top}))
+            print(json.dumps({"path": shown(p.path), "predictions": top}))
         return
     table = Table(title=f"{model_uri}: {len(predictions)} images", title_justify="left")
     table.add_column("file")
@@ -221,7 +228,7 @@ def predict(
         table.add_column("p", justify="right")
     for p in predictions:
         cells = [item for label, prob in p.top for item in (label, f"{prob:.3f}")]
-        table.add_row(str(p.path), *cells)
+        table.add_row(Text(shown(p.path)), *cells)
     console.print(table)
 
 
@@ -256,24 +263,47 @@ def serve(
         str, typer.Option("--host", "-h", help="Address to listen on; 0.0.0.0 exposes it.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 5001,
+    max_body_mib: Annotated[
+        int, typer.Option(help="Largest request body accepted, in MiB; larger ones get 413.")
+    ] = 64,
     tracking_uri: TrackingOption = DEFAULT_TRACKING,
 ) -> None:
-    """Serve a registered model over HTTP (MLflow's scoring server, /invocations), after
+    """Serve a registered model over HTTP (MLflow's scoring app, /invocations), after
     checking its files against the SHA-256 recorded when it was registered."""
-    import os
-    import sys
-
     from automl.errors import ConfigError
+    from automl.serving.server import MIB, listen, serve_folder
     from automl.tracking import checked_model_folder
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port: must be 1..65535, got {port}")
-    folder = checked_model_folder(model_uri, tracking_uri)
-    console.print(
-        f"serving {model_uri} (files checked, copy in {folder}) on http://{host}:{port}"
-        " — /ping, /invocations; Ctrl-C stops"
-    )
-    sys.stdout.flush()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder),
-               "--env-manager", "local", "-h", host, "-p", str(port)]  # fmt: skip
-    os.execv(sys.executable, command)  # the server takes this process: signals reach it
+    if max_body_mib < 1:
+        raise ConfigError(f"--max-body-mib: must be at least 1, got {max_body_mib}")
+    try:
+        sock = listen(host, port)  # at once: a port in use is said before the model is fetched
+    except OSError as exc:
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}"
+        ) from None
+    with sock:
+        folder = checked_model_folder(model_uri, tracking_uri)
+        console.print(
+            f"serving {model_uri} (files checked, copy in {folder}) on http://{host}:{port}"
+            " — /ping, /invocations; Ctrl-C stops",
+            markup=False,
+        )
+        try:
+            serve_folder(folder, sock, max_body_mib * MIB)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (docker stop): the normal way to stop
+            console.print("server stopped")
+        finally:
+            _remove_copy(folder)
+
+
+def _remove_copy(folder: Path) -> None:
+    """The checked copy the server read, in its own folder under the temporary folder."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.gettempdir())
+    if folder.is_relative_to(tmp) and folder != tmp:
+        shutil.rmtree(tmp / folder.relative_to(tmp).parts[0], ignore_errors=True)

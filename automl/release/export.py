@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from automl.errors import AutomlError, ConfigError
+from automl.files import check_output_file, replacing, write_atomic
 from automl.tracking import ImageModel
 
 FORMATS = ("onnx", "torchscript", "pt2")
@@ -66,8 +67,7 @@ def check_export(fmt: str, output: Path) -> None:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{fmt}'")
     if output.is_dir():
         raise ConfigError(f"-o: {output} is a folder; name the file, e.g. {output / 'model'}.{fmt}")
-    if not output.parent.is_dir():
-        raise ConfigError(f"-o: the folder {output.parent} does not exist")
+    check_output_file(output)
     if fmt == "onnx":
         for module, why in ONNX_NEEDS.items():
             if importlib.util.find_spec(module) is None:
@@ -76,18 +76,16 @@ def check_export(fmt: str, output: Path) -> None:
 
 def export_model(model: ImageModel, fmt: str, output: Path) -> Exported:
     """Write the export to a draft beside ``output``, check it, then move it into place:
-    ``output`` only ever holds a checked export."""
+    ``output`` only ever holds a checked export, and its JSON file is in place first.
+    Both replace what is there in one rename each, never writing through a link."""
     check_export(fmt, output)
-    draft = output.with_name(f".{output.name}.draft")
+    preprocess_path = output.with_name(output.name + ".json")
     try:
-        diff, count = _export_and_check(model, fmt, draft)
-        draft.replace(output)
-        preprocess_path = output.with_name(output.name + ".json")
-        preprocess_path.write_text(json.dumps({"format": fmt, **model.preprocess}, indent=2))
+        with replacing(output) as draft:
+            diff, count = _export_and_check(model, fmt, draft)
+            write_atomic(preprocess_path, json.dumps({"format": fmt, **model.preprocess}, indent=2))
     except OSError as exc:
         raise ConfigError(f"-o {output}: cannot write it: {exc.strerror or exc}") from None
-    finally:
-        draft.unlink(missing_ok=True)
     return Exported(output, preprocess_path, diff, count)
 
 

@@ -54,6 +54,9 @@ class VersionTag:
     RETRAIN_START = "retrain.start"  # weights or scratch
     RETRAIN_NEW_HEAD = "retrain.new_head"
     RETRAIN_RUN_ID = "retrain_run_id"
+    # The SHA-256 of each of its files at registration, JSON: {"MLmodel": "ab12...", ...}
+    FILE_DIGESTS = "automl.file_digests"
+    FILE_DIGEST_PREFIX = "automl.sha256/"  # versions before: one tag a file, then its path
 
 
 def figure(value: float | None) -> str:
@@ -145,6 +148,22 @@ class VersionTags:
         if recorded:
             return {int(number): float(weight) for number, weight in recorded.items()}
         return {number: 1 / len(self.members) for number in self.members}
+
+    @property
+    def file_digests(self) -> dict[str, str]:
+        """The SHA-256 of each file recorded at registration, by path ({} when none was):
+        one JSON tag, or, for versions registered before it, a tag a file. Raises
+        ``ValueError`` when the JSON tag is not a mapping of path to digest."""
+        raw = self.tags.get(VersionTag.FILE_DIGESTS)
+        if raw is None:
+            prefix = VersionTag.FILE_DIGEST_PREFIX
+            return {k[len(prefix) :]: v for k, v in self.tags.items() if k.startswith(prefix)}
+        recorded = json.loads(raw)
+        if not isinstance(recorded, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in recorded.items()
+        ):
+            raise ValueError(f"{VersionTag.FILE_DIGESTS} is not a JSON object of path to digest")
+        return dict(recorded)
 
     @property
     def params(self) -> str | None:

@@ -4,21 +4,25 @@ A registered model carries code: its ``MLmodel`` names a Python file that loadin
 and its ``requirements.txt`` is what ``mlflow models serve`` would install. Whoever can
 write the artifact store (a bucket, a shared folder) could change them, or the network,
 and run code in ``promote``, ``predict`` or a server. The registry, a database with its
-own access rights, therefore records the SHA-256 of every file of the model as tags of
-the version when it is registered (``automl.sha256/<file>``). Loading a version copies
-its files, checks the copy against those tags, and loads only the checked copy, so no
-file is run between the check and the load.
+own access rights, therefore records the SHA-256 of every file of the model in one tag
+of the version when it is registered (``VersionTag.FILE_DIGESTS``, JSON by path: one tag,
+so the version's page opens on its figures, not on a dozen digests). Versions registered
+before it hold one tag a file (``automl.sha256/<file>``), and are checked the same way.
+Loading a version copies its files, checks the copy against that record, and loads only
+the checked copy, so no file is run between the check and the load.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from automl.environment import ALLOW_UNVERIFIED_MODELS
 from automl.errors import ConfigError
+from automl.records import VersionTag, VersionTags
 
-TAG_PREFIX = "automl.sha256/"
 # Written by MLflow into a downloaded model folder, not part of what was registered.
 LOCAL_FILES = frozenset({"registered_model_meta"})
 # Reports automl attaches to a version after registration (``automl evaluate``): data
@@ -43,13 +47,25 @@ def file_digests(folder: Path) -> dict[str, str]:
 
 
 def digest_tags(folder: Path) -> dict[str, str]:
-    """The version tags that record ``folder``'s files."""
-    return {TAG_PREFIX + name: digest for name, digest in file_digests(folder).items()}
+    """The version tag that records ``folder``'s files: one, whatever their number."""
+    digests = json.dumps(file_digests(folder), sort_keys=True, separators=(",", ":"))
+    return {VersionTag.FILE_DIGESTS: digests}
 
 
-def verify(folder: Path, tags: dict[str, str], what: str) -> None:
+def recorded_digests(tags: Mapping[str, str], what: str) -> dict[str, str]:
+    """The digests a version recorded, by path, from either form of the record."""
+    try:
+        return VersionTags.of(tags).file_digests
+    except ValueError:
+        raise ConfigError(
+            f"{what}: its tag {VersionTag.FILE_DIGESTS} is not a JSON object of file path "
+            f"to SHA-256, so its files cannot be checked; refusing to load it"
+        ) from None
+
+
+def verify(folder: Path, tags: Mapping[str, str], what: str) -> None:
     """Refuse, in one line, a model whose files differ from those its version recorded."""
-    recorded = {k[len(TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+    recorded = recorded_digests(tags, what)
     if not recorded:
         if ALLOW_UNVERIFIED_MODELS.get():
             return

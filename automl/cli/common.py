@@ -4,20 +4,18 @@ errors shown as one safe line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import sys
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from automl.errors import STOP, Terminated
 from automl.search.options import Option
+from automl.search.scheduler.signals import stopping_on_signals
 from automl.search.settings import SearchSettings, option_of
 
 
@@ -26,46 +24,54 @@ def _width() -> int | None:
     return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
 
 
-console = Console(width=_width(), soft_wrap=True)
+class PipeSafe:
+    """``sys.stdout`` (or ``sys.stderr``) as it is at each write, which outlives its reader:
+    when the pipe it writes to closes (``automl search | tee log`` stopped by the same
+    Ctrl-C), its descriptor is pointed at the null device instead of raising
+    ``BrokenPipeError`` in the middle of closing the trial's and the search's records."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _stream(self) -> Any:
+        stream = getattr(sys, self.name)
+        return getattr(stream, "rich_proxied_file", stream)  # beneath a live display's proxy
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream().write(text))
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream().flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        """What is left to write, now and at exit, goes to the null device."""
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream().fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "rich_proxied_file":  # this object is the file rich writes to
+            raise AttributeError(name)
+        return getattr(self._stream(), name)
 
 
-def _stopper(kind: type[KeyboardInterrupt]) -> Callable[[int, object], None]:
-    def stop(signum: int, frame: object) -> None:
-        if not STOP:
-            STOP.append(kind)  # kept, in case this raise is lost (see stop_if_asked)
-        raise kind()
-
-    return stop
+console = Console(file=typing.cast(IO[str], PipeSafe("stdout")), width=_width(), soft_wrap=True)
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raised as ``Terminated`` while the block runs, so the running trial and the
-    runs are closed as on Ctrl-C (and as PID 1 in a container, where an unhandled SIGTERM
-    is ignored until the SIGKILL that follows). Both signals are also remembered, so an
-    interrupt whose raise Python dropped still stops the search at the next epoch."""
-    previous = signal.signal(signal.SIGTERM, _stopper(Terminated))
-    interrupt = signal.getsignal(signal.SIGINT)
-    if interrupt is signal.default_int_handler:  # not where SIGINT is ignored (nohup, &)
-        signal.signal(signal.SIGINT, _stopper(KeyboardInterrupt))
-    hook = sys.unraisablehook
-
-    def quiet(unraisable: Any) -> None:  # a lost interrupt is acted on, not printed
-        if not (STOP and isinstance(unraisable.exc_value, KeyboardInterrupt)):
-            hook(unraisable)
-
-    sys.unraisablehook = quiet
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if interrupt is signal.default_int_handler:
-            signal.signal(signal.SIGINT, interrupt)
-        sys.unraisablehook = hook
-        STOP.clear()
+# Ctrl-C and SIGTERM raised once as interrupts while a command runs; the signals after the
+# first only hurry its clean-up (``automl.search.scheduler.signals``).
+sigterm_as_interrupt = stopping_on_signals
 
 
-errors = Console(stderr=True, width=_width(), soft_wrap=True)
+errors = Console(file=typing.cast(IO[str], PipeSafe("stderr")), width=_width(), soft_wrap=True)
 
 
 def typer_option(spec: Option) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import signal
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -52,14 +53,28 @@ def search(settings: SearchSettings) -> None:
     from automl.cli.display import SearchDisplay, print_summary
     from automl.pipeline import Interrupted, run_search
 
-    try:
-        with sigterm_as_interrupt(), SearchDisplay(console, settings.trials) as display:
-            outcome = run_search(settings, hooks=display.hooks)
-    except Interrupted as stop:
-        print_summary(console, stop.args[0])
-        terminated = isinstance(stop.args[1], Terminated)
-        raise typer.Exit(143 if terminated else 130) from None
-    print_summary(console, outcome)
+    # The summary too is printed while signals are handled: a Ctrl-C pressed again while
+    # it is read from the stores only hurries it.
+    with sigterm_as_interrupt():
+        try:
+            with SearchDisplay(console, settings.trials) as display:
+                outcome = run_search(settings, hooks=display.hooks)
+        except Interrupted as stop:
+            print_summary(console, stop.args[0])
+            terminated = isinstance(stop.args[1], Terminated)
+            code = 143 if terminated else 130
+        else:
+            print_summary(console, outcome)
+            return
+    # Stopped, its records closed: all that is left is exiting, which a burst of Ctrl-C
+    # still arriving (or held back by a busy thread) must not turn into a traceback.
+    signal.signal(signal.SIGINT, _exiting)
+    signal.signal(signal.SIGTERM, _exiting)
+    raise typer.Exit(code)
+
+
+def _exiting(signum: int, frame: object) -> None:
+    """A signal after the search stopped: nothing is left to stop."""
 
 
 def create(settings: SearchSettings) -> None:

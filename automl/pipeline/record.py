@@ -10,6 +10,7 @@ from automl.pipeline.outcome import Conclusion, SearchOutcome
 from automl.records import RunTag, StudyState
 from automl.search.scheduler.runner import TrialsRun
 from automl.search.scheduler.session import Session
+from automl.search.scheduler.signals import hurried
 from automl.tracking import TRACKING_ERRORS
 
 
@@ -20,7 +21,10 @@ def close_parent_run(
     notes = list(run.notes)
     story = None
     try:  # the record is complete without it: a store that fails here is only said
-        story = tell(_told(session, run, conclusion), session.tracker)
+        if hurried():  # a second Ctrl-C: the statuses first, the story another time
+            notes.append("stopped at once: the study's story was not written to MLflow")
+        else:
+            story = tell(_told(session, run, conclusion), session.tracker)
     except TRACKING_ERRORS as exc:
         notes.append(f"the study's story was not written to MLflow: {exc}")
     outcome = SearchOutcome(

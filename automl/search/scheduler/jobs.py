@@ -9,10 +9,11 @@ import sys
 
 import torch
 
-from automl.errors import AutomlError
+from automl.errors import AutomlError, Terminated
 from automl.search.scheduler.owners import Owner
 from automl.search.scheduler.queue import Refill, ToQueue, work
 from automl.search.scheduler.session import join
+from automl.search.scheduler.signals import die_with, hurried, stopping_on_signals
 from automl.search.settings import SearchSettings
 from automl.training.device import resolve_device
 
@@ -41,29 +42,39 @@ def _job_main(
     job: int,
     deadline: float | None,
     owner: str,
+    search: int,
     plan: ToQueue | None = None,
 ) -> None:
     """A worker process of ``--jobs``: join the study and run the search's tickets until
     none is left; with a budget (``plan``, shared with the search), queue the next one
-    when the queue is empty, as the search itself does."""
+    when the queue is empty, as the search itself does. It dies with its search (the
+    process ``search``): SIGTERM, its trial handed back and its run closed."""
+    die_with(search)  # a search killed outright (kill -9) takes its jobs with it
     torch.set_num_threads(threads)
     if settings.device.startswith("cuda:"):  # its caches and RNG calls then go to its GPU
         torch.cuda.set_device(torch.device(settings.device))  # (else GPU 0 gets a context)
     try:
-        session = join(settings, job=job)
-        objective = session.objective()
-        objective.deadline = deadline  # the budget's end cuts a running trial too
-        held = Owner(owner)
-        refill = Refill(session.study, held, set(), plan) if plan is not None else None
-        work(
-            session.study, objective, deadline=deadline,
-            on_stale=session.close_stale, owner=held, refill=refill,
-        )  # fmt: skip
-    except KeyboardInterrupt:
-        os._exit(130)
+        with stopping_on_signals():  # its trial closed once, however many signals come
+            _run_job(settings, job=job, deadline=deadline, owner=owner, plan=plan)
+    except KeyboardInterrupt as stop:
+        os._exit(143 if isinstance(stop, Terminated) else 130)
     except AutomlError as exc:  # one line, as the command itself would say it
         print(f"automl job {job}: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+
+
+def _run_job(
+    settings: SearchSettings, *, job: int, deadline: float | None, owner: str, plan: ToQueue | None
+) -> None:
+    session = join(settings, job=job)
+    objective = session.objective()
+    objective.deadline = deadline  # the budget's end cuts a running trial too
+    held = Owner(owner)
+    refill = Refill(session.study, held, set(), plan) if plan is not None else None
+    work(
+        session.study, objective, deadline=deadline,
+        on_stale=session.close_stale, owner=held, refill=refill,
+    )  # fmt: skip
 
 
 def spawn_jobs(
@@ -90,6 +101,7 @@ def spawn_jobs(
                 "job": job,
                 "deadline": deadline,
                 "owner": owner.id,
+                "search": os.getpid(),
                 "plan": plan,
             },
             name=f"automl-job-{job}",
@@ -110,7 +122,7 @@ def stop_jobs(processes: list[multiprocessing.process.BaseProcess], *, signal_th
     import signal
 
     for process in processes:
-        if not signal_them:
+        if not signal_them and not hurried():  # a second Ctrl-C: no more waiting
             process.join(timeout=5)
         if process.is_alive() and process.pid is not None:
             os.kill(process.pid, signal.SIGINT)

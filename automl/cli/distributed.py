@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,6 +17,7 @@ from automl.cli.common import (
     TrackingOption,
     WeightsDirOption,
     console,
+    one_line,
     sigterm_as_interrupt,
 )
 from automl.cli.search import create_command
@@ -108,10 +109,10 @@ def worker(
 
 @study_app.command("status")
 def status(
-    name: Annotated[str, typer.Argument(metavar="STUDY")],
+    name: Annotated[str | None, typer.Argument(metavar="[STUDY]")] = None,
     storage: StorageOption = DEFAULT_STORAGE,
 ) -> None:
-    """Trials by state, who runs what, the best so far."""
+    """Trials by state, who runs what, the best so far; without a STUDY, the studies."""
     import optuna
 
     from automl.errors import ConfigError
@@ -119,6 +120,9 @@ def status(
     from automl.stores import open_storage
 
     store = open_storage(storage, create=False)
+    if name is None:
+        _list_studies(optuna.get_all_study_summaries(store))
+        return
     try:
         found = optuna.load_study(study_name=name, storage=store)
     except KeyError:
@@ -140,6 +144,20 @@ def status(
     if ranked:
         best = ranked[0]
         console.print(f"best so far: trial {best.number}, val_acc {best.values[0]:.4f}")
+
+
+def _list_studies(summaries: list[Any]) -> None:
+    if not summaries:
+        console.print("no studies in the storage")
+        return
+    table = Table(title="studies (automl study status STUDY for one)", title_justify="left")
+    for column in ("study", "trials", "started"):
+        table.add_column(column, justify="right" if column == "trials" else "left")
+    for summary in sorted(summaries, key=lambda s: s.study_name):
+        started = summary.datetime_start
+        when = started.strftime("%Y-%m-%d %H:%M") if started else "-"
+        table.add_row(one_line(summary.study_name), str(summary.n_trials), when)
+    console.print(table)
 
 
 @study_app.command("finish")

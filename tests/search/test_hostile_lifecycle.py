@@ -115,3 +115,14 @@ def test_a_folder_named_like_its_space_gives_its_name_once(tmp_path):
     assert settings.resolve().study_name == "photos"
     other = SearchSettings(dataset=f"imagefolder:{folder}", space=Path("small.yaml"))
     assert other.resolve().study_name == "photos-small"
+
+
+@pytest.mark.hostile("inputs")
+def test_study_status_without_a_name_lists_the_studies(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'automl.db'}"
+    for name in ("first", "second"):
+        optuna.create_study(study_name=name, storage=open_storage(storage))
+    code = main(["study", "status", "--storage", storage])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "first" in out and "second" in out and "Missing" not in err

@@ -12,8 +12,9 @@ Hyperband pruner. For each size it prints
   process's memory after it;
 - the median and 90th percentile of the next ``--asks`` asks ("warm": the cache holds
   the study, only changes are read), each followed by its tell;
-- the light look for changes every worker makes twice a second (``SqlQueries.states``)
-  and the stale-trial query of every claim (Optuna's ``_get_stale_trial_ids``), in ms;
+- the light look for changes a worker makes at each claim and pruning decision (at most
+  every 0.5 s: ``SqlQueries.states``) and the stale-trial query of every claim (Optuna's
+  ``_get_stale_trial_ids``), in ms;
 - bytes a trial takes in the database and in the proxy's reply (Optuna's protobuf).
 
 ``--running K`` adds K trials RUNNING (other workers' trials: the constant liar reads
@@ -169,9 +170,12 @@ def bytes_per_trial(url: str, trials: int) -> tuple[float, float]:
             size = Path(url.removeprefix("sqlite:///")).stat().st_size
         else:
             with backend.engine.connect() as conn:
-                size = conn.exec_driver_sql(
-                    "select sum(pg_total_relation_size(c.oid)) from pg_class c "
-                    "where c.relkind = 'r' and c.relname like 'trial%'"
+                size = conn.execute(
+                    sqlalchemy.text(
+                        "select sum(pg_total_relation_size(c.oid)) from pg_class c "
+                        "where c.relkind = 'r' and c.relname like :tables"
+                    ),
+                    {"tables": "trial%"},
                 ).scalar_one()
         return size / trials, wire
     finally:

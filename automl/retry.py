@@ -59,7 +59,9 @@ def tracking_service(uri: str, name: str) -> Service:
     return Service(f"mlflow:{uri}", name, TRACKING_RETRY_SECONDS)
 
 
-def _notify(message: str) -> None:
+def tell(message: str) -> None:
+    """Say something about a store that the user should read now (an outage, a store
+    that writes somewhere unexpected): to the listeners on screen, else as a warning."""
     if not LISTENERS:
         log.warning(message)
     for listener in list(LISTENERS):
@@ -109,7 +111,7 @@ def went_away(what: Service, exc: BaseException) -> bool:
             return False
         _OUTAGES[what] = _Outage()
     clock = time.strftime("%H:%M:%S")
-    _notify(
+    tell(
         f"{what} stopped answering at {clock} ({_first_line(exc)}); what it should record is "
         "held and retried, nothing is lost"
     )
@@ -137,7 +139,7 @@ def came_back(what: Service) -> None:
     away = time.monotonic() - outage.since
     held = ", ".join(f"{n} {thing}" for thing, n in outage.held.items())
     sent = f"; sending what was held meanwhile: {held}" if held else ""
-    _notify(f"{what} answers again after {away:.0f} s away{sent}")
+    tell(f"{what} answers again after {away:.0f} s away{sent}")
 
 
 def retrying(
@@ -165,7 +167,7 @@ def retrying(
                     hold(what, holding)
             outage = _OUTAGES.get(what)
             away = f"away {time.monotonic() - outage.since:.0f} s; " if outage else ""
-            _notify(f"{what} unreachable ({away}{_first_line(exc)}); retrying in {delay:.0f} s")
+            tell(f"{what} unreachable ({away}{_first_line(exc)}); retrying in {delay:.0f} s")
             time.sleep(delay)
             delay = min(delay * 2, MAX_DELAY)
         else:

@@ -87,6 +87,30 @@ def check_sqlite_file(url: str) -> None:
         connection.execute("select count(*) from sqlite_master").fetchone()
 
 
+def check_writable(url: str, wait: float = 1.0) -> None:
+    """Take and give back an existing local store's write lock, waiting ``wait`` seconds
+    at most: a store another program holds locked (an open ``BEGIN EXCLUSIVE``) raises
+    ``sqlite3.OperationalError`` ("database is locked") now, where a write would only
+    fail after MLflow's own 20 s wait, as a traceback."""
+    path = sqlite_file(url)
+    if path is None or not path.is_file():
+        return
+    with contextlib.closing(sqlite3.connect(path, timeout=wait, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+
+
+def is_locked(exc: BaseException) -> bool:
+    """SQLite's answer while another connection holds the lock a write needs, also when
+    SQLAlchemy or MLflow wraps it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "database is locked" in str(seen) or "database table is locked" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def broken_store(url: str, option: str, what: str, problem: str) -> StoreError:
     """One line for a store that cannot be opened: which file, what failed, what to do."""
     path = sqlite_file(url)

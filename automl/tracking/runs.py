@@ -12,23 +12,25 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, Experiment, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from requests.exceptions import RequestException
 
 from automl.errors import AutomlError, StoreError
 from automl.records.run import RunTag as Tag
-from automl.retry import came_back, hold, is_away, tracking_service, went_away
-from automl.stores import mask_url
+from automl.retry import came_back, hold, is_away, retrying, tell, tracking_service, went_away
+from automl.stores import check_writable, is_locked, mask_url, sqlite_file
 from automl.tracking.calls import TRACKING_ERRORS, _resilient, _timed, is_transient
 from automl.tracking.common import client_for, first_line
 from automl.tracking.outcome import ended_tags
@@ -150,6 +152,8 @@ class Tracker:
         )
         self.what = tracking_service(tracking_uri, name)
         start = time.perf_counter()
+        if experiment is not None:  # it will write
+            self._wait_while_locked()
         self.client = client_for(tracking_uri, create=experiment is not None)
         if tracking_uri.startswith(("http://", "https://")):
             _check_server(tracking_uri)
@@ -161,6 +165,7 @@ class Tracker:
                 self.experiment_id = self._create_experiment(experiment)
             else:
                 self.experiment_id = found.experiment_id
+                _say_if_elsewhere(tracking_uri, found)
         except Exception as exc:  # any failure to reach the store is fatal at start
             raise StoreError(
                 f"--tracking-uri {mask_url(tracking_uri)}: cannot open the MLflow tracking store: "
@@ -169,6 +174,22 @@ class Tracker:
         self.experiment = experiment
         self.artifact_uris: dict[str, str] = {}  # trial runs this tracker started
         self.seconds += time.perf_counter() - start
+
+    def _wait_while_locked(self) -> None:
+        """A local store that another process holds locked (an open transaction) is
+        waited for as a store that is away is, and said the same way; past the budget,
+        one line. Without this the first write would fail after MLflow's own silent wait."""
+        try:
+            retrying(lambda: check_writable(self.tracking_uri), what=self.what, transient=is_locked)
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc):
+                raise
+            raise StoreError(
+                f"--tracking-uri {mask_url(self.tracking_uri)}: {sqlite_file(self.tracking_uri)} "
+                f"is locked by another process ({first_line(exc)}) and stayed locked for "
+                f"{self.what.budget.get():g} s ({self.what.budget.name}); end that process's "
+                "transaction, then run again"
+            ) from None
 
     def _create_experiment(self, name: str) -> str:
         """Create the experiment; another process creating it at the same moment wins and
@@ -198,11 +219,21 @@ class Tracker:
 
     @_timed
     def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """A top-level run in this experiment (a study, a retrain, a drift check)."""
-        run = self.client.create_run(self._experiment_id, run_name=name, tags=dict(tags))
+        """A top-level run in this experiment (a study, a retrain, a drift check); each
+        write waits while the store is away or locked, so a retry never makes two runs."""
+        run_id = self._create_run(name, tags)
         for chunk in _chunks(_params(params), 100):
-            self.client.log_batch(run.info.run_id, params=chunk)
+            self._log_batch_params(run_id, chunk)
+        return run_id
+
+    @_resilient
+    def _create_run(self, name: str, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(self._experiment_id, run_name=name, tags=dict(tags))
         return str(run.info.run_id)
+
+    @_resilient
+    def _log_batch_params(self, run_id: str, params: list[Param]) -> None:
+        self.client.log_batch(run_id, params=params)
 
     def experiment_of(self, run_id: str) -> str | None:
         """The name of the experiment holding ``run_id`` (None when the run is gone)."""
@@ -363,6 +394,29 @@ class Tracker:
             yield
         finally:
             self.seconds += time.perf_counter() - start
+
+
+def _say_if_elsewhere(tracking_uri: str, experiment: Experiment) -> None:
+    """MLflow keeps an experiment's artifact location as an absolute path: in a project
+    folder copied or moved elsewhere, a local store goes on writing artifacts to the old
+    folder's ``mlartifacts/``. Say so, with the ways out, rather than let it happen."""
+    root = artifact_root_for(tracking_uri)
+    location = urllib.parse.urlparse(str(experiment.artifact_location or ""))
+    if root is None or location.scheme not in ("", "file"):
+        return  # a server decides where artifacts go
+    where = Path(urllib.parse.unquote(location.path))
+    folder = Path(root).parent
+    if where.is_relative_to(folder):
+        return
+    here = Path(root, _slug(str(experiment.name))).as_uri()
+    tell(
+        f"the experiment '{experiment.name}' keeps its artifacts in {where}, outside this "
+        f"store's folder {folder} (was the project copied or moved?): this search's files "
+        f"go there too. To keep them here, search with --experiment NEW_NAME, or point the "
+        f"experiment here: sqlite3 {folder / Path(str(sqlite_file(tracking_uri))).name} "
+        f"\"UPDATE experiments SET artifact_location = '{here}' WHERE experiment_id = "
+        f'{experiment.experiment_id}"'
+    )
 
 
 def _slug(name: str) -> str:

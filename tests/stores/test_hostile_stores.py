@@ -3,12 +3,18 @@ store held locked, a full disk, a project folder copied elsewhere."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
 
 import pytest
 
-from automl import environment
-from automl.errors import ConfigError
+from automl import environment, retry
+from automl.errors import ConfigError, StoreError
 from tests.conftest import automl_command, bin_env
 
 BAD_VALUES = [
@@ -84,3 +90,101 @@ def test_a_command_with_a_bad_variable_exits_2_in_one_line(
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert f"{name}={value}" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@contextmanager
+def locked(db: Path, seconds: float) -> Iterator[threading.Event]:
+    """Hold ``BEGIN EXCLUSIVE`` on ``db`` for ``seconds`` (or until the block ends), as
+    another program might; yields once the lock is taken."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with closing(sqlite3.connect(db, isolation_level=None)) as connection:
+            connection.execute("BEGIN EXCLUSIVE")
+            taken.set()
+            done.wait(seconds)
+            connection.execute("ROLLBACK")
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait(10)
+    try:
+        yield done
+    finally:
+        done.set()
+        thread.join()
+
+
+@pytest.fixture
+def tracking_store(tmp_path: Path) -> str:
+    from automl.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    Tracker(uri, "locked")  # the store and its experiment exist
+    return uri
+
+
+@pytest.fixture
+def said() -> Iterator[list[str]]:
+    lines: list[str] = []
+    retry.LISTENERS.append(lines.append)
+    yield lines
+    retry.LISTENERS.remove(lines.append)
+
+
+@pytest.mark.slow
+@pytest.mark.hostile("stores")
+def test_a_locked_tracking_store_is_waited_for_and_said(
+    tracking_store: str, tmp_path: Path, said: list[str]
+) -> None:
+    from automl.tracking import Tracker
+
+    with locked(tmp_path / "mlflow.db", 3.0):
+        tracker = Tracker(tracking_store, "locked")
+        run = tracker.start_study_run("s", {}, {})
+    assert tracker.run_info(run)["status"] == "RUNNING"
+    assert "stopped answering" in said[0] and "database is locked" in said[0], said
+    assert "answers again" in said[-1], said
+
+
+@pytest.mark.slow
+@pytest.mark.hostile("stores")
+def test_a_tracking_store_locked_past_the_budget_is_one_line(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, said: list[str]
+) -> None:
+    from automl.tracking import Tracker
+
+    monkeypatch.setenv("AUTOML_TRACKING_RETRY_SECONDS", "2")
+    start = time.monotonic()
+    with locked(tmp_path / "mlflow.db", 60.0), pytest.raises(StoreError) as raised:
+        Tracker(tracking_store, "locked").start_study_run("s", {}, {})
+    assert time.monotonic() - start < 15
+    message = str(raised.value)
+    assert "locked" in message and "another process" in message and "\n" not in message
+    assert raised.value.exit_code == 2
+
+
+def copy_store(source: Path, target: Path) -> None:
+    target.mkdir()
+    with (
+        closing(sqlite3.connect(source)) as old,
+        closing(sqlite3.connect(target / source.name)) as new,
+    ):
+        old.backup(new)  # the write-ahead log included
+
+
+@pytest.mark.slow
+@pytest.mark.hostile("stores")
+def test_a_copied_project_folder_says_where_its_artifacts_still_go(
+    tracking_store: str, tmp_path: Path, said: list[str]
+) -> None:
+    from automl.tracking import Tracker
+
+    Tracker(tracking_store, "locked")
+    assert said == []  # in its own folder: nothing to say
+    copy_store(tmp_path / "mlflow.db", tmp_path / "copy")
+    Tracker(f"sqlite:///{tmp_path / 'copy' / 'mlflow.db'}", "locked")
+    assert len(said) == 1, said
+    line = said[0]
+    assert str(tmp_path / "mlartifacts") in line and str(tmp_path / "copy") in line
+    assert "--experiment" in line and "UPDATE experiments" in line

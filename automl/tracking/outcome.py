@@ -51,6 +51,8 @@ def outcome_sentence(
     """How a trial ended, for a person: a pruned trial (MLflow shows KILLED) was stopped
     early on purpose, which is not a failure."""
     message = tags.get(RunTag.MESSAGE, "")
+    if state == "COMPLETE" and tags.get(RunTag.CUT):  # its result is an unfinished one's
+        return f"**Complete, cut by the budget**: {tags[RunTag.CUT]}; its result is that epoch's."
     if state == "COMPLETE":
         return f"**Complete**: trained its whole schedule ({tags.get(RunTag.EPOCHS, '?')} epochs)."
     if state == "PRUNED":

@@ -126,3 +126,79 @@ def test_study_status_without_a_name_lists_the_studies(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "first" in out and "second" in out and "Missing" not in err
+
+
+def _study_with_a_trial_of(tmp_path: Path, seconds: float) -> optuna.Study:
+    """A study whose one complete trial took ``seconds``."""
+    import datetime
+
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(
+        study_name="budget", storage=open_storage(f"sqlite:///{tmp_path / 'automl.db'}")
+    )
+    end = datetime.datetime.now()
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, value=0.5
+        )
+    )
+    trial_id = compat.trial_id(study.trials[0])
+    from sqlalchemy import create_engine, text
+
+    # create_trial stamps both ends at once: give the trial its duration
+    with create_engine(f"sqlite:///{tmp_path / 'automl.db'}").begin() as conn:
+        conn.execute(
+            text(
+                "update trials set datetime_start = :s, datetime_complete = :e where trial_id = :t"
+            ),
+            {"s": end - datetime.timedelta(seconds=seconds), "e": end, "t": trial_id},
+        )
+    from automl.stores.clock import OptunaClock
+    from automl.stores.compat import StudyStorage
+
+    storage = StudyStorage(open_storage(f"sqlite:///{tmp_path / 'automl.db'}"), OptunaClock())
+    return optuna.load_study(study_name="budget", storage=storage)
+
+
+@pytest.mark.hostile("consistency")
+@pytest.mark.parametrize(("left", "starts"), [(2.0, False), (30.0, True)])
+def test_no_trial_starts_in_less_than_half_a_trials_time(tmp_path, left, starts):
+    from automl.search.scheduler.owners import Owner
+    from automl.search.scheduler.queue import TrialResult, add_tickets, work
+
+    study = _study_with_a_trial_of(tmp_path, 20.0)
+    owner, ran, notes = Owner("me"), [], []
+
+    def objective(trial: optuna.Trial) -> TrialResult:
+        ran.append(trial.number)
+        return TrialResult(optuna.trial.TrialState.COMPLETE, (0.5,))
+
+    def refill() -> bool:
+        if ran:
+            return False
+        add_tickets(study, 1, owner=owner)
+        return True
+
+    work(study, objective, deadline=time.monotonic() + left, owner=owner, refill=refill,
+         on_note=notes.append)  # fmt: skip
+    assert bool(ran) is starts
+    assert bool(notes) is not starts and all("too short for a trial" in n for n in notes)
+    assert not [t for t in study.trials if t.state.name == "WAITING"]  # nothing left queued
+
+
+@pytest.mark.hostile("consistency")
+@pytest.mark.slow
+def test_a_trial_cut_by_the_budget_never_reads_as_its_whole_schedule(tmp_path):
+    from tests.conftest import TINY_SPACE
+
+    long = TINY_SPACE.replace("epochs: 2", "epochs: 300")
+    settings = search_settings(
+        tmp_path, long, trials=3, study_name="cut", max_epochs=300, timeout=3, pruner="none"
+    )
+    outcome = run_search(settings)
+    [trial] = outcome.study.trials
+    assert trial.user_attrs[TrialAttr.CUT].startswith("budget ended after epoch")
+    run = mlflow_client(settings.tracking_uri).get_run(trial.user_attrs[TrialAttr.RUN_ID])
+    note = run.data.tags[RunTag.NOTE]
+    assert "whole schedule" not in note and "cut by the budget" in note, note

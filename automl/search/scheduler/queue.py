@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from automl.search.space.warmstart import WarmStart
 
 MAX_RETRY = 2
+# A trial starts under a budget only with at least this share of a typical complete
+# trial's time left: the pruner compares trials up to half their schedule, so one cut
+# before that has no result worth its epochs.
+MEANINGFUL_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -236,9 +240,11 @@ def work(
     on_stale: Callable[[FrozenTrial], None] | None = None,
     owner: Owner = WORKERS,
     refill: Callable[[], bool] | None = None,
+    on_note: Callable[[str], None] = lambda note: None,
 ) -> int:
-    """Claim and run ``owner``'s tickets until none is left (or ``deadline``); returns
-    how many ran. ``refill`` queues the next ticket when none is left (False: no more).
+    """Claim and run ``owner``'s tickets until none is left (or ``deadline``, or too
+    little of the budget is left for a trial: ``on_note`` says so); returns how many ran.
+    ``refill`` queues the next ticket when none is left (False: no more).
 
     The objective says how each trial ended. On Ctrl-C or SIGTERM the running trial is
     failed (the objective has saved its checkpoint), its ticket queued again at once, and
@@ -247,6 +253,10 @@ def work(
     ran = 0
     while deadline is None or time.monotonic() < deadline:
         stop_if_asked()  # between trials too
+        short = too_short_for_a_trial(study, deadline)
+        if short:
+            on_note(short)
+            break
         # A dead worker's trial is failed and queued again before we claim.
         retrying(lambda: fail_stale(study, on_stale), what=STORE)
         trial = retrying(lambda: claim(study, owner), what=STORE)
@@ -274,6 +284,28 @@ def work(
         ran += 1
         on_trial_end(study, frozen)
     return ran
+
+
+def too_short_for_a_trial(study: optuna.Study, deadline: float | None) -> str | None:
+    """Why no trial should start before ``deadline`` (None: one may): the time left is
+    less than ``MEANINGFUL_SHARE`` of what this study's complete trials took (their
+    median; trials cut by a budget left out). Before any trial completes, one may."""
+    if deadline is None:
+        return None
+    took = sorted(
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.datetime_start and t.datetime_complete and TrialAttr.CUT not in t.user_attrs
+    )
+    if not took:
+        return None
+    typical, left = took[len(took) // 2], deadline - time.monotonic()
+    if left >= MEANINGFUL_SHARE * typical:
+        return None
+    return (
+        f"the budget's last {max(left, 0):.0f} s are too short for a trial (a complete one "
+        f"takes about {typical:.0f} s): no trial started in them"
+    )
 
 
 @dataclass

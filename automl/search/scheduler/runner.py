@@ -206,6 +206,7 @@ def _drain(
         work(
             session.study, objective, on_trial_end=reporter.report, deadline=deadline,
             on_stale=session.close_stale, owner=owner, refill=refill,
+            on_note=session.hooks.on_note,
         )  # fmt: skip
         for process in processes:
             process.join()

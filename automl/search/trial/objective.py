@@ -236,17 +236,19 @@ class Objective:
                     on_checkpoint=kept.keep,
                 ),
             )  # fmt: skip
+            ended = {RunTag.EPOCHS: str(len(history))}
             if len(history) < epochs:  # the budget ended: its last epoch is its result
                 cut = f"budget ended after epoch {len(history)}"
                 trial.set_user_attr(TrialAttr.CUT, cut)
-                record.set_tags({RunTag.CUT: f"{cut} of {epochs}"})
+                ended[RunTag.CUT] = f"{cut} of {epochs}"  # its description says so too
+                record.set_tags({RunTag.CUT: ended[RunTag.CUT]})
             measured.accuracy = history[-1].val_acc
             objectives = self.settings.objectives
             values = tuple(OBJECTIVES[name].measure(measured) for name in objectives)
             record.log_epoch(len(history), unrecorded(objectives, values))
             if self._keeps_weights(trial, values):
                 record.save_weights(model)
-            record.finish("COMPLETE", **{RunTag.EPOCHS: str(len(history))})
+            record.finish("COMPLETE", **ended)
             return values
         finally:
             # No gc.collect() here: it costs a share of a short trial; refcounting frees it.

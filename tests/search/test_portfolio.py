@@ -75,3 +75,30 @@ def test_a_new_study_trains_the_baseline_then_the_portfolio_then_samples(tmp_pat
     for trial, (params, origin) in zip(trials, space.queued_first, strict=False):
         assert trial.params.items() <= params.items() and trial.user_attrs["origin"] == origin
     assert "origin" not in trials[3].user_attrs  # sampled
+
+
+def test_a_given_configuration_queued_again_stays_given(tmp_path):
+    """A retry of the baseline (a Ctrl-C, a preemption) keeps its origin, so the chance
+    rule still spares it."""
+    import optuna
+
+    from automl.search.scheduler.queue import requeue
+
+    study = optuna.create_study()
+    study.enqueue_trial({}, user_attrs={"origin": "baseline"})
+    first = study.ask()
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    requeue(study, first, "interrupted")
+    assert study.ask().user_attrs["origin"] == "baseline"
+
+
+def test_a_data_folder_named_like_a_bundled_space_is_not_taken_for_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from automl.search.space.bundled import BUNDLED_SPACES, resolve_space
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    assert resolve_space(Path("photos")) == BUNDLED_SPACES / "photos.yaml"
+    (tmp_path / "mine.yaml").write_text("training: {epochs: 1}\n")
+    assert resolve_space(Path("mine.yaml")) == Path("mine.yaml")

@@ -174,6 +174,8 @@ def requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     }
     if record.checkpoint_epoch:
         attrs[TrialAttr.CHECKPOINT_EPOCH] = record.checkpoint_epoch
+    if record.origin:  # a given configuration stays one (the chance rule spares it)
+        attrs[TrialAttr.ORIGIN] = record.origin
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 

@@ -168,7 +168,8 @@ def _registered(parent: dict[str, Any]) -> str:
     if not tags.registered_model:
         return ""
     metrics = parent.get("metrics", {})
-    pairs = (("val_acc", metrics.get("best_val_acc")), ("test_acc", metrics.get("test_acc")))
+    tested = metrics.get("test_accuracy", metrics.get("test_acc"))  # test_acc: runs before
+    pairs = (("val_acc", metrics.get("best_val_acc")), ("test_acc", tested))
     figures = [f"{name} <b>{value:.4f}</b>" for name, value in pairs if value is not None]
     shown = f": {', '.join(figures)}" if figures else ""
     html = f"<p>Registered model: <code>{escape(tags.registered_model)}</code>"

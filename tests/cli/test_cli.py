@@ -108,7 +108,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         (["nonsense"], "No such command 'nonsense'"),
         (["models", "--bogus"], "No such option: --bogus"),
         (["export", "models:/m/1", "--format", "gif"], "--format"),
-        (["study", "status"], "Missing argument"),
+        (["study", "status", "--bogus"], "No such option: --bogus"),
         (["worker", "--wait", "soon"], "Invalid value for '--wait'"),
     ],
 )

@@ -75,3 +75,10 @@ def test_no_pruner_stops_a_trial_past_half_its_schedule(tmp_path):
     [trial] = outcome.study.trials
     assert trial.state == TrialState.COMPLETE  # asked at steps 5 and 10; never at 15 or 20
     assert sorted(trial.intermediate_values) == [5, 10, 15, 20]
+
+
+def test_a_trial_pruned_at_chance_reads_as_at_chance_not_as_behind():
+    from automl.search.strategy.pruners import AT_CHANCE, pruned_why
+
+    assert pruned_why(0.1004, 0.10) == AT_CHANCE  # 10 classes: within a tenth of the way
+    assert pruned_why(0.30, 0.10) == "fell behind"

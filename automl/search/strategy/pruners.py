@@ -147,10 +147,19 @@ def fair_chance(epoch: int, steps: int) -> bool:
     return epoch >= CHANCE_EPOCHS and steps >= CHANCE_STEPS
 
 
+def at_chance(val_acc: float, chance: float) -> bool:
+    """Within ``CHANCE_MARGIN`` of the way from ``chance`` to perfect accuracy."""
+    return val_acc < chance + CHANCE_MARGIN * (1.0 - chance)
+
+
 def stuck_at_chance(epoch: int, steps: int, val_acc: float, chance: float) -> bool:
-    """After a fair chance (``epoch`` epochs, ``steps`` optimizer steps), still within
-    ``CHANCE_MARGIN`` of the way from ``chance`` to perfect accuracy."""
-    return fair_chance(epoch, steps) and val_acc < chance + CHANCE_MARGIN * (1.0 - chance)
+    """After a fair chance (``epoch`` epochs, ``steps`` optimizer steps), still at chance."""
+    return fair_chance(epoch, steps) and at_chance(val_acc, chance)
+
+
+def pruned_why(val_acc: float, chance: float) -> str:
+    """How a trial the pruner stopped reads: at chance, or behind the others."""
+    return AT_CHANCE if at_chance(val_acc, chance) else "fell behind"
 
 
 def exempt(trial: Any) -> bool:

@@ -298,8 +298,9 @@ class Objective:
                 else:
                     prune = trial.should_prune()
         if prune:
+            why = pruners.pruned_why(result.val_acc, self._chance.chance)
             raise optuna.TrialPruned(
-                f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} fell behind"
+                f"val_acc {result.val_acc:.4f} at epoch {result.epoch} of {total} {why}"
             )
         if not last and self.settings.pruner != "none":
             self._chance.check(trial, result.epoch, total, result.val_acc)

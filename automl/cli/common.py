@@ -111,3 +111,8 @@ def one_line(message: str) -> str:
     if len(text) > LONGEST:
         text = f"{text[: LONGEST - 40]}… ({len(text) - LONGEST + 40} more characters)"
     return escape(text)  # and no rich markup either
+
+
+def print_note(message: str, on: Console | None = None) -> None:
+    """A note in yellow; its text is the user's or the data's, so never read as markup."""
+    (on or console).print(f"[yellow]note[/]: {escape(message)}")

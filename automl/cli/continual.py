@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from automl.cli.common import DataDirOption, TrackingOption, console
+from automl.cli.common import DataDirOption, TrackingOption, console, print_note
 from automl.stores import DEFAULT_TRACKING
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def retrain(
 
 def _print_retrain(outcome: RetrainOutcome) -> None:
     for note in outcome.notes:
-        console.print(f"[yellow]note[/]: {note}")
+        print_note(note)
     source = outcome.source
     table = Table(
         title=f"{source.name}: version {source.version} (parent) and version {outcome.version} "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from automl.cli.common import DataDirOption, TrackingOption, console, errors
+from automl.cli.common import DataDirOption, TrackingOption, console, errors, print_note
 from automl.records import VersionTags
 from automl.stores import DEFAULT_TRACKING
 
@@ -125,7 +125,7 @@ def promote(
             alias=alias, force=force, data_dir=data_dir, dataset=dataset,
         )  # fmt: skip
     for note in result.notes:
-        console.print(f"[yellow]note[/]: {note}")
+        print_note(note)
     candidate = result.candidate.version
     if result.already:
         console.print(f"version {candidate} of '{name}' already holds '{alias}'; nothing to do")

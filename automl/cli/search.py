@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from automl.cli.common import console, sigterm_as_interrupt, typer_option
+from automl.cli.common import console, print_note, sigterm_as_interrupt, typer_option
 from automl.errors import Terminated
 from automl.search.options import Option
 from automl.search.settings import SearchSettings
@@ -79,6 +79,8 @@ def _exiting(signum: int, frame: object) -> None:
 
 def create(settings: SearchSettings) -> None:
     """Create the study and queue its trials without running any: start workers next."""
+    from rich.markup import escape
+
     from automl.cli.display import print_data_report
     from automl.search.hooks import Hooks
     from automl.search.scheduler.queue import queue_trials
@@ -87,13 +89,13 @@ def create(settings: SearchSettings) -> None:
 
     with console.status("creating the study…") as status:
         hooks = Hooks(
-            on_stage=lambda m: status.update(f"{m}…"),
-            on_note=lambda m: console.print(f"[yellow]note[/]: {m}"),
+            on_stage=lambda m: status.update(f"{escape(m)}…"),
+            on_note=print_note,
             on_data=lambda report: print_data_report(console, report),
         )
         session = prepare(settings, hooks, mode="workers")
         for note in queue_trials(session).notes:  # the shared queue, for `automl worker`
-            console.print(f"[yellow]note[/]: {note}")
+            print_note(note)
     queued = sum(1 for t in session.study.trials if t.state.name == "WAITING")
     name = session.study.study_name
     console.print(

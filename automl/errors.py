@@ -82,7 +82,8 @@ class Terminated(KeyboardInterrupt):
     terminal, it reaches only the process it was sent to, not its job processes."""
 
 
-# A signal asked the process to stop: the interrupt it raised (see cli.stopping_on_signals).
+# A signal asked the process to stop: the interrupt it raised
+# (see search/scheduler/signals.py, stopping_on_signals).
 STOP: list[type[KeyboardInterrupt]] = []
 
 

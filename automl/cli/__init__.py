@@ -23,6 +23,7 @@ from automl.cli.common import (
     one_line,
     sigterm_as_interrupt,
 )
+from automl.cli.ui import ui
 from automl.errors import AutomlError
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app = typer.Typer(
 app.command("search")(search.search_command)
 app.command()(distributed.worker)
 app.command()(dashboard.dashboard)
+app.command()(ui)
 app.command("storage-proxy")(proxy.storage_proxy)
 app.command()(models.models)
 app.command()(models.promote)

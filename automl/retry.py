@@ -13,17 +13,19 @@ is back, after how long, and what was held meanwhile (``hold`` counts it) and no
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from automl.environment import STORE_RETRY_SECONDS, TRACKING_RETRY_SECONDS, Variable
+from automl.errors import AutomlError
 from automl.stores import mask_url
 
 T = TypeVar("T")
@@ -71,16 +73,42 @@ def tell(message: str) -> None:
 LISTENERS: list[Callable[[str], None]] = []  # the console adds one: "retrying" is never silent
 
 
-def is_transient_store_error(exc: BaseException) -> bool:
-    """A lost or refused connection, also when Optuna wraps it (``StorageInternalError``),
-    and a storage proxy (gRPC) that is away or whose database is."""
+class DiskFull(AutomlError):
+    """A store's disk is full: waiting does not free it, so it is said at once."""
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, outermost first."""
     seen: BaseException | None = exc
     while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+# What a database says when its disk is full: SQLite (SQLITE_FULL), PostgreSQL (53100).
+FULL_DISK_WORDS = ("database or disk is full", "no space left on device", "could not extend file")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """The disk under a store is full (``ENOSPC``), however the error is wrapped."""
+    for seen in _chain(exc):
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if any(word in str(seen).lower() for word in FULL_DISK_WORDS):
+            return True
+    return False
+
+
+def is_transient_store_error(exc: BaseException) -> bool:
+    """A lost or refused connection, also when Optuna wraps it (``StorageInternalError``),
+    and a storage proxy (gRPC) that is away or whose database is; never a full disk."""
+    if is_disk_full(exc):
+        return False
+    for seen in _chain(exc):
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
             return True
         if isinstance(seen, STORE_ERRORS) or _unavailable(seen):
             return True
-        seen = seen.__cause__ or seen.__context__
     return False
 
 
@@ -100,8 +128,24 @@ _OUTAGES: dict[Service, _Outage] = {}  # services away now
 _LOCK = threading.Lock()
 
 
+# How a database server that restarts ends its connections, and answers meanwhile.
+RESTART_WORDS = (
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+)
+
+
 def _first_line(exc: BaseException) -> str:
-    return mask_url((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
+    """What went wrong, in one line: the database's own words, not a wrapper's (Optuna
+    wraps a failed commit as "... invalid data in the commit, e.g. exceeding max length")."""
+    cause = list(_chain(exc))[-1]
+    line = mask_url((str(cause).strip().splitlines() or [type(cause).__name__])[0])[:200]
+    if any(word in line.lower() for word in RESTART_WORDS):
+        return f"the database server is restarting or stopped: {line}"
+    return line
 
 
 def went_away(what: Service, exc: BaseException) -> bool:
@@ -159,6 +203,13 @@ def retrying(
         try:
             result = call()
         except Exception as exc:
+            if is_disk_full(exc):
+                if isinstance(exc, OSError):
+                    raise  # a file's write: its caller says which (an artifact, a cache)
+                raise DiskFull(
+                    f"{what}: the disk is full ({_first_line(exc)}); free space on it, then "
+                    "run the same command again to go on"
+                ) from exc
             if not transient(exc) or time.monotonic() + delay > deadline:
                 raise
             if delay == 1.0:  # this call's first failure

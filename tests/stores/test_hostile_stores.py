@@ -10,12 +10,13 @@ import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from automl import environment, retry
 from automl.errors import ConfigError, StoreError
-from tests.conftest import automl_command, bin_env
+from tests.conftest import PG, automl_command, bin_env, pg_admin, scratch_database
 
 BAD_VALUES = [
     ("AUTOML_HEARTBEAT_SECONDS", "abc"),
@@ -188,3 +189,88 @@ def test_a_copied_project_folder_says_where_its_artifacts_still_go(
     line = said[0]
     assert str(tmp_path / "mlartifacts") in line and str(tmp_path / "copy") in line
     assert "--experiment" in line and "UPDATE experiments" in line
+
+
+@pytest.fixture
+def small_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A real Optuna storage on SQLite whose file may not grow any more: SQLite answers
+    "database or disk is full" (SQLITE_FULL), as on a full disk."""
+    import optuna
+    from sqlalchemy import event
+
+    from automl.stores import open_database
+
+    monkeypatch.setenv("AUTOML_STORE_RETRY_SECONDS", "3")  # before the fix: 3 s of retries
+    storage = open_database(f"sqlite:///{tmp_path / 'automl.db'}")
+    optuna.create_study(study_name="full", storage=storage)
+
+    def no_growth(connection: sqlite3.Connection, record: object) -> None:
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(storage.engine, "connect", no_growth)
+    storage.engine.dispose()  # new connections, each with the limit
+    yield storage
+    storage.engine.dispose()
+
+
+@pytest.mark.hostile("stores")
+def test_a_full_disk_under_the_optuna_storage_is_said_at_once(
+    small_storage: Any, said: list[str]
+) -> None:
+    study_id = small_storage.get_study_id_from_name("full")
+    start = time.monotonic()
+    with pytest.raises(retry.DiskFull) as raised:
+        retry.retrying(
+            lambda: small_storage.set_study_user_attr(study_id, "big", "x" * 200_000),
+            what=retry.STORE,
+        )
+    assert time.monotonic() - start < 2, "a full disk is not waited for"
+    message = str(raised.value)
+    assert "disk is full" in message and "database or disk is full" in message
+    assert "exceeding max length" not in message and "\n" not in message
+    assert not any("stopped answering" in line for line in said), said
+
+
+@pytest.mark.hostile("stores")
+def test_no_space_left_on_a_device_is_said_at_once(
+    said: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTOML_STORE_RETRY_SECONDS", "3")  # before the fix: 3 s of retries
+
+    def write() -> None:
+        with open("/dev/full", "w") as full:  # every write: ENOSPC
+            full.write("x")
+
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    start = time.monotonic()
+    with pytest.raises(OSError, match="No space left on device"):  # the caller names the file
+        retry.retrying(write, what=retry.STORE, transient=lambda exc: True)
+    assert time.monotonic() - start < 2 and said == []
+
+
+@pytest.mark.postgres
+@pytest.mark.hostile("stores")
+def test_a_postgres_restart_is_named_as_a_restart(said: list[str]) -> None:
+    """A restarting server ends every connection (57P01, "terminating connection due to
+    administrator command"); ending this test's own connection so is the same to it."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    with scratch_database("restart") as name:
+        engine = sqlalchemy.create_engine(f"{PG}/{name}", poolclass=NullPool)
+        with engine.connect() as connection:
+            pid = connection.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar()
+            pg_admin(f"SELECT pg_terminate_backend({pid})")
+            tries: list[str] = []
+
+            def query() -> int:
+                tries.append("try")
+                if len(tries) == 1:  # the connection the restart ended
+                    return int(connection.execute(sqlalchemy.text("SELECT 1")).scalar() or 0)
+                return 1
+
+            assert retry.retrying(query, what=retry.STORE) == 1
+        engine.dispose()
+    assert "restarting" in said[0] and "server closed the connection" in said[0], said

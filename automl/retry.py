@@ -141,8 +141,8 @@ RESTART_WORDS = (
 def _first_line(exc: BaseException) -> str:
     """What went wrong, in one line: the database's own words, not a wrapper's (Optuna
     wraps a failed commit as "... invalid data in the commit, e.g. exceeding max length")."""
-    cause = list(_chain(exc))[-1]
-    line = mask_url((str(cause).strip().splitlines() or [type(cause).__name__])[0])[:200]
+    told = next((e for e in _chain(exc) if type(e).__name__ != "StorageInternalError"), exc)
+    line = mask_url((str(told).strip().splitlines() or [type(told).__name__])[0])[:200]
     if any(word in line.lower() for word in RESTART_WORDS):
         return f"the database server is restarting or stopped: {line}"
     return line

@@ -274,3 +274,29 @@ def test_a_postgres_restart_is_named_as_a_restart(said: list[str]) -> None:
             assert retry.retrying(query, what=retry.STORE) == 1
         engine.dispose()
     assert "restarting" in said[0] and "server closed the connection" in said[0], said
+
+
+@pytest.mark.postgres
+@pytest.mark.hostile("consistency")
+def test_changes_take_turns_on_a_postgres_store_too() -> None:
+    """The alias lock on a database server: an advisory lock, held by one at a time."""
+    from automl.stores import taking_turns
+
+    with scratch_database("turns") as name:
+        inside: list[int] = []
+        overlaps: list[int] = []
+
+        def change(i: int) -> None:
+            with taking_turns(f"{PG}/{name}", "aliases"):
+                if inside:
+                    overlaps.append(i)
+                inside.append(i)
+                time.sleep(0.2)
+                inside.remove(i)
+
+        threads = [threading.Thread(target=change, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert overlaps == []

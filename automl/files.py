@@ -26,11 +26,16 @@ from automl.errors import ConfigError
 def replacing(path: Path) -> Iterator[Path]:
     """A draft path to write ``path``'s new content to; when the block ends without
     error the draft replaces ``path`` in one rename, otherwise it is removed. For writers
-    that take a file name (an exporter, a plotting library)."""
+    that take a file name (an exporter, a plotting library). Files a writer puts beside
+    its draft (ONNX's ``NAME.data`` of external weights) are moved beside ``path`` first,
+    so the file never appears without them."""
     drafts = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}.", suffix=".draft", dir=path.parent))
     try:
         draft = drafts / path.name  # the same suffix: some writers pick the format by it
         yield draft
+        for companion in sorted(drafts.iterdir()):
+            if companion != draft:
+                os.replace(companion, path.parent / companion.name)
         os.replace(draft, path)
     finally:
         shutil.rmtree(drafts, ignore_errors=True)

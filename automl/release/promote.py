@@ -128,11 +128,22 @@ def promote(
     Moves of the store's aliases take turns: the champion is read, scored against and
     replaced with no other move in between, so one asked twice at once is done once.
     """
+    _candidate(registry, name, version, from_alias)  # refused before any lock is taken
     with registry.moving_aliases():
         return _promote(
             registry, name, version=version, from_alias=from_alias, alias=alias, force=force,
             data_dir=data_dir, dataset=dataset,
         )  # fmt: skip
+
+
+def _candidate(registry: Registry, name: str, version: int | None, from_alias: str) -> VersionInfo:
+    """The version to promote: the one named, or the one holding ``from_alias``."""
+    if version is not None:
+        return registry.version(name, version)
+    found = registry.by_alias(name, from_alias)
+    if found is None:
+        raise ConfigError(f"model '{name}' has no version with the alias '{from_alias}'")
+    return found
 
 
 def _promote(
@@ -146,13 +157,7 @@ def _promote(
     data_dir: Path | None,
     dataset: str | None,
 ) -> Promotion:
-    if version is not None:
-        candidate = registry.version(name, version)
-    else:
-        found = registry.by_alias(name, from_alias)
-        if found is None:
-            raise ConfigError(f"model '{name}' has no version with the alias '{from_alias}'")
-        candidate = found
+    candidate = _candidate(registry, name, version, from_alias)
     champion = registry.by_alias(name, alias)
     if champion is not None and champion.version == candidate.version:  # asked twice: done
         held = VersionTags.of(champion.tags).test_acc or 0.0
@@ -237,6 +242,8 @@ def rollback(registry: Registry, name: str, alias: str = "champion") -> Rollback
     """Give ``alias`` back to the version that held it before the current one, undoing
     the last move; rollbacks take turns with every move, so two at once undo two moves,
     never one move and then the undo."""
+    if registry.by_alias(name, alias) is None:  # refused before any lock is taken
+        raise ConfigError(f"no version of '{name}' holds the alias '{alias}'")
     with registry.moving_aliases():
         return _rollback(registry, name, alias)
 

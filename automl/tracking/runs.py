@@ -42,8 +42,15 @@ PROBE_SECONDS = 10.0  # while the store is away, a training trial tries it this 
 MAX_PARAM_LENGTH = 6000
 
 
+def shown(value: Any) -> str:
+    """A param as MLflow shows it: a float to four significant digits (a learning rate of
+    0.0031622776601683794 reads 0.003162); the exact values stay in Optuna and in the
+    registered model's ``params.json``, which is what rebuilds a configuration."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _params(values: Mapping[str, Any]) -> list[Param]:
-    return [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in values.items()]
+    return [Param(k, shown(v)[:MAX_PARAM_LENGTH]) for k, v in values.items()]
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from automl.pipeline import run_search
 from automl.search.hooks import Hooks
 from automl.search.settings import SearchSettings
+from automl.tracking.runs import shown
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +105,9 @@ def test_run_status_params_metrics_and_tags_match_each_trial(searched):
         assert run.data.tags["trial_number"] == str(trial.number)
         assert run.data.tags["study"] == "e2e"
         params = trial.user_attrs["params"]
-        assert run.data.params == {k: str(v) for k, v in params.items()}
+        assert run.data.params == {k: shown(v) for k, v in params.items()}  # rounded to read
+        floats = [run.data.params[k] for k, v in params.items() if isinstance(v, float)]
+        assert floats and all(len(v) <= 10 for v in floats)
         assert {k.split(".")[0] for k in params} == {"arch", "aug", "optim", "train"}
         note = run.data.tags["mlflow.note.content"]  # the run page says how it ended
         if trial.state == TrialState.FAIL:
@@ -403,13 +406,16 @@ def test_report_has_every_section_and_its_images_load(searched, tmp_path, capsys
     study = optuna.load_study(study_name="e2e", storage=settings.storage)
     parent = study.user_attrs["mlflow_parent_run_id"]
     assert f"start it with <code>mlflow ui --backend-store-uri {settings.tracking_uri}" in html
-    assert re.search(rf'href="http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{parent}"', html)
+    assert re.search(
+        rf'href="http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{parent}\?workflowType=', html
+    )
     assert "viewStateShareKey=automl-e2e" in html and "#/compare-runs?runs=" in html
     stopped = html.split('<section id="stopped">')[1].split("</section>")[0]
     for trial in study.trials:
         run = trial.user_attrs["mlflow_run_id"]
-        shown = f'/runs/{run}">{trial.number}</a></td><td>'
-        assert (shown in stopped) == (trial.state in (TrialState.PRUNED, TrialState.FAIL))
+        cell = rf'/runs/{run}[^"]*">{trial.number}</a></td><td>'
+        listed = re.search(cell, stopped) is not None
+        assert listed == (trial.state in (TrialState.PRUNED, TrialState.FAIL))
     assert "injected fault" in stopped
     complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
     assert f"importances rest on {complete} complete trials (fewer than 20)" in html

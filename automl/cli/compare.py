@@ -44,10 +44,10 @@ def _test_data(
 ) -> ImageData:
     """The test split both versions recorded (it must be the same), or ``dataset``'s."""
     from automl.data.adapt import load_like
-    from automl.release.promote import _test_split  # promote's gate: the same check
+    from automl.release.promote import recorded_test_split  # promote's gate: the same check
 
     data = (
-        _test_split(versions, data_dir)
+        recorded_test_split(versions, data_dir)
         if dataset is None
         else load_like(dataset, models[0].preprocess, data_dir)
     )

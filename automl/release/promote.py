@@ -57,7 +57,7 @@ class Promotion:
         return self.champion is None
 
 
-def _test_split(versions: list[VersionInfo], data_dir: Path | None) -> ImageData:
+def recorded_test_split(versions: list[VersionInfo], data_dir: Path | None) -> ImageData:
     """Load the data set the versions were tested on; refuse unless the split is identical."""
     for version in versions:
         if not VersionTags.of(version.tags).records_test_split:
@@ -170,7 +170,7 @@ def _promote(
     extra: list[tuple[str, ImageData]] = []
     notes: list[str] = []
     if dataset is None:
-        data = _test_split(versions, data_dir)
+        data = recorded_test_split(versions, data_dir)
     else:
         data = load_like(dataset, models[0].preprocess, data_dir)
         extra, notes = _recorded_splits(versions, split_digest(data.test), data_dir)
